@@ -1,0 +1,127 @@
+"""The `potstill` command line: thin typed commands over the library."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+from potstill.config import ConfigError, builtin_config_path, load_config
+from potstill.data.loading import DatasetError
+from potstill.models.openai_backend import MissingKeyError
+from potstill.models.packaged import ModelRefError
+from potstill.progress import console
+
+app = typer.Typer(
+    help="Distill a large teacher LLM into a small student for one task, and show with "
+    "evidence whether it worked. A run goes synth -> train -> evaluate -> report; all of "
+    "it lives in runs/<name>/.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+T = TypeVar("T")
+USER_ERRORS = (ConfigError, DatasetError, ModelRefError, MissingKeyError)
+
+RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder that holds run folders.")]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Argument(help="Config overrides as dotted key=value, e.g. students.0.train.epochs=3"),
+]
+RunArg = Annotated[Path, typer.Argument(help="A run folder, e.g. runs/demo.")]
+
+
+def _guard(action: Callable[[], T]) -> T:
+    """Bad input ends with one clear message and exit code 2, not a traceback."""
+    try:
+        return action()
+    except USER_ERRORS as exc:
+        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="A run config (YAML).")],
+    overrides: Overrides = None,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Run every stage of CONFIG that is missing or stale (synth, train, evaluate, report)."""
+    from potstill.pipeline import absolutize, run_pipeline
+
+    def action() -> None:
+        cfg = absolutize(load_config(config, overrides), config.parent)
+        run_pipeline(cfg, runs_dir)
+
+    _guard(action)
+
+
+@app.command()
+def demo(overrides: Overrides = None, runs_dir: RunsDir = Path("runs")) -> None:
+    """Distill offline on the built-in demo: packaged SmolLM2 teacher and student, generated
+    arithmetic word problems. Writes runs/demo/report.md and report.html."""
+    from potstill.pipeline import run_pipeline
+
+    _guard(lambda: run_pipeline(load_config(builtin_config_path("demo"), overrides), runs_dir))
+
+
+def _one_stage(stage: str, run_dir: Path) -> None:
+    from potstill.pipeline import run_stage
+    from potstill.runs import RunFolder
+
+    def action() -> None:
+        folder = RunFolder(run_dir)
+        run_stage(folder, folder.load_config(), stage)
+
+    _guard(action)
+
+
+@app.command()
+def synth(run_dir: RunArg) -> None:
+    """Have the teacher label the training inputs; writes synth/ (train.jsonl, card.md)."""
+    _one_stage("synth", run_dir)
+
+
+@app.command()
+def train(run_dir: RunArg) -> None:
+    """Fine-tune each student on synth/train.jsonl; writes students/<name>/final."""
+    _one_stage("train", run_dir)
+
+
+@app.command()
+def evaluate(run_dir: RunArg) -> None:
+    """Score teacher, base student and trained students on the test split; writes eval/."""
+    _one_stage("evaluate", run_dir)
+
+
+@app.command()
+def report(run_dir: RunArg) -> None:
+    """Write report.md, report.html and plots/ from eval/ and synth/."""
+    _one_stage("report", run_dir)
+
+
+@app.command()
+def serve(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="A model folder (e.g. runs/demo/students/"
+            "distilled/final), packaged:NAME, or a hub id."
+        ),
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    name: Annotated[str | None, typer.Option(help="Model name clients use.")] = None,
+) -> None:
+    """Serve a local model as an OpenAI-compatible endpoint (/v1/chat/completions)."""
+    from potstill.serve import serve as serve_model
+
+    _guard(lambda: serve_model(model, host, port, name))
+
+
+def main() -> None:
+    sys.exit(app())

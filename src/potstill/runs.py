@@ -1,0 +1,174 @@
+"""The run folder: every file a run makes, written so that a crash never leaves a torn one."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from potstill.config import ConfigError, RunConfig, load_config
+
+STAGES = ("synth", "train", "evaluate", "report")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file whole or not at all: temp file in the same folder, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path: Path, rows: Iterable[Any]) -> None:
+    text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
+    atomic_write_text(path, text)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Read a JSONL file this package wrote; a torn last line (crash mid-append) is ignored."""
+    rows: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as handle:
+        lines = handle.readlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1 and not line.endswith("\n"):
+                break
+            raise
+    return rows
+
+
+def package_versions() -> dict[str, str]:
+    names = ["potstill", "torch", "transformers", "trl", "peft", "openai", "pydantic"]
+    found: dict[str, str] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """One run's folder (DESIGN.md's `runs/<name>/`) and its manifest."""
+
+    root: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def calls_db(self) -> Path:
+        return self.root / "calls.sqlite"
+
+    @property
+    def synth_dir(self) -> Path:
+        return self.root / "synth"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    def student_dir(self, name: str) -> Path:
+        return self.root / "students" / name
+
+    def load_config(self) -> RunConfig:
+        if not self.config_path.exists():
+            raise ConfigError(
+                f"{self.root}: not a run folder (no config.yaml); start one with "
+                "`potstill run CONFIG`"
+            )
+        return load_config(self.config_path)
+
+    def manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.exists():
+            return {"stages": {}}
+        data: dict[str, Any] = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        return data
+
+    def stage_record(self, stage: str) -> dict[str, Any] | None:
+        record: dict[str, Any] | None = self.manifest()["stages"].get(stage)
+        return record
+
+    def save_config(self, config: RunConfig) -> None:
+        """Store the resolved config (it holds no secrets: keys are env-var names only)."""
+        dumped = config.model_dump(mode="json")
+        atomic_write_text(self.config_path, yaml.safe_dump(dumped, sort_keys=False))
+        manifest = self.manifest()
+        manifest["config_hash"] = config.section_hash(*RunConfig.model_fields)
+        manifest["versions"] = package_versions()
+        write_json(self.manifest_path, manifest)
+
+    def mark_done(self, stage: str, fingerprint: str, seconds: float, **extra: Any) -> None:
+        manifest = self.manifest()
+        manifest["stages"][stage] = {
+            "status": "done",
+            "fingerprint": fingerprint,
+            "seconds": round(seconds, 2),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **extra,
+        }
+        write_json(self.manifest_path, manifest)
+
+    def is_current(self, stage: str, fingerprint: str) -> bool:
+        record = self.stage_record(stage)
+        return bool(record and record["status"] == "done" and record["fingerprint"] == fingerprint)
+
+
+@contextmanager
+def timed() -> Iterator[list[float]]:
+    """Yields a one-item list that holds the elapsed seconds once the block ends."""
+    box = [0.0]
+    start = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box[0] = time.perf_counter() - start

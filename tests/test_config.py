@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import pytest
+
+from potstill.config import ConfigError, builtin_config_path, load_config, parse_config
+
+MINIMAL = {"name": "t", "task": {"kind": "math"}, "dataset": {"path": "x.jsonl"}}
+
+
+def test_unknown_key_is_named_with_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("name: t\ntask: {kind: math, calculater: true}\ndataset: {path: x.jsonl}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+    assert "task.calculater: unknown key" in str(err.value)
+
+
+def test_overrides_set_nested_and_list_keys() -> None:
+    tree = {**MINIMAL, "students": [{"name": "s"}]}
+    cfg = parse_config(tree, "t.yaml", ["students.0.train.epochs=3", "teacher.prompt.max_tokens=9"])
+    assert cfg.students[0].train.epochs == 3
+    assert cfg.teacher.prompt.max_tokens == 9
+
+
+def test_override_with_bad_type_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"evaluate.bootstrap_samples"):
+        parse_config(dict(MINIMAL), "t.yaml", ["evaluate.bootstrap_samples=lots"])
+
+
+def test_dataset_needs_exactly_one_source() -> None:
+    tree = {**MINIMAL, "dataset": {"path": "a.jsonl", "hub": "org/data"}}
+    with pytest.raises(ConfigError, match="exactly one"):
+        parse_config(tree, "t.yaml")
+
+
+def test_classification_needs_labels() -> None:
+    tree = {**MINIMAL, "task": {"kind": "classification"}}
+    with pytest.raises(ConfigError, match="labels"):
+        parse_config(tree, "t.yaml")
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [builtin_config_path("demo"), *sorted(Path("configs").glob("**/*.yaml"))],
+    ids=lambda p: str(p),
+)
+def test_every_shipped_config_validates(path: Path) -> None:
+    assert load_config(path).name

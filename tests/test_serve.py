@@ -1,0 +1,136 @@
+"""The openai backend against real HTTP servers on 127.0.0.1."""
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from potstill.models.base import ChatRequest
+from potstill.models.local import LocalChatModel
+from potstill.models.openai_backend import MissingKeyError, OpenAIChatModel
+from potstill.serve import create_app
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve(app: Any) -> Iterator[str]:
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started:
+        assert time.time() < deadline, "server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/v1"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def local_model(tiny_model_dir: Path) -> LocalChatModel:
+    return LocalChatModel(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="module")
+def served(local_model: LocalChatModel) -> Iterator[str]:
+    yield from _serve(create_app(local_model, "tiny"))
+
+
+def test_openai_backend_round_trip_matches_local(served: str, local_model: LocalChatModel) -> None:
+    client = OpenAIChatModel("tiny", base_url=served, max_concurrency=2)
+    requests = [
+        ChatRequest([{"role": "user", "content": f"Count to {i}"}], max_tokens=5) for i in range(3)
+    ]
+    remote = asyncio.run(client.generate(requests))
+    local = asyncio.run(local_model.generate(requests))
+    assert [r.error for r in remote] == [None, None, None]
+    assert [r.text for r in remote] == [r.text for r in local]
+    assert [r.completion_tokens for r in remote] == [r.completion_tokens for r in local]
+    assert all(r.latency_s > 0 for r in remote)
+
+
+def test_models_endpoint(served: str) -> None:
+    import httpx
+
+    body = httpx.get(f"{served}/models").json()
+    assert body["data"][0]["id"] == "tiny"
+
+
+def test_api_key_comes_from_the_named_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("POTSTILL_TEST_KEY", raising=False)
+    with pytest.raises(MissingKeyError, match="POTSTILL_TEST_KEY"):
+        OpenAIChatModel("m", base_url="http://127.0.0.1:9/v1", api_key_env="POTSTILL_TEST_KEY")
+
+
+def _rate_limited_app() -> Any:
+    """Says 429 with Retry-After: 1 to the first request, then answers."""
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI()
+    state = {"calls": 0, "times": []}
+
+    @app.post("/v1/chat/completions")
+    async def chat() -> Any:
+        state["calls"] += 1
+        state["times"].append(time.monotonic())
+        if state["calls"] == 1:
+            return JSONResponse(
+                {"error": {"message": "slow down"}}, status_code=429, headers={"Retry-After": "1"}
+            )
+        return {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "fine"},
+                }
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+        }
+
+    app.state.calls = state
+    return app
+
+
+def test_retry_after_is_honoured() -> None:
+    app = _rate_limited_app()
+    for url in _serve(app):
+        client = OpenAIChatModel("m", base_url=url, max_retries=2)
+        (answer,) = asyncio.run(client.generate([ChatRequest([{"role": "user", "content": "x"}])]))
+        times = app.state.calls["times"]
+        assert answer.text == "fine" and answer.error is None
+        assert len(times) == 2
+        assert times[1] - times[0] >= 0.9
+
+
+def test_failures_come_back_as_errors_with_the_key_redacted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("POTSTILL_TEST_KEY", "sk-sentinel-123")
+    client = OpenAIChatModel(
+        "m",
+        base_url=f"http://127.0.0.1:{_free_port()}/v1",
+        api_key_env="POTSTILL_TEST_KEY",
+        max_retries=0,
+        timeout_s=2,
+    )
+    (answer,) = asyncio.run(client.generate([ChatRequest([{"role": "user", "content": "x"}])]))
+    assert answer.text is None and answer.error
+    assert "sk-sentinel-123" not in answer.error
