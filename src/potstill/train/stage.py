@@ -26,9 +26,11 @@ def _sft_config(student: StudentConfig, output_dir: Path) -> Any:
         max_length=t.max_length,
         # Loss on the assistant reply only: the prompt tokens are masked out.
         completion_only_loss=True,
+        # A small student fits in memory; recomputing activations would only cost time.
+        gradient_checkpointing=False,
         lr_scheduler_type="cosine",
-        warmup_ratio=0.05,
-        logging_steps=5,
+        warmup_steps=0.05,  # below 1: a fraction of all steps
+        logging_steps=1,
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=2,
@@ -72,12 +74,11 @@ def _save_final(trainer: Any, tokenizer: Any, final_dir: Path, method: str) -> N
     os.replace(tmp, final_dir)
 
 
-def train_student(run: RunFolder, student: StudentConfig) -> dict[str, Any]:
-    """Fine-tune one student; resumes from its last checkpoint if one exists."""
+def build_trainer(run: RunFolder, student: StudentConfig) -> tuple[Any, Any, int]:
+    """The SFTTrainer for one student on synth/train.jsonl, with its tokenizer and row count."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTTrainer
 
     rows = read_jsonl(run.synth_dir / "train.jsonl")
@@ -88,15 +89,23 @@ def train_student(run: RunFolder, student: StudentConfig) -> dict[str, Any]:
         tokenizer.pad_token = tokenizer.eos_token
     torch.manual_seed(student.train.seed)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    folder = run.student_dir(student.name)
-    ckpt_dir = folder / "checkpoints"
     trainer = SFTTrainer(
         model=model,
-        args=_sft_config(student, ckpt_dir),
+        args=_sft_config(student, run.student_dir(student.name) / "checkpoints"),
         train_dataset=data,
         processing_class=tokenizer,
         peft_config=_peft_config(student),
     )
+    return trainer, tokenizer, len(rows)
+
+
+def train_student(run: RunFolder, student: StudentConfig) -> dict[str, Any]:
+    """Fine-tune one student; resumes from its last checkpoint if one exists."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    trainer, tokenizer, rows = build_trainer(run, student)
+    folder = run.student_dir(student.name)
+    ckpt_dir = folder / "checkpoints"
     last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.exists() else None
     if last:
         console.print(f"train[{student.name}]: resuming from {last}")
@@ -105,7 +114,7 @@ def train_student(run: RunFolder, student: StudentConfig) -> dict[str, Any]:
     log = [entry for entry in trainer.state.log_history if "loss" in entry or "train_loss" in entry]
     write_jsonl(folder / "train_log.jsonl", log)
     summary = {
-        "rows": len(rows),
+        "rows": rows,
         "steps": trainer.state.global_step,
         "train_loss": result.training_loss,
         "seconds": result.metrics.get("train_runtime"),

@@ -1,0 +1,66 @@
+"""The whole run, end to end, on a few examples with the real packaged SmolLM2 as teacher."""
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from potstill.cli import app
+from potstill.config import builtin_config_path
+from potstill.runs import RunFolder, read_jsonl
+
+
+@pytest.mark.slow
+def test_demo_pipeline_on_a_few_examples(tiny_model_dir: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    args = [
+        "run",
+        str(builtin_config_path("demo")),
+        "dataset.generator.size=20",
+        "dataset.test_size=6",
+        "students.0.train.epochs=1",
+        "students.0.train.batch_size=4",
+        f"students.0.base.model={tiny_model_dir}",
+        "evaluate.bootstrap_samples=200",
+        "--runs-dir",
+        str(runs),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run = RunFolder(runs / "demo")
+    manifest = json.loads(run.manifest_path.read_text())
+    assert [manifest["stages"][s]["status"] for s in ("synth", "train", "evaluate", "report")] == [
+        "done"
+    ] * 4
+    teacher = read_jsonl(run.synth_dir / "teacher.jsonl")
+    train = read_jsonl(run.synth_dir / "train.jsonl")
+    assert len(teacher) == 14
+    assert len(train) == sum(row["rejected"] is None for row in teacher) > 0
+    for row in train:  # the student learns the teacher's expression, zero-shot, no reasoning
+        assert row["prompt"][-1]["role"] == "user" and len(row["prompt"]) == 2
+        assert "reason" not in row["completion"][0]["content"]
+    scores = json.loads((run.eval_dir / "scores.json").read_text())
+    assert set(scores["candidates"]) == {"teacher", "base_student", "distilled"}
+    assert all(c["n"] == 6 for c in scores["candidates"].values())
+    report = (run.root / "report.md").read_text()
+    assert "| teacher |" in report and "| distilled | base_student |" in report
+    assert (run.root / "report.html").read_text().count("data:image/png;base64,") == 1
+
+    with sqlite3.connect(run.calls_db) as db:
+        calls_before = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert again.output.count("up to date, skipped") == 4
+    with sqlite3.connect(run.calls_db) as db:
+        assert db.execute("SELECT COUNT(*) FROM calls").fetchone()[0] == calls_before
+
+
+def test_bad_config_exits_2_with_a_message(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ntask: {kind: math}\ndataset: {path: d.jsonl}\nteacher: {modle: 1}\n")
+    result = CliRunner().invoke(app, ["run", str(path), "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "teacher.modle: unknown key" in result.output
+    assert "Traceback" not in result.output
