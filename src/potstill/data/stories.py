@@ -99,8 +99,10 @@ SHARES_BOXES = [
 ADD_T = [
     "{n} has {a} {o}. {P} buys {b} more. How many {o} does {p} have now?",
     "{n} had {a} {o}. A friend gave {p2} {b} more {o}. How many {o} does {n} have in total?",
-    "There are {a} {o} in a box. {n} puts {b} more {o} in the box. How many {o} are in the box now?",
-    "{n} collected {a} {o} on Monday and {b} {o} on Tuesday. How many {o} did {p} collect altogether?",
+    "There are {a} {o} in a box. {n} puts {b} more {o} in the box. "
+    "How many {o} are in the box now?",
+    "{n} collected {a} {o} on Monday and {b} {o} on Tuesday. "
+    "How many {o} did {p} collect altogether?",
 ]
 SUB_T = [
     "{n} has {a} {o}. {P} gives away {b} of them. How many {o} does {p} have left?",
@@ -120,7 +122,8 @@ DIV_T = [
     ("{n} has {a} {i} and puts them equally into {b} {r}. How many {i} go into each one?", "boxes"),
     ("{n} splits {a} {i} evenly between {b} {r}. How many {i} does each get?", "people"),
     (
-        "There are {a} {i}. They are divided equally among {b} {r}. How many {i} are there for each?",
+        "There are {a} {i}. They are divided equally among {b} {r}. "
+        "How many {i} are there for each?",
         "boxes",
     ),
 ]

@@ -32,7 +32,7 @@ def mcnemar_exact(a: Sequence[float], b: Sequence[float]) -> float:
         return 1.0
     k = min(only_a, only_b)
     tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
-    return min(1.0, 2 * tail)
+    return float(min(1.0, 2 * tail))
 
 
 def paired_comparison(

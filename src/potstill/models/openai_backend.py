@@ -48,12 +48,8 @@ class OpenAIChatModel:
         self.model = model
         self.base_url = base_url
         # Local servers (vLLM, Ollama, potstill serve) ignore the key; the SDK wants one anyway.
-        self._client_args = {
-            "api_key": key or "not-needed",
-            "base_url": base_url,
-            "timeout": timeout_s,
-            "max_retries": max_retries,
-        }
+        self._timeout = timeout_s
+        self._max_retries = max_retries
         self._client_type = AsyncOpenAI
         self._max_concurrency = max_concurrency
 
@@ -101,5 +97,11 @@ class OpenAIChatModel:
 
     async def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
         sem = asyncio.Semaphore(self._max_concurrency)
-        async with self._client_type(**self._client_args) as client:
+        client_args = {
+            "api_key": self._key or "not-needed",
+            "base_url": self.base_url,
+            "timeout": self._timeout,
+            "max_retries": self._max_retries,
+        }
+        async with self._client_type(**client_args) as client:  # type: ignore[arg-type]
             return list(await asyncio.gather(*(self._one(client, sem, r) for r in requests)))

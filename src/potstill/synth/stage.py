@@ -70,10 +70,15 @@ def run_synth(
             replies = answer_all(teacher, store, requests, _chunk(config), advance)
     finally:
         store.close()
-    outputs, rejected, rows = [], [], []
+    outputs: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    correct: list[float] = []
     reasons: Counter[str] = Counter()
     for example, reply in zip(train, replies):
         parsed = task.parse(reply.text or "", config.teacher.prompt.style)
+        if example.reference is not None:
+            correct.append(task.score(parsed, example.reference))
         reason = rejection_reason(parsed, reply.finish_reason, reply.error, example, task, config)
         record = {
             "id": example.id,
@@ -95,18 +100,13 @@ def run_synth(
             rejected.append(record)
         else:
             rows.append(training_row(task, config, example, parsed))
-    correct = [
-        task.score(task.parse(o["reply"] or "", config.teacher.prompt.style), o["reference"])
-        for o in outputs
-        if o["reference"] is not None
-    ]
     summary = {
         "inputs": len(train),
         "accepted": len(rows),
         "rejected": dict(reasons),
         "teacher_accuracy_on_train": sum(correct) / len(correct) if correct else None,
         "failed_calls": reasons.get("call_failed", 0),
-        "teacher_completion_tokens": sum(o["completion_tokens"] for o in outputs),
+        "teacher_completion_tokens": sum(r.completion_tokens for r in replies),
     }
     write_jsonl(run.synth_dir / "teacher.jsonl", outputs)
     write_jsonl(run.synth_dir / "rejected.jsonl", rejected)
