@@ -56,3 +56,17 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
 )
 def test_every_shipped_config_validates(path: Path) -> None:
     assert load_config(path).name
+
+
+@pytest.mark.parametrize(
+    "path", sorted(Path("configs/examples").glob("*.yaml")), ids=lambda p: str(p.name)
+)
+def test_example_datasets_load_with_their_field_mapping(path: Path) -> None:
+    from potstill.data.loading import load_examples
+    from potstill.pipeline import absolutize
+    from potstill.tasks import build_task
+
+    config = absolutize(load_config(path), path.parent)
+    examples = load_examples(config.dataset, build_task(config.task))
+    assert len(examples) > config.dataset.test_size
+    assert all(e.reference is not None for e in examples)

@@ -61,7 +61,7 @@ def candidates(run: RunFolder, config: RunConfig) -> list[Candidate]:
     return found
 
 
-def _predict(
+def predict(
     run: RunFolder, task: Task, candidate: Candidate, test: list[Example]
 ) -> list[dict[str, Any]]:
     prompt = candidate.prompt
@@ -137,7 +137,7 @@ def run_evaluate(
     samples, seed = config.evaluate.bootstrap_samples, config.evaluate.seed
     found = candidates(run, config)
     for cand in found:
-        rows = _predict(run, task, cand, test)
+        rows = predict(run, task, cand, test)
         write_jsonl(run.eval_dir / "predictions" / f"{cand.name}.jsonl", rows)
         summary = summarize(rows, samples, seed)
         summary.update(
