@@ -43,3 +43,22 @@ def test_model_refs(tmp_path: Path) -> None:
         resolve_local_ref(str(tmp_path))
     with pytest.raises(ModelRefError, match="unknown packaged model"):
         resolve_local_ref("packaged:nope")
+
+
+def test_shared_prefix_cache_gives_the_same_answers(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import potstill.models.local as local
+
+    system = {"role": "system", "content": "Worked examples follow. " * 30}
+    requests = [
+        ChatRequest([system, {"role": "user", "content": text}], max_tokens=8)
+        for text in ["Tom has 3 apples.", "A much longer question about pears and plums?", "Hi"]
+    ]
+    model = LocalChatModel(str(tiny_model_dir), batch_size=3)
+    cached = model.generate_sync(requests)
+    assert len(model._prefix_key) > 100  # the shared system prompt was cached once
+    monkeypatch.setattr(local, "MIN_SHARED_PREFIX", 10**9)
+    plain = [model.generate_sync([r])[0] for r in requests]
+    assert [c.text for c in cached] == [p.text for p in plain]
+    assert [c.prompt_tokens for c in cached] == [p.prompt_tokens for p in plain]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import threading
 import time
@@ -26,6 +27,22 @@ def _fingerprint(path: str) -> str:
     return f"{path}@{digest.hexdigest()[:12]}"
 
 
+# Below this many shared tokens, computing a separate prefix cache is not worth it.
+MIN_SHARED_PREFIX = 32
+
+
+def _common_prefix_len(sequences: list[list[int]]) -> int:
+    """Tokens every sequence starts with, keeping at least one token of each sequence apart."""
+    if not sequences:
+        return 0
+    limit = min(len(s) for s in sequences) - 1
+    first = sequences[0]
+    n = 0
+    while n < limit and all(s[n] == first[n] for s in sequences):
+        n += 1
+    return n
+
+
 class LocalChatModel:
     """Generates with `model.generate`; requests are sorted by length to waste less padding."""
 
@@ -44,6 +61,8 @@ class LocalChatModel:
         self.model.eval()
         self._identity = f"local:{_fingerprint(self.path)}"
         self._lock = threading.Lock()
+        self._prefix_key: tuple[int, ...] = ()
+        self._prefix_cache: Any = None
 
     @property
     def identity(self) -> str:
@@ -56,22 +75,46 @@ class LocalChatModel:
             stop.add(self.tokenizer.eos_token_id)
         return stop
 
-    def _generate_batch(self, batch: Sequence[ChatRequest]) -> list[ChatResponse]:
+    def _shared_prefix_cache(self, prefix: list[int]) -> Any:
+        """The KV cache of a prompt prefix every request shares (system prompt and shots).
+
+        Few-shot prompts repeat hundreds of tokens per request; computing them once and
+        reusing the cache makes prefill cost only the part that differs.
+        """
         import torch
 
-        prompts = [
-            self.tokenizer.apply_chat_template(
-                r.messages, tokenize=False, add_generation_prompt=True
-            )
-            for r in batch
-        ]
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        key = tuple(prefix)
+        if self._prefix_key != key:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.model.config)
+            with torch.inference_mode():
+                self.model(input_ids=torch.tensor([prefix]), cache=cache, use_cache=True)
+            self._prefix_key, self._prefix_cache = key, cache
+        return self._prefix_cache
+
+    def _generate_batch(self, batch: Sequence[ChatRequest], shared: int) -> list[ChatResponse]:
+        """Generate for one batch; the first `shared` tokens are the same in every prompt."""
+        import torch
+
+        ids = [self._token_ids(r) for r in batch]
+        prefix = ids[0][:shared] if shared >= MIN_SHARED_PREFIX else []
+        tails = [x[len(prefix) :] for x in ids]
+        width = max(len(t) for t in tails)
+        pad = int(self.tokenizer.pad_token_id)
+        # Padding goes between the shared prefix and each tail; position ids follow the mask.
+        input_ids = [prefix + [pad] * (width - len(t)) + t for t in tails]
+        mask = [[1] * len(prefix) + [0] * (width - len(t)) + [1] * len(t) for t in tails]
         first = batch[0]
         kwargs: dict[str, Any] = {
             "max_new_tokens": max(r.max_tokens for r in batch),
-            "pad_token_id": self.tokenizer.pad_token_id,
+            "pad_token_id": pad,
             "eos_token_id": sorted(self._stop_ids()),
         }
+        if prefix:
+            cache = copy.deepcopy(self._shared_prefix_cache(prefix))
+            cache.batch_repeat_interleave(len(batch))
+            kwargs["cache"] = cache
         if first.temperature > 0:
             torch.manual_seed(first.sample_index)
             kwargs.update(do_sample=True, temperature=first.temperature, top_p=1.0, top_k=0)
@@ -79,17 +122,29 @@ class LocalChatModel:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         start = time.perf_counter()
         with self._lock, torch.inference_mode():
-            out = self.model.generate(**enc, **kwargs)
+            out = self.model.generate(
+                input_ids=torch.tensor(input_ids), attention_mask=torch.tensor(mask), **kwargs
+            )
         latency = time.perf_counter() - start
-        return self._decode(batch, enc, out, latency)
+        new_tokens = out[:, len(input_ids[0]) :].tolist()
+        return self._decode(batch, new_tokens, [len(x) for x in ids], latency)
+
+    def _token_ids(self, request: ChatRequest) -> list[int]:
+        text = self.tokenizer.apply_chat_template(
+            request.messages, tokenize=False, add_generation_prompt=True
+        )
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _decode(
-        self, batch: Sequence[ChatRequest], enc: Any, out: Any, latency: float
+        self,
+        batch: Sequence[ChatRequest],
+        rows: list[list[int]],
+        prompt_lens: list[int],
+        latency: float,
     ) -> list[ChatResponse]:
         stop = self._stop_ids()
-        width = enc["input_ids"].shape[1]
         responses = []
-        for row, req, mask in zip(out[:, width:].tolist(), batch, enc["attention_mask"]):
+        for row, req, prompt_len in zip(rows, batch, prompt_lens):
             tokens: list[int] = []
             finish = "length"
             for tok in row[: req.max_tokens]:
@@ -102,7 +157,7 @@ class LocalChatModel:
                 ChatResponse(
                     text=text,
                     finish_reason=finish,
-                    prompt_tokens=int(mask.sum()),
+                    prompt_tokens=prompt_len,
                     completion_tokens=len(tokens) + (finish == "stop"),
                     latency_s=latency / len(batch),
                 )
@@ -110,6 +165,7 @@ class LocalChatModel:
         return responses
 
     def generate_sync(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
+        shared = _common_prefix_len([self._token_ids(r) for r in requests])
         order = sorted(
             range(len(requests)),
             key=lambda i: (
@@ -124,9 +180,9 @@ class LocalChatModel:
             group = [requests[i] for i in idx]
             # One sampling setting per batch: split where temperature or sample differ.
             if len({(r.temperature, r.sample_index) for r in group}) > 1:
-                answers = [self._generate_batch([r])[0] for r in group]
+                answers = [self._generate_batch([r], shared)[0] for r in group]
             else:
-                answers = self._generate_batch(group)
+                answers = self._generate_batch(group, shared)
             for i, answer in zip(idx, answers):
                 results[i] = answer
         return [r for r in results if r is not None]
