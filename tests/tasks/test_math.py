@@ -38,3 +38,13 @@ def test_messages_put_shots_before_the_input() -> None:
     assert messages[2]["content"] == '{"reason": "add", "answer": "1 + 1"}'
     assert messages[-1]["content"] == "Q2"
     assert "JSON" in messages[0]["content"] and "expression" in messages[0]["content"]
+
+
+def test_flexible_reading_finds_answers_in_prose_but_strict_does_not() -> None:
+    calc = MathTask(TaskConfig(kind="math", calculator=True))
+    reply = "Ben bought 56 flowers and used 44 of them, so he used 56 - 44 = 10"
+    assert calc.parse(reply, "zero_shot").status == "no_answer"
+    assert calc.parse_flexible(reply, "zero_shot").answer == "12"
+    plain = MathTask(TaskConfig(kind="math"))
+    assert plain.parse_flexible("So she has 8 x 10 = 80 apples.", "zero_shot").answer == "80"
+    assert plain.parse_flexible("I cannot tell.", "zero_shot").status == "no_answer"

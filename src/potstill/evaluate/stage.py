@@ -86,7 +86,11 @@ def predict(
     rows = []
     for example, reply in zip(test, replies):
         parsed = task.parse(reply.text or "", prompt.style)
-        score = task.score(parsed, example.reference) if example.reference is not None else None
+        loose = task.parse_flexible(reply.text or "", prompt.style)
+        score = flexible = None
+        if example.reference is not None:
+            score = task.score(parsed, example.reference)
+            flexible = task.score(loose, example.reference)
         rows.append(
             {
                 "id": example.id,
@@ -97,6 +101,7 @@ def predict(
                 "raw_answer": parsed.raw_answer,
                 "reference": example.reference,
                 "score": score,
+                "flexible_score": flexible,
                 "finish_reason": reply.finish_reason,
                 "completion_tokens": reply.completion_tokens,
                 "prompt_tokens": reply.prompt_tokens,
@@ -108,7 +113,9 @@ def predict(
 
 def summarize(rows: list[dict[str, Any]], samples: int, seed: int) -> dict[str, Any]:
     scores = [r["score"] for r in rows if r["score"] is not None]
+    flexible = [r["flexible_score"] for r in rows if r["flexible_score"] is not None]
     low, high = bootstrap_ci(scores, samples, seed)
+    flex_low, flex_high = bootstrap_ci(flexible, samples, seed)
     statuses = [r["status"] for r in rows]
     latency = [r["latency_s"] for r in rows]
     tokens = [r["completion_tokens"] for r in rows]
@@ -117,6 +124,11 @@ def summarize(rows: list[dict[str, Any]], samples: int, seed: int) -> dict[str, 
         "accuracy": float(np.mean(scores)) if scores else None,
         "ci_low": low,
         "ci_high": high,
+        # Strict parsing decides `accuracy`; the flexible reading is reported beside it so a
+        # format failure is not mistaken for a reasoning failure (or the other way round).
+        "flexible_accuracy": float(np.mean(flexible)) if flexible else None,
+        "flexible_ci_low": flex_low,
+        "flexible_ci_high": flex_high,
         **{
             f"{s}_rate": statuses.count(s) / len(rows)
             for s in ("no_answer", "malformed", "call_failed")
@@ -133,6 +145,7 @@ def run_evaluate(
 ) -> dict[str, Any]:
     """Predict with each candidate, score, and compare students with base and teacher."""
     per_candidate: dict[str, list[float]] = {}
+    per_candidate_flexible: dict[str, list[float]] = {}
     results: dict[str, Any] = {"candidates": {}, "comparisons": []}
     samples, seed = config.evaluate.bootstrap_samples, config.evaluate.seed
     found = candidates(run, config)
@@ -150,10 +163,17 @@ def run_evaluate(
         )
         results["candidates"][cand.name] = summary
         per_candidate[cand.name] = [r["score"] or 0.0 for r in rows]
+        per_candidate_flexible[cand.name] = [r["flexible_score"] or 0.0 for r in rows]
     for cand in (c for c in found if c.role == "student"):
         for other in (cand.base or "base_student", "teacher"):
             comp = paired_comparison(per_candidate[cand.name], per_candidate[other], samples, seed)
-            results["comparisons"].append({"a": cand.name, "b": other, **comp})
+            flexible = paired_comparison(
+                per_candidate_flexible[cand.name], per_candidate_flexible[other], samples, seed
+            )
+            results["comparisons"].append(
+                {"a": cand.name, "b": other, **comp, "flexible": flexible}
+            )
+    results["order"] = [c.name for c in found]
     results["calculator"] = config.task.calculator
     write_json(run.eval_dir / "scores.json", results)
     return results

@@ -23,7 +23,7 @@ def _plot(path: Path, candidates: dict[str, Any]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(candidates)
+    names = list(candidates)  # already in report order
     acc = [100 * (candidates[n]["accuracy"] or 0.0) for n in names]
     low = [a - 100 * candidates[n]["ci_low"] for a, n in zip(acc, names)]
     high = [100 * candidates[n]["ci_high"] - a for a, n in zip(acc, names)]
@@ -41,6 +41,12 @@ def _plot(path: Path, candidates: dict[str, Any]) -> None:
     tmp.unlink()
 
 
+def _ordered(scores: dict[str, Any]) -> dict[str, Any]:
+    """Candidates in evaluation order: teacher, base student, trained students."""
+    order = scores.get("order") or list(scores["candidates"])
+    return {name: scores["candidates"][name] for name in order}
+
+
 def _warnings(scores: dict[str, Any]) -> list[str]:
     found = []
     for name, cand in scores["candidates"].items():
@@ -51,6 +57,13 @@ def _warnings(scores: dict[str, Any]) -> list[str]:
                 f"(no_answer {_pct(cand['no_answer_rate'])}, malformed "
                 f"{_pct(cand['malformed_rate'])}, failed calls "
                 f"{_pct(cand['call_failed_rate'])}); they count as wrong."
+            )
+        gap = (cand["flexible_accuracy"] or 0.0) - (cand["accuracy"] or 0.0)
+        if gap >= 0.10:
+            found.append(
+                f"{name}: strict accuracy {_pct(cand['accuracy'])}, flexible "
+                f"{_pct(cand['flexible_accuracy'])}: many replies hold a right answer outside "
+                "the asked format."
             )
     for comp in scores["comparisons"]:
         if comp["ci_low"] <= 0 <= comp["ci_high"]:
@@ -65,7 +78,7 @@ def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
     scores = json.loads((run.eval_dir / "scores.json").read_text(encoding="utf-8"))
     synth = json.loads((run.synth_dir / "summary.json").read_text(encoding="utf-8"))
     rows = []
-    for name, c in scores["candidates"].items():
+    for name, c in _ordered(scores).items():
         rows.append(
             {
                 "name": name,
@@ -75,6 +88,8 @@ def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
                 + (f"; {c['procedure']}" if c.get("procedure") else ""),
                 "accuracy": _pct(c["accuracy"]),
                 "ci": f"[{_pct(c['ci_low'])}, {_pct(c['ci_high'])}]",
+                "flexible": f"{_pct(c['flexible_accuracy'])} "
+                f"[{_pct(c['flexible_ci_low'])}, {_pct(c['flexible_ci_high'])}]",
                 "n": c["n"],
                 "no_answer": _pct(c["no_answer_rate"] + c["malformed_rate"]),
                 "tokens": f"{c['mean_completion_tokens']:.1f}",
@@ -88,6 +103,8 @@ def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
             "diff": f"{100 * c['difference']:+.1f} pts",
             "ci": f"[{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]",
             "p": f"{c['mcnemar_p']:.3g}",
+            "flexible_diff": f"{100 * c['flexible']['difference']:+.1f} pts "
+            f"[{100 * c['flexible']['ci_low']:+.1f}, {100 * c['flexible']['ci_high']:+.1f}]",
         }
         for c in scores["comparisons"]
     ]
@@ -109,7 +126,7 @@ def run_report(run: RunFolder, config: RunConfig) -> Path:
     context = build_context(run, config)
     scores = json.loads((run.eval_dir / "scores.json").read_text(encoding="utf-8"))
     plot = run.root / "plots" / "accuracy.png"
-    _plot(plot, scores["candidates"])
+    _plot(plot, _ordered(scores))
     env = Environment(
         loader=PackageLoader("potstill", "report/templates"),
         autoescape=select_autoescape(["html"]),

@@ -58,6 +58,11 @@ class Task(Protocol):
         """Parse a reply into ok / no_answer / malformed, answer and rationale kept apart."""
         ...
 
+    def parse_flexible(self, reply: str, style: str) -> Parsed:
+        """A looser reading for the report only: the strict parse, else an answer found
+        anywhere in the reply. Never used to build training data."""
+        ...
+
     def check_reference(self, reference: str) -> str | None:
         """None when a reference is usable, else why not (e.g. not a number)."""
         ...

@@ -60,6 +60,20 @@ class ClassificationTask:
             )
         return Parsed("ok", label, parts.rationale, raw)
 
+    def parse_flexible(self, reply: str, style: str) -> Parsed:
+        strict = self.parse(reply, style)
+        if strict.ok:
+            return strict
+        text = reply.lower()
+        found = {
+            label
+            for norm, label in self._by_norm.items()
+            if re.search(rf"(?<!\w){re.escape(norm)}(?!\w)", text)
+        }
+        if len(found) != 1:  # none, or several labels named: still no answer
+            return strict
+        return Parsed("ok", found.pop(), None, reply.strip(), detail="flexible")
+
     def check_reference(self, reference: str) -> str | None:
         if _norm(reference) in self._by_norm:
             return None

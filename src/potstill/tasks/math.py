@@ -5,7 +5,14 @@ from __future__ import annotations
 from potstill.config import PromptConfig, TaskConfig
 from potstill.models.base import Message
 from potstill.tasks.base import Parsed, build_messages, render_reply, task_user_text
-from potstill.tasks.replies import calculate, format_number, parse_number, split_reply
+from potstill.tasks.replies import (
+    calculate,
+    find_expression,
+    format_number,
+    last_number,
+    parse_number,
+    split_reply,
+)
 
 
 class MathTask:
@@ -68,6 +75,17 @@ class MathTask:
         if value is None:
             return Parsed("no_answer", detail="no numeric answer in the reply")
         return Parsed("ok", format_number(value), None, raw)
+
+    def parse_flexible(self, reply: str, style: str) -> Parsed:
+        strict = self.parse(reply, style)
+        if strict.ok:
+            return strict
+        value = find_expression(reply) if self.calculator else None
+        if value is None:
+            value = last_number(reply)
+        if value is None:
+            return strict
+        return Parsed("ok", format_number(value), None, reply.strip(), detail="flexible")
 
     def check_reference(self, reference: str) -> str | None:
         return None if parse_number(reference) is not None else f"{reference!r} is not a number"

@@ -134,6 +134,25 @@ def calculate(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+_NUMBER_IN_TEXT = re.compile(r"(?<![\w.])-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+_EXPRESSION_IN_TEXT = re.compile(r"\(?\s*\d[\d,.]*(?:\s*[-+*/×÷]\s*\(?\s*\d[\d,.]*\s*\)?)+")
+
+
+def find_expression(text: str) -> float | None:
+    """The value of the first arithmetic expression (with an operator) inside prose."""
+    for match in _EXPRESSION_IN_TEXT.finditer(text):
+        value = calculate(match.group(0).rstrip("."))
+        if value is not None:
+            return value
+    return None
+
+
+def last_number(text: str) -> float | None:
+    """The last number written in prose (lm-eval's flexible extraction), or None."""
+    found = _NUMBER_IN_TEXT.findall(text)
+    return parse_number(found[-1].rstrip(".")) if found else None
+
+
 def format_number(value: float) -> str:
     """A canonical string for a number: `13`, `2.5`."""
     if value == int(value) and abs(value) < 1e15:
