@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,10 @@ def _plot(path: Path, candidates: dict[str, Any]) -> None:
     ax.set_ylim(0, 100)
     ax.set_title(f"Test accuracy (n = {next(iter(candidates.values()))['n']})")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    image = io.BytesIO()
+    fig.savefig(image, format="png")
     plt.close(fig)
-    atomic_write_bytes(path, tmp.read_bytes())
-    tmp.unlink()
+    atomic_write_bytes(path, image.getvalue())
 
 
 def _ordered(scores: dict[str, Any]) -> dict[str, Any]:
