@@ -20,6 +20,10 @@ from potstill.config import ConfigError, RunConfig, load_config
 
 STAGES = ("synth", "train", "evaluate", "report")
 
+# mkstemp makes files 0600; finished files get the permissions an ordinary open() would.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a file whole or not at all: temp file in the same folder, fsync, rename."""
@@ -27,6 +31,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
