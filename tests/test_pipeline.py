@@ -56,6 +56,16 @@ def test_demo_pipeline_on_a_few_examples(tiny_model_dir: Path, tmp_path: Path) -
     with sqlite3.connect(run.calls_db) as db:
         assert db.execute("SELECT COUNT(*) FROM calls").fetchone()[0] == calls_before
 
+    # A change to the students makes train and what follows stale, not the teacher's work.
+    changed = CliRunner().invoke(app, [*args, "students.0.train.learning_rate=0.001"])
+    assert changed.exit_code == 0, changed.output
+    assert changed.output.count("up to date, skipped") == 1
+    assert "synth: up to date, skipped" in changed.output
+    with sqlite3.connect(run.calls_db) as db:
+        models = dict(db.execute("SELECT model, COUNT(*) FROM calls GROUP BY model").fetchall())
+    assert sum(models.values()) > calls_before  # the retrained student answered anew
+    assert len(models) == 4  # teacher, base and two distinct trained weights
+
 
 def test_bad_config_exits_2_with_a_message(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
