@@ -93,11 +93,12 @@ class LocalChatModel:
             self._prefix_key, self._prefix_cache = key, cache
         return self._prefix_cache
 
-    def _generate_batch(self, batch: Sequence[ChatRequest], shared: int) -> list[ChatResponse]:
-        """Generate for one batch; the first `shared` tokens are the same in every prompt."""
+    def _generate_batch(
+        self, batch: Sequence[ChatRequest], ids: list[list[int]], shared: int
+    ) -> list[ChatResponse]:
+        """Generate for one batch of prompt token ids; the first `shared` are in every prompt."""
         import torch
 
-        ids = [self._token_ids(r) for r in batch]
         prefix = ids[0][:shared] if shared >= MIN_SHARED_PREFIX else []
         tails = [x[len(prefix) :] for x in ids]
         width = max(len(t) for t in tails)
@@ -165,14 +166,12 @@ class LocalChatModel:
         return responses
 
     def generate_sync(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
-        shared = _common_prefix_len([self._token_ids(r) for r in requests])
+        ids = [self._token_ids(r) for r in requests]
+        shared = _common_prefix_len(ids)
+        # Similar lengths batch together, so less goes to padding.
         order = sorted(
             range(len(requests)),
-            key=lambda i: (
-                requests[i].temperature,
-                requests[i].sample_index,
-                sum(len(m["content"]) for m in requests[i].messages),
-            ),
+            key=lambda i: (requests[i].temperature, requests[i].sample_index, len(ids[i])),
         )
         results: list[ChatResponse | None] = [None] * len(requests)
         for start in range(0, len(order), self.batch_size):
@@ -180,9 +179,11 @@ class LocalChatModel:
             group = [requests[i] for i in idx]
             # One sampling setting per batch: split where temperature or sample differ.
             if len({(r.temperature, r.sample_index) for r in group}) > 1:
-                answers = [self._generate_batch([r], shared)[0] for r in group]
+                answers = [
+                    self._generate_batch([r], [ids[i]], shared)[0] for r, i in zip(group, idx)
+                ]
             else:
-                answers = self._generate_batch(group, shared)
+                answers = self._generate_batch(group, [ids[i] for i in idx], shared)
             for i, answer in zip(idx, answers):
                 results[i] = answer
         return [r for r in results if r is not None]
