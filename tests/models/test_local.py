@@ -62,3 +62,11 @@ def test_shared_prefix_cache_gives_the_same_answers(
     plain = [model.generate_sync([r])[0] for r in requests]
     assert [c.text for c in cached] == [p.text for p in plain]
     assert [c.prompt_tokens for c in cached] == [p.prompt_tokens for p in plain]
+
+
+def test_a_hub_id_goes_to_the_hub_and_fails_with_the_ref_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # this machine has no hub; the code path is real
+    with pytest.raises(ModelRefError, match=r"cannot load model 'potstill-test/no-such-model'"):
+        LocalChatModel("potstill-test/no-such-model")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from potstill.models.base import ChatRequest, ChatResponse
-from potstill.models.packaged import resolve_local_ref
+from potstill.models.packaged import load_pretrained, resolve_local_ref
 
 
 def _fingerprint(path: str) -> str:
@@ -47,17 +47,10 @@ class LocalChatModel:
     """Generates with `model.generate`; requests are sorted by length to waste less padding."""
 
     def __init__(self, ref: str, batch_size: int = 8) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         self.ref = ref
         self.path = resolve_local_ref(ref)
         self.batch_size = batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
+        self.tokenizer, self.model = load_pretrained(self.path)
         self.model.eval()
         self._identity = f"local:{_fingerprint(self.path)}"
         self._lock = threading.Lock()

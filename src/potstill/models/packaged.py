@@ -6,6 +6,7 @@ import importlib.util
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 PACKAGED_PREFIX = "packaged:"
 PACKAGED = {
@@ -86,3 +87,19 @@ def resolve_local_ref(ref: str) -> str:
     if ref.startswith((".", "/", "~")):
         raise ModelRefError(f"{ref}: no such model folder")
     return ref
+
+
+def load_pretrained(ref: str) -> tuple[Any, Any]:
+    """Tokenizer and fp32 causal LM for a model reference; a load failure names the ref."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_local_ref(ref)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    except OSError as exc:
+        raise ModelRefError(f"cannot load model {ref!r}: {exc}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer, model

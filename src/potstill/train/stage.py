@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from potstill.config import StudentConfig
-from potstill.models.packaged import resolve_local_ref
+from potstill.models.packaged import load_pretrained
 from potstill.progress import console
 from potstill.runs import RunFolder, read_jsonl, write_json, write_jsonl
 
@@ -78,17 +78,12 @@ def build_trainer(run: RunFolder, student: StudentConfig) -> tuple[Any, Any, int
     """The SFTTrainer for one student on synth/train.jsonl, with its tokenizer and row count."""
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTTrainer
 
     rows = read_jsonl(run.synth_dir / "train.jsonl")
     data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
-    base = resolve_local_ref(student.base.model)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
     torch.manual_seed(student.train.seed)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    tokenizer, model = load_pretrained(student.base.model)
     trainer = SFTTrainer(
         model=model,
         args=_sft_config(student, run.student_dir(student.name) / "checkpoints"),
