@@ -10,7 +10,7 @@ import numpy as np
 
 from potstill.config import ModelConfig, PromptConfig, RunConfig
 from potstill.evaluate.stats import bootstrap_ci, paired_comparison
-from potstill.models import ChatRequest, build_model
+from potstill.models import ChatRequest, build_model, chunk_size
 from potstill.models.callstore import CallStore, answer_all
 from potstill.progress import progress_bar
 from potstill.runs import RunFolder, write_json, write_jsonl
@@ -70,15 +70,10 @@ def predict(
         for e in test
     ]
     model = build_model(candidate.model, candidate.ref)
-    chunk = (
-        candidate.model.batch_size * 4
-        if candidate.model.backend == "local"
-        else candidate.model.max_concurrency * 4
-    )
     store = CallStore(run.calls_db)
     try:
         with progress_bar(f"evaluate: {candidate.name}", len(requests)) as advance:
-            replies = answer_all(model, store, requests, chunk, advance)
+            replies = answer_all(model, store, requests, chunk_size(candidate.model), advance)
     finally:
         store.close()
         del model

@@ -5,7 +5,12 @@ from __future__ import annotations
 from potstill.config import ModelConfig
 from potstill.models.base import ChatModel, ChatRequest, ChatResponse, Message
 
-__all__ = ["ChatModel", "ChatRequest", "ChatResponse", "Message", "build_model"]
+__all__ = ["ChatModel", "ChatRequest", "ChatResponse", "Message", "build_model", "chunk_size"]
+
+
+def chunk_size(config: ModelConfig) -> int:
+    """How many calls to send between commits to the call store: a few batches' worth."""
+    return 4 * (config.batch_size if config.backend == "local" else config.max_concurrency)
 
 
 def build_model(config: ModelConfig, ref: str | None = None) -> ChatModel:

@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any
 
 from potstill.config import RunConfig
-from potstill.models import ChatRequest, build_model
+from potstill.models import ChatRequest, build_model, chunk_size
 from potstill.models.callstore import CallStore, answer_all
 from potstill.progress import console, progress_bar
 from potstill.runs import RunFolder, atomic_write_text, write_json, write_jsonl
@@ -67,7 +67,9 @@ def run_synth(
     store = CallStore(run.calls_db)
     try:
         with progress_bar("synth: teacher labels training inputs", len(requests)) as advance:
-            replies = answer_all(teacher, store, requests, _chunk(config), advance)
+            replies = answer_all(
+                teacher, store, requests, chunk_size(config.teacher.model), advance
+            )
     finally:
         store.close()
     outputs: list[dict[str, Any]] = []
@@ -120,11 +122,6 @@ def run_synth(
             f"{run.synth_dir / 'rejected.jsonl'}"
         )
     return summary
-
-
-def _chunk(config: RunConfig) -> int:
-    model = config.teacher.model
-    return model.batch_size * 4 if model.backend == "local" else model.max_concurrency * 4
 
 
 def _card(config: RunConfig, summary: dict[str, Any], rejected: list[dict[str, Any]]) -> str:
