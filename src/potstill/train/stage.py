@@ -40,6 +40,7 @@ def _sft_config(student: StudentConfig, output_dir: Path) -> Any:
         bf16=False,
         fp16=False,
         dataloader_num_workers=0,
+        dataloader_pin_memory=False,  # CPU training: nothing to pin for
         disable_tqdm=False,
     )
 
