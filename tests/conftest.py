@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,3 +53,30 @@ def tiny_model_dir(smollm2_tokenizer_dir: Path, tmp_path_factory: pytest.TempPat
     tokenizer.save_pretrained(folder)
     GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=2).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def start_server() -> Iterator[Callable[[Any], str]]:
+    """Serve an ASGI app on a free 127.0.0.1 port in a thread; returns its /v1 base URL."""
+    import uvicorn
+
+    started: list[tuple[Any, threading.Thread]] = []
+
+    def start(app: Any) -> str:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.time() + 20
+        while not server.started:
+            assert time.time() < deadline, "server did not start"
+            time.sleep(0.05)
+        started.append((server, thread))
+        return f"http://127.0.0.1:{port}/v1"
+
+    yield start
+    for server, thread in started:
+        server.should_exit = True
+        thread.join(timeout=10)

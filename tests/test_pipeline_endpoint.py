@@ -1,10 +1,7 @@
 """A classification run whose teacher is an OpenAI-compatible endpoint over real HTTP."""
 
 import json
-import socket
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,33 +60,14 @@ def _labelling_server() -> Any:
     return app
 
 
-@pytest.fixture()
-def endpoint() -> Iterator[tuple[str, Any]]:
-    import uvicorn
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    api = _labelling_server()
-    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started:
-        assert time.time() < deadline
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1", api
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
 def test_endpoint_teacher_run_keeps_the_key_out_of_every_file(
-    endpoint: tuple[str, Any],
+    start_server: Callable[[Any], str],
     tiny_model_dir: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    url, api = endpoint
+    api = _labelling_server()
+    url = start_server(api)
     monkeypatch.setenv("POTSTILL_TEST_TEACHER_KEY", SENTINEL)
     data = tmp_path / "reviews.csv"
     data.write_text(

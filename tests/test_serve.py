@@ -2,9 +2,8 @@
 
 import asyncio
 import socket
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,30 +21,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _serve(app: Any) -> Iterator[str]:
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started:
-        assert time.time() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def local_model(tiny_model_dir: Path) -> LocalChatModel:
     return LocalChatModel(str(tiny_model_dir))
 
 
 @pytest.fixture(scope="module")
-def served(local_model: LocalChatModel) -> Iterator[str]:
-    yield from _serve(create_app(local_model, "tiny"))
+def served(local_model: LocalChatModel, start_server: Callable[[Any], str]) -> str:
+    return start_server(create_app(local_model, "tiny"))
 
 
 def test_openai_backend_round_trip_matches_local(served: str, local_model: LocalChatModel) -> None:
@@ -109,15 +92,14 @@ def _rate_limited_app() -> Any:
     return app
 
 
-def test_retry_after_is_honoured() -> None:
+def test_retry_after_is_honoured(start_server: Callable[[Any], str]) -> None:
     app = _rate_limited_app()
-    for url in _serve(app):
-        client = OpenAIChatModel("m", base_url=url, max_retries=2)
-        (answer,) = asyncio.run(client.generate([ChatRequest([{"role": "user", "content": "x"}])]))
-        times = app.state.calls["times"]
-        assert answer.text == "fine" and answer.error is None
-        assert len(times) == 2
-        assert times[1] - times[0] >= 0.9
+    client = OpenAIChatModel("m", base_url=start_server(app), max_retries=2)
+    (answer,) = asyncio.run(client.generate([ChatRequest([{"role": "user", "content": "x"}])]))
+    times = app.state.calls["times"]
+    assert answer.text == "fine" and answer.error is None
+    assert len(times) == 2
+    assert times[1] - times[0] >= 0.9
 
 
 def test_failures_come_back_as_errors_with_the_key_redacted(
