@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from potstill.models.base import ChatRequest, ChatResponse
-from potstill.models.packaged import load_pretrained, resolve_local_ref
+from potstill.models.packaged import inference_placement, load_pretrained, resolve_local_ref
 
 
 def _fingerprint(path: str) -> str:
@@ -51,6 +51,7 @@ class LocalChatModel:
         self.path = resolve_local_ref(ref)
         self.batch_size = batch_size
         self.tokenizer, self.model = load_pretrained(self.path)
+        self.model.to(**inference_placement())
         self.model.eval()
         self._identity = f"local:{_fingerprint(self.path)}"
         self._lock = threading.Lock()
@@ -82,7 +83,11 @@ class LocalChatModel:
 
             cache = DynamicCache(config=self.model.config)
             with torch.inference_mode():
-                self.model(input_ids=torch.tensor([prefix]), cache=cache, use_cache=True)
+                self.model(
+                    input_ids=torch.tensor([prefix], device=self.model.device),
+                    cache=cache,
+                    use_cache=True,
+                )
             self._prefix_key, self._prefix_cache = key, cache
         return self._prefix_cache
 
@@ -117,7 +122,9 @@ class LocalChatModel:
         start = time.perf_counter()
         with self._lock, torch.inference_mode():
             out = self.model.generate(
-                input_ids=torch.tensor(input_ids), attention_mask=torch.tensor(mask), **kwargs
+                input_ids=torch.tensor(input_ids, device=self.model.device),
+                attention_mask=torch.tensor(mask, device=self.model.device),
+                **kwargs,
             )
         latency = time.perf_counter() - start
         new_tokens = out[:, len(input_ids[0]) :].tolist()
