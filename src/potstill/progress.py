@@ -1,4 +1,4 @@
-"""Progress bars for long loops (rich), quiet when output is not a terminal."""
+"""Progress bars for long loops (rich): live in a terminal, a final line in a log."""
 
 from __future__ import annotations
 

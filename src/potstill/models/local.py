@@ -47,7 +47,6 @@ class LocalChatModel:
     """Generates with `model.generate`; requests are sorted by length to waste less padding."""
 
     def __init__(self, ref: str, batch_size: int = 8) -> None:
-        self.ref = ref
         self.path = resolve_local_ref(ref)
         self.batch_size = batch_size
         self.tokenizer, self.model = load_pretrained(self.path)
