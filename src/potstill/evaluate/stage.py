@@ -10,11 +10,12 @@ import numpy as np
 
 from potstill.config import ModelConfig, PromptConfig, RunConfig
 from potstill.evaluate.stats import bootstrap_ci, paired_comparison
-from potstill.models import ChatRequest, build_model, chunk_size
+from potstill.models import build_model, chunk_size
 from potstill.models.callstore import CallStore, answer_all
 from potstill.progress import progress_bar
 from potstill.runs import RunFolder, write_json, write_jsonl
 from potstill.tasks import Example, Task
+from potstill.tasks.base import chat_requests
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,7 @@ def predict(
     run: RunFolder, task: Task, candidate: Candidate, test: list[Example]
 ) -> list[dict[str, Any]]:
     prompt = candidate.prompt
-    requests = [
-        ChatRequest(task.messages(e.inputs, prompt), prompt.max_tokens, prompt.temperature)
-        for e in test
-    ]
+    requests = chat_requests(task, prompt, test)
     model = build_model(candidate.model, candidate.ref)
     store = CallStore(run.calls_db)
     try:

@@ -6,19 +6,12 @@ from collections import Counter
 from typing import Any
 
 from potstill.config import RunConfig
-from potstill.models import ChatRequest, build_model, chunk_size
+from potstill.models import build_model, chunk_size
 from potstill.models.callstore import CallStore, answer_all
 from potstill.progress import console, progress_bar
 from potstill.runs import RunFolder, atomic_write_text, write_json, write_jsonl
 from potstill.tasks import Example, Parsed, Task
-
-
-def teacher_requests(task: Task, config: RunConfig, examples: list[Example]) -> list[ChatRequest]:
-    prompt = config.teacher.prompt
-    return [
-        ChatRequest(task.messages(e.inputs, prompt), prompt.max_tokens, prompt.temperature)
-        for e in examples
-    ]
+from potstill.tasks.base import chat_requests
 
 
 def rejection_reason(
@@ -62,7 +55,7 @@ def run_synth(
     run: RunFolder, config: RunConfig, task: Task, train: list[Example]
 ) -> dict[str, Any]:
     """Label `train` with the teacher; write teacher.jsonl, rejected.jsonl, train.jsonl, card."""
-    requests = teacher_requests(task, config, train)
+    requests = chat_requests(task, config.teacher.prompt, train)
     teacher = build_model(config.teacher.model)
     store = CallStore(run.calls_db)
     try:

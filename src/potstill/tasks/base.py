@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from potstill.config import PromptConfig
-from potstill.models.base import Message
+from potstill.models.base import ChatRequest, Message
 
 Status = Literal["ok", "no_answer", "malformed"]
 
@@ -111,3 +111,11 @@ def task_user_text(task: Task, inputs: dict[str, str]) -> str:
     if len(task.input_fields) == 1:
         return inputs[task.input_fields[0]]
     return "\n".join(f"{f.capitalize()}: {inputs[f]}" for f in task.input_fields)
+
+
+def chat_requests(task: Task, prompt: PromptConfig, examples: list[Example]) -> list[ChatRequest]:
+    """One request per example, asked the way `prompt` says."""
+    return [
+        ChatRequest(task.messages(e.inputs, prompt), prompt.max_tokens, prompt.temperature)
+        for e in examples
+    ]
