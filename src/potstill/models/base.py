@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Protocol, runtime_checkable
 
 Message = dict[str, str]
@@ -41,7 +41,9 @@ class ChatResponse:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ChatResponse:
-        return cls(**data)
+        # Keys this version does not know (a store written by another version) are ignored.
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @runtime_checkable
