@@ -105,12 +105,18 @@ def load_pretrained(ref: str) -> tuple[Any, Any]:
     return tokenizer, model
 
 
+def gpu_bf16() -> bool:
+    """True when a CUDA GPU with bf16 is present (training and generation then use bf16)."""
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
 def inference_placement() -> dict[str, Any]:
     """Where local generation runs: a CUDA GPU in bf16 when there is one, else the CPU in fp32
     (bf16 is several times slower than fp32 on common CPUs)."""
     import torch
 
     if torch.cuda.is_available():
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return {"device": "cuda", "dtype": dtype}
+        return {"device": "cuda", "dtype": torch.bfloat16 if gpu_bf16() else torch.float16}
     return {"device": "cpu", "dtype": torch.float32}

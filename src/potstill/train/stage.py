@@ -8,15 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from potstill.config import StudentConfig
-from potstill.models.packaged import load_pretrained
+from potstill.models.packaged import gpu_bf16, load_pretrained
 from potstill.progress import console
 from potstill.runs import RunFolder, read_jsonl, write_json, write_jsonl
-
-
-def _gpu_bf16() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
 def _sft_config(student: StudentConfig, output_dir: Path) -> Any:
@@ -44,7 +38,7 @@ def _sft_config(student: StudentConfig, output_dir: Path) -> Any:
         data_seed=t.seed,
         report_to="none",
         # Mixed precision on a GPU that has bf16; fp32 on the CPU, where bf16 is slower.
-        bf16=_gpu_bf16(),
+        bf16=gpu_bf16(),
         fp16=False,
         dataloader_num_workers=0,
         dataloader_pin_memory=False,  # CPU training: nothing to pin for
