@@ -49,11 +49,10 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
         load_config(bad)
 
 
-@pytest.mark.parametrize(
-    "path",
-    [builtin_config_path("demo"), *sorted(Path("configs").glob("**/*.yaml"))],
-    ids=lambda p: str(p),
-)
+RUN_CONFIGS = [p for p in sorted(Path("configs").glob("**/*.yaml")) if "accelerate" not in p.parts]
+
+
+@pytest.mark.parametrize("path", [builtin_config_path("demo"), *RUN_CONFIGS], ids=lambda p: str(p))
 def test_every_shipped_config_validates(path: Path) -> None:
     assert load_config(path).name
 

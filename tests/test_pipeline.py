@@ -74,3 +74,11 @@ def test_bad_config_exits_2_with_a_message(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "teacher.modle: unknown key" in result.output
     assert "Traceback" not in result.output
+
+
+def test_stop_after_must_name_a_stage(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ntask: {kind: math}\ndataset: {path: d.jsonl}\n")
+    args = ["run", str(path), "--stop-after", "trian", "--runs-dir", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "--stop-after must be one of" in result.output

@@ -14,6 +14,7 @@ from potstill.data.loading import DatasetError
 from potstill.models.openai_backend import MissingKeyError
 from potstill.models.packaged import ModelRefError
 from potstill.progress import console
+from potstill.train.lint import TrainingDataError
 
 app = typer.Typer(
     help="Distill a large teacher LLM into a small student for one task, and show with "
@@ -25,7 +26,7 @@ app = typer.Typer(
 )
 
 T = TypeVar("T")
-USER_ERRORS = (ConfigError, DatasetError, ModelRefError, MissingKeyError)
+USER_ERRORS = (ConfigError, DatasetError, ModelRefError, MissingKeyError, TrainingDataError)
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder that holds run folders.")]
 Overrides = Annotated[
@@ -49,13 +50,20 @@ def run(
     config: Annotated[Path, typer.Argument(help="A run config (YAML).")],
     overrides: Overrides = None,
     runs_dir: RunsDir = Path("runs"),
+    stop_after: Annotated[
+        str | None,
+        typer.Option(help="Run no stage after this one (synth, train, evaluate, report)."),
+    ] = None,
 ) -> None:
     """Run every stage of CONFIG that is missing or stale (synth, train, evaluate, report)."""
     from potstill.pipeline import absolutize, run_pipeline
+    from potstill.runs import STAGES
 
     def action() -> None:
+        if stop_after is not None and stop_after not in STAGES:
+            raise ConfigError(f"--stop-after must be one of {', '.join(STAGES)}")
         cfg = absolutize(load_config(config, overrides), config.parent)
-        run_pipeline(cfg, runs_dir)
+        run_pipeline(cfg, runs_dir, stop_after)
 
     _guard(action)
 
@@ -88,7 +96,9 @@ def synth(run_dir: RunArg) -> None:
 
 @app.command()
 def train(run_dir: RunArg) -> None:
-    """Fine-tune each student on synth/train.jsonl; writes students/<name>/final."""
+    """Fine-tune each student on its own rows; writes students/<name>/ (train.jsonl, final/,
+    train_log.jsonl). An interrupted run resumes from its last complete checkpoint. Runs under
+    `accelerate launch ... -m potstill train RUN` too (docs/training.md)."""
     _one_stage("train", run_dir)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -113,12 +113,65 @@ class TrainConfig(Strict):
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     seed: int = 0
     save_steps: int = Field(50, ge=1)
+    # How rows become batches (docs/training.md). auto: padding-free batches where the
+    # attention kernel takes packed sequences without a dense mask (flash / flex / varlen),
+    # else length-grouped batches padded to the longest row. padded: random batches, as TRL's
+    # default, kept for comparison.
+    batching: Literal["auto", "length_grouped", "padding_free", "padded"] = "auto"
+    # A transformers attention implementation ("sdpa", "eager", "flex_attention",
+    # "flash_attention_2", potstill's "varlen" for PyTorch's flash varlen kernel on a GPU);
+    # None: transformers' default.
+    attn_implementation: str | None = None
+    # Rows held out of training to measure the eval loss on (at least one when above 0).
+    dev_fraction: float = Field(0.05, ge=0.0, lt=0.5)
+    # Steps between eval-loss measurements; None: at every checkpoint and at the end.
+    eval_steps: int | None = Field(None, ge=1)
+    # auto: continue from the last complete checkpoint made with the same settings and data;
+    # never: start over.
+    resume: Literal["auto", "never"] = "auto"
+
+
+class StudentData(Strict):
+    """Which rows a student learns from; unset fields follow the run's `synth` section."""
+
+    # teacher: the teacher's accepted replies (synth/teacher.jsonl); gold: the dataset's own
+    # references (data/train.jsonl), which carry no rationale.
+    source: Literal["teacher", "gold"] = "teacher"
+    target: Literal["answer", "rationale_answer"] | None = None
+    require_reference_match: bool | None = None
+
+    @model_validator(mode="after")
+    def _gold_has_no_rationale(self) -> StudentData:
+        if self.source == "gold" and self.target == "rationale_answer":
+            raise ValueError("gold references carry no rationale; use target: answer")
+        return self
+
+
+# The method's comparison (arXiv 2410.18588): the same student trained on the dataset's labels,
+# on the teacher's answers, and on the teacher's reasoning plus answer.
+DATA_PRESETS: dict[str, dict[str, Any]] = {
+    "gold": {"source": "gold", "target": "answer"},
+    "teacher_answer": {"source": "teacher", "target": "answer"},
+    "teacher_rationale": {"source": "teacher", "target": "rationale_answer"},
+}
 
 
 class StudentConfig(Strict):
     name: str = Field("distilled", pattern=r"^[A-Za-z0-9_.-]+$")
     base: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    # None: synth/train.jsonl, the training set `synth` asks for. A preset name
+    # (gold, teacher_answer, teacher_rationale) or a mapping of StudentData fields.
+    data: StudentData | None = None
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _preset(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value not in DATA_PRESETS:
+                raise ValueError(f"unknown data preset {value!r}; known: {sorted(DATA_PRESETS)}")
+            return DATA_PRESETS[value]
+        return value
 
 
 class SynthConfig(Strict):

@@ -10,7 +10,16 @@ from typing import Any
 from potstill.config import RunConfig
 from potstill.data.loading import Split, load_examples, split_examples
 from potstill.progress import console
-from potstill.runs import STAGES, RunFolder, atomic_write_text, read_jsonl, timed, write_jsonl
+from potstill.runs import (
+    STAGES,
+    RunFolder,
+    atomic_write_text,
+    is_main_process,
+    read_jsonl,
+    timed,
+    world_size,
+    write_jsonl,
+)
 from potstill.tasks import Example, build_task
 
 
@@ -75,9 +84,9 @@ def _do_synth(run: RunFolder, config: RunConfig) -> dict[str, Any]:
 
 
 def _do_train(run: RunFolder, config: RunConfig) -> dict[str, Any]:
-    from potstill.train.stage import train_student
+    from potstill.train.stage import train_students
 
-    return {s.name: train_student(run, s) for s in config.students}
+    return train_students(run, config, build_task(config.task))
 
 
 def _do_evaluate(run: RunFolder, config: RunConfig) -> dict[str, Any]:
@@ -107,21 +116,30 @@ def run_stage(run: RunFolder, config: RunConfig, stage: str) -> dict[str, Any]:
     previous = STAGES[STAGES.index(stage) - 1] if stage != "synth" else None
     if previous and not (run.stage_record(previous) or {}).get("status") == "done":
         raise RuntimeError(f"stage {stage} needs {previous} first: potstill {previous} {run.root}")
+    if world_size() > 1 and stage != "train":
+        raise RuntimeError(
+            f"stage {stage} runs in one process; only `potstill train` runs under accelerate launch"
+        )
     fp = fingerprint(run, config, stage)
     console.rule(f"[bold]{stage}")
     with timed() as elapsed:
         result = STAGE_FUNCS[stage](run, config)
-    run.mark_done(stage, fp, elapsed[0], result=result)
+    if is_main_process():
+        run.mark_done(stage, fp, elapsed[0], result=result)
     return result
 
 
-def run_pipeline(config: RunConfig, runs_dir: Path) -> RunFolder:
-    """Run every stage that is missing or stale; finished, current stages are skipped."""
+def run_pipeline(config: RunConfig, runs_dir: Path, stop_after: str | None = None) -> RunFolder:
+    """Run every stage that is missing or stale; finished, current stages are skipped.
+    With `stop_after`, no stage after that one runs (e.g. synth here, train on a GPU cluster)."""
     run = open_run(config, runs_dir)
     for stage in STAGES:
         if run.is_current(stage, fingerprint(run, config, stage)):
             console.print(f"{stage}: up to date, skipped")
-            continue
-        run_stage(run, config, stage)
+        else:
+            run_stage(run, config, stage)
+        if stage == stop_after:
+            console.print(f"stopped after {stage}: {run.root}")
+            return run
     console.print(f"report: {run.root / 'report.md'} and {run.root / 'report.html'}")
     return run

@@ -158,6 +158,16 @@ class RunFolder:
         return bool(record and record["status"] == "done" and record["fingerprint"] == fingerprint)
 
 
+def is_main_process() -> bool:
+    """False in every process but the first under `accelerate launch` / torchrun, which set
+    RANK; only the first writes run files."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 @contextmanager
 def timed() -> Iterator[list[float]]:
     """Yields a one-item list that holds the elapsed seconds once the block ends."""

@@ -1,22 +1,37 @@
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from potstill.config import ModelConfig, StudentConfig, TrainConfig
+from potstill.config import RunConfig, parse_config
 from potstill.runs import RunFolder, read_jsonl, write_jsonl
-from potstill.train.stage import build_trainer, train_student
+from potstill.tasks import build_task
+from potstill.train.stage import batching_for, build_trainer, train_student
 
 ROWS = [
     {
         "id": str(i),
         "prompt": [
             {"role": "system", "content": "Solve it."},
-            {"role": "user", "content": f"Tom has {i} apples and buys 2 more."},
+            {"role": "user", "content": f"Tom has {i} apples and buys {i % 3 + 2} more."},
         ],
-        "completion": [{"role": "assistant", "content": f"{i} + 2"}],
+        "completion": [{"role": "assistant", "content": f"{i} + {i % 3 + 2}" + " + 0" * (i % 4)}],
     }
-    for i in range(6)
+    for i in range(8)
 ]
+
+
+def _config(model_dir: Path, method: str = "lora", **train: Any) -> RunConfig:
+    settings = {"method": method, "epochs": 1, "batch_size": 2, "learning_rate": 1e-2}
+    settings.update({"save_steps": 2, "dev_fraction": 0.25, **train})
+    tree = {
+        "name": "t",
+        "task": {"kind": "math", "calculator": True},
+        "dataset": {"path": "x.jsonl"},
+        "students": [{"name": "s", "base": {"model": str(model_dir)}, "train": settings}],
+    }
+    return parse_config(tree, "t.yaml")
 
 
 def _run(tmp_path: Path) -> RunFolder:
@@ -25,41 +40,69 @@ def _run(tmp_path: Path) -> RunFolder:
     return run
 
 
-def _student(model_dir: Path, method: str) -> StudentConfig:
-    return StudentConfig(
-        name="s",
-        base=ModelConfig(model=str(model_dir)),
-        train=TrainConfig(method=method, epochs=1, batch_size=2, learning_rate=1e-2, save_steps=2),  # type: ignore[arg-type]
-    )
-
-
 def test_loss_covers_the_reply_only(tiny_model_dir: Path, tmp_path: Path) -> None:
-    trainer, tokenizer, _ = build_trainer(_run(tmp_path), _student(tiny_model_dir, "lora"))
-    row = trainer.train_dataset[0]
+    student = _config(tiny_model_dir).students[0]
+    prep = build_trainer(student, ROWS, tmp_path / "ckpt")
+    row = prep.trainer.train_dataset[0]
     ids, labels = row["input_ids"], row["labels"]
-    reply = tokenizer.decode([t for t, label in zip(ids, labels) if label != -100])
-    prompt = tokenizer.decode([t for t, label in zip(ids, labels) if label == -100])
-    assert reply.startswith("0 + 2") and reply.rstrip("\n").endswith("<|im_end|>")
-    assert "Tom has 0 apples" in prompt and "0 + 2" not in prompt
+    reply = prep.tokenizer.decode([t for t, label in zip(ids, labels) if label != -100])
+    prompt = prep.tokenizer.decode([t for t, label in zip(ids, labels) if label == -100])
+    assert reply.startswith(row["completion"][0]["content"])
+    assert reply.rstrip("\n").endswith("<|im_end|>")
+    assert "Tom has" in prompt and row["completion"][0]["content"] not in prompt
+    assert (prep.rows, prep.dev_rows) == (6, 2)
+
+
+def test_over_long_rows_are_dropped_and_counted(tiny_model_dir: Path, tmp_path: Path) -> None:
+    rows = [*ROWS, {**ROWS[0], "id": "long", "completion": [
+        {"role": "assistant", "content": "1 + 1 " * 200}
+    ]}]  # fmt: skip
+    student = _config(tiny_model_dir, dev_fraction=0.0, max_length=64).students[0]
+    prep = build_trainer(student, rows, tmp_path / "ckpt")
+    assert prep.too_long == 1 and prep.rows == 8
+    assert max(len(ids) for ids in prep.trainer.train_dataset["input_ids"]) <= 64
+
+
+def test_auto_batching_follows_the_attention_kernel(tiny_model_dir: Path) -> None:
+    student = _config(tiny_model_dir).students[0]
+    assert batching_for(student.train) == "length_grouped"  # SDPA: pad within similar lengths
+    for kernel in ("flash_attention_2", "flex_attention", "potstill_varlen"):
+        train = student.train.model_copy(update={"attn_implementation": kernel})
+        assert batching_for(train) == "padding_free"
+    forced = student.train.model_copy(update={"batching": "padded"})
+    assert batching_for(forced) == "padded"
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_training_writes_a_loadable_standalone_model(
     tiny_model_dir: Path, tmp_path: Path, method: str
 ) -> None:
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, GenerationConfig
 
-    run = _run(tmp_path)
-    summary = train_student(run, _student(tiny_model_dir, method))
-    final = run.student_dir("s") / "final"
-    assert summary["steps"] == 3 and summary["rows"] == 6
+    run, config = _run(tmp_path), _config(tiny_model_dir, method)
+    task = build_task(config.task)
+    summary = train_student(run, config, task, config.students[0])
+    folder = run.student_dir("s")
+    final = folder / "final"
+    assert summary["steps"] == 3 and summary["rows"] == 6 and summary["dev_rows"] == 2
+    assert summary["real_tokens"] > 0 and summary["batching"] == "length_grouped"
     assert (final / "config.json").exists() and (final / "tokenizer.json").exists()
-    assert not (run.student_dir("s") / "checkpoints").exists()
-    assert (run.student_dir("s") / "adapter").exists() == (method == "lora")
+    assert GenerationConfig.from_pretrained(final).eos_token_id == 2
+    assert not (folder / "checkpoints").exists() and not (folder / ".trained").exists()
+    assert (folder / "adapter" / "adapter_config.json").exists() == (method == "lora")
+    assert len(read_jsonl(folder / "train.jsonl")) == len(ROWS)
     model = AutoModelForCausalLM.from_pretrained(final)  # merged: no peft needed to load
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     changed = any(
         (a != b).any() for a, b in zip(model.state_dict().values(), base.state_dict().values())
     )
     assert changed
-    assert any("loss" in entry for entry in read_jsonl(run.student_dir("s") / "train_log.jsonl"))
+    log = read_jsonl(folder / "train_log.jsonl")
+    assert [e["step"] for e in log if "loss" in e] == [1, 2, 3]
+    assert any("eval_loss" in e for e in log) and summary["eval_loss"] is not None
+
+    # The same settings and rows again: the finished student is kept, not retrained.
+    mtime = (final / "config.json").stat().st_mtime_ns
+    again = train_student(run, config, task, config.students[0])
+    assert again == json.loads((folder / "summary.json").read_text())
+    assert (final / "config.json").stat().st_mtime_ns == mtime

@@ -89,15 +89,16 @@ def resolve_local_ref(ref: str) -> str:
     return ref
 
 
-def load_pretrained(ref: str) -> tuple[Any, Any]:
+def load_pretrained(ref: str, attn_implementation: str | None = None) -> tuple[Any, Any]:
     """Tokenizer and fp32 causal LM for a model reference; a load failure names the ref."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_local_ref(ref)
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **extra)
     except OSError as exc:
         raise ModelRefError(f"cannot load model {ref!r}: {exc}") from None
     if tokenizer.pad_token_id is None:

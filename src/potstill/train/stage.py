@@ -1,19 +1,47 @@
-"""The train stage: supervised fine-tuning of each student on synth/train.jsonl (TRL + PEFT)."""
+"""The train stage: supervised fine-tuning of each student variant (TRL SFTTrainer + PEFT).
+
+Per student: build its rows (train/data.py) into students/<name>/train.jsonl, hold out a dev
+split, tokenize with TRL, lint the loss mask (train/lint.py), train in batches that spend no
+compute on padding, checkpoint atomically and resume after a crash (train/trainer.py), then
+publish a standalone model (LoRA merged, adapter kept) with its tokenizer and generation config.
+Runs the same in one process or under `accelerate launch` (DDP, FSDP, DeepSpeed).
+"""
 
 from __future__ import annotations
 
+import gc
+import hashlib
+import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from potstill.config import StudentConfig
+from potstill.config import RunConfig, StudentConfig, TrainConfig
 from potstill.models.packaged import gpu_bf16, load_pretrained
 from potstill.progress import console
-from potstill.runs import RunFolder, read_jsonl, write_json, write_jsonl
+from potstill.runs import RunFolder, is_main_process, write_json, write_jsonl
+from potstill.tasks import Task
+from potstill.train import attention
+from potstill.train.data import StudentRows, split_dev, student_rows
+from potstill.train.lint import TrainingDataError, end_of_turn_ids, lint_dataset
+
+# Attention implementations that take a packed row without building a dense mask.
+_PACKED_KERNELS = ("flash_attention_2", "flash_attention_3", "flex_attention", attention.NAME)
 
 
-def _sft_config(student: StudentConfig, output_dir: Path) -> Any:
+def batching_for(train: TrainConfig) -> str:
+    """The batching in use: `auto` picks padding-free batches where the attention kernel
+    isolates packed sequences cheaply, else length-grouped padded batches."""
+    if train.batching != "auto":
+        return train.batching
+    kernel = train.attn_implementation or ""
+    return "padding_free" if kernel.startswith(_PACKED_KERNELS) else "length_grouped"
+
+
+def _sft_config(student: StudentConfig, output_dir: Path, has_dev: bool) -> Any:
+    import torch
     from trl import SFTConfig
 
     t = student.train
@@ -22,9 +50,13 @@ def _sft_config(student: StudentConfig, output_dir: Path) -> Any:
         num_train_epochs=t.epochs,
         learning_rate=t.learning_rate,
         per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
-        max_length=t.max_length,
-        # Loss on the assistant reply only: the prompt tokens are masked out.
+        # Over-long rows are dropped (and counted) before training rather than truncated:
+        # a cut reply loses its answer and its end-of-turn token.
+        max_length=None,
+        padding_free=batching_for(t) == "padding_free",
+        # Loss on the assistant reply only: the prompt tokens are masked out (lint checks it).
         completion_only_loss=True,
         # A small student fits in memory; recomputing activations would only cost time.
         gradient_checkpointing=False,
@@ -34,6 +66,8 @@ def _sft_config(student: StudentConfig, output_dir: Path) -> Any:
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=2,
+        eval_strategy="steps" if has_dev else "no",
+        eval_steps=t.eval_steps or t.save_steps,
         seed=t.seed,
         data_seed=t.seed,
         report_to="none",
@@ -41,7 +75,8 @@ def _sft_config(student: StudentConfig, output_dir: Path) -> Any:
         bf16=gpu_bf16(),
         fp16=False,
         dataloader_num_workers=0,
-        dataloader_pin_memory=False,  # CPU training: nothing to pin for
+        dataloader_pin_memory=torch.cuda.is_available(),
+        ddp_find_unused_parameters=False,
         disable_tqdm=False,
     )
 
@@ -61,63 +96,250 @@ def _peft_config(student: StudentConfig) -> Any:
     )
 
 
-def _save_final(trainer: Any, tokenizer: Any, final_dir: Path, method: str) -> None:
-    """Save a standalone model (LoRA merged in; the adapter kept beside it), whole or not at all."""
-    tmp = final_dir.parent / f".{final_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model = trainer.model
-    if method == "lora":
-        model.save_pretrained(final_dir.parent / "adapter")
-        model = model.merge_and_unload()
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    model.generation_config.save_pretrained(tmp)
-    shutil.rmtree(final_dir, ignore_errors=True)
-    os.replace(tmp, final_dir)
-
-
-def build_trainer(run: RunFolder, student: StudentConfig) -> tuple[Any, Any, int]:
-    """The SFTTrainer for one student on synth/train.jsonl, with its tokenizer and row count."""
-    import torch
+def _dataset(rows: list[dict[str, Any]]) -> Any:
     from datasets import Dataset
-    from trl import SFTTrainer
 
-    rows = read_jsonl(run.synth_dir / "train.jsonl")
-    data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
-    torch.manual_seed(student.train.seed)
-    tokenizer, model = load_pretrained(student.base.model)
-    trainer = SFTTrainer(
+    keep = ("id", "prompt", "completion", "rationale")
+    return Dataset.from_list([{k: r.get(k) for k in keep} for r in rows])
+
+
+@dataclass
+class Prepared:
+    """A trainer ready to run, with what the summary reports about its data."""
+
+    trainer: Any
+    tokenizer: Any
+    rows: int
+    dev_rows: int
+    too_long: int
+    real_tokens: int
+    batching: str
+
+
+def build_trainer(student: StudentConfig, rows: list[dict[str, Any]], output_dir: Path) -> Prepared:
+    """The trainer for one student: TRL tokenizes, over-long rows are dropped, the loss mask
+    is linted, and batches follow the student's `batching`."""
+    import torch
+
+    from potstill.train.trainer import PotstillSFTTrainer
+
+    t = student.train
+    train_rows, dev_rows = split_dev(rows, t.dev_fraction, t.seed)
+    if t.attn_implementation == attention.NAME:
+        attention.register()
+    torch.manual_seed(t.seed)
+    tokenizer, model = load_pretrained(student.base.model, t.attn_implementation)
+    batching = batching_for(t)
+    trainer = PotstillSFTTrainer(
         model=model,
-        args=_sft_config(student, run.student_dir(student.name) / "checkpoints"),
-        train_dataset=data,
+        args=_sft_config(student, output_dir, bool(dev_rows)),
+        train_dataset=_dataset(train_rows),
+        eval_dataset=_dataset(dev_rows) if dev_rows else None,
         processing_class=tokenizer,
         peft_config=_peft_config(student),
+        length_grouped=batching == "length_grouped",
     )
-    return trainer, tokenizer, len(rows)
+    before = len(trainer.train_dataset)
+    fits = lambda row: len(row["input_ids"]) <= t.max_length  # noqa: E731
+    trainer.train_dataset = trainer.train_dataset.filter(fits)
+    if trainer.eval_dataset is not None:
+        trainer.eval_dataset = trainer.eval_dataset.filter(fits)
+    too_long = before - len(trainer.train_dataset)
+    if len(trainer.train_dataset) == 0:
+        raise TrainingDataError(
+            f"student {student.name}: every training row is longer than max_length={t.max_length}"
+        )
+    end_ids = end_of_turn_ids(tokenizer, model.generation_config)
+    lint_dataset(tokenizer, trainer.train_dataset, end_ids)
+    real = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+    return Prepared(
+        trainer, tokenizer, len(trainer.train_dataset), len(dev_rows), too_long, real, batching
+    )
 
 
-def train_student(run: RunFolder, student: StudentConfig) -> dict[str, Any]:
-    """Fine-tune one student; resumes from its last checkpoint if one exists."""
+def _fingerprint(student: StudentConfig, data: StudentRows) -> str:
+    payload = json.dumps([student.model_dump(mode="json"), data.digest()], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _finished(folder: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The summary of a finished student trained with these settings on these rows."""
+    summary_path = folder / "summary.json"
+    if not (summary_path.exists() and (folder / "final" / "config.json").exists()):
+        return None
+    summary: dict[str, Any] = json.loads(summary_path.read_text(encoding="utf-8"))
+    return summary if summary.get("fingerprint") == fingerprint else None
+
+
+def _tidy_checkpoints(ckpt_dir: Path, fingerprint: str, resume: str) -> None:
+    """Keep only checkpoints made with the same settings and rows, and no torn one (main
+    process only; the others wait)."""
+    from potstill.train.trainer import last_complete_checkpoint
+
+    if not is_main_process():
+        return
+    marker = ckpt_dir / "fingerprint"
+    stale = not marker.exists() or marker.read_text() != fingerprint
+    if resume == "never" or stale:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fingerprint)
+    last_complete_checkpoint(ckpt_dir)  # removes a staged, unpublished checkpoint
+
+
+def _latest(ckpt_dir: Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
-    trainer, tokenizer, rows = build_trainer(run, student)
-    folder = run.student_dir(student.name)
-    ckpt_dir = folder / "checkpoints"
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.exists() else None
-    if last:
-        console.print(f"train[{student.name}]: resuming from {last}")
-    result = trainer.train(resume_from_checkpoint=last)
-    _save_final(trainer, tokenizer, folder / "final", student.train.method)
-    log = [entry for entry in trainer.state.log_history if "loss" in entry or "train_loss" in entry]
-    write_jsonl(folder / "train_log.jsonl", log)
-    summary = {
-        "rows": rows,
+    found: str | None = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.exists() else None
+    return found
+
+
+def _weights_digest(model: Any) -> str:
+    """Identical weights give an identical digest (used to check that DDP ranks agree)."""
+    import torch
+
+    with torch.no_grad():
+        sums = [p.detach().double().sum() for p in model.parameters()]
+        return hashlib.sha256(torch.stack(sums).cpu().numpy().tobytes()).hexdigest()[:16]
+
+
+def _publish_final(folder: Path, saved: Path, student: StudentConfig, tokenizer: Any) -> None:
+    """Turn the trainer's saved output into students/<name>/final (standalone model, LoRA
+    merged) and adapter/ (LoRA only), each appearing whole or not at all."""
+    final = folder / "final"
+    if student.train.method == "lora":
+        from peft import PeftModel
+
+        _, base = load_pretrained(student.base.model)
+        model = PeftModel.from_pretrained(base, str(saved)).merge_and_unload()
+        tmp = folder / f".final.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        model.generation_config.save_pretrained(tmp)
+        shutil.rmtree(folder / "adapter", ignore_errors=True)
+        os.replace(saved, folder / "adapter")
+    else:
+        tmp = saved
+        tokenizer.save_pretrained(tmp)
+        if not (tmp / "generation_config.json").exists():
+            from transformers import GenerationConfig
+
+            GenerationConfig.from_pretrained(tmp).save_pretrained(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+
+
+def _log_entries(trainer: Any) -> list[dict[str, Any]]:
+    keys = ("loss", "eval_loss", "train_loss")
+    return [e for e in trainer.state.log_history if any(k in e for k in keys)]
+
+
+def _summary(
+    prep: Prepared, result: Any, student: StudentConfig, data: StudentRows, resumed: str | None
+) -> dict[str, Any]:
+    trainer = prep.trainer
+    log = trainer.state.log_history
+    losses = [e["loss"] for e in log if "loss" in e]
+    evals = [e["eval_loss"] for e in log if "eval_loss" in e]
+    seconds = result.metrics.get("train_runtime")
+    epochs = student.train.epochs
+    done = trainer.state.global_step - (int(resumed.rsplit("-", 1)[1]) if resumed else 0)
+    share = done / max(trainer.state.max_steps, 1)
+    return {
+        "rows": prep.rows,
+        "dev_rows": prep.dev_rows,
+        "too_long": prep.too_long,
+        "data": data.describe(),
         "steps": trainer.state.global_step,
         "train_loss": result.training_loss,
-        "seconds": result.metrics.get("train_runtime"),
+        "last_loss": losses[-1] if losses else None,
+        "eval_loss": evals[-1] if evals else None,
+        "seconds": seconds,
+        "batching": prep.batching,
+        "real_tokens": int(prep.real_tokens * epochs),
+        "real_tokens_per_second": (prep.real_tokens * epochs * share / seconds)
+        if seconds
+        else None,
+        "resumed_from": resumed,
+        "world_size": trainer.accelerator.num_processes,
         "method": student.train.method,
         "base": student.base.model,
     }
-    write_json(folder / "summary.json", summary)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+
+
+def _agreeing_ranks(trainer: Any) -> list[str] | None:
+    """Under data parallelism (every rank holds every weight), each rank's weights digest;
+    ranks that disagree are an error. None with one process or sharded weights."""
+    if trainer.accelerator.num_processes == 1 or trainer.is_fsdp_enabled:
+        return None
+    if trainer.is_deepspeed_enabled:
+        return None
+    from accelerate.utils import gather_object
+
+    digests: list[str] = gather_object([_weights_digest(trainer.model)])
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"data-parallel ranks ended with different weights: {digests}")
+    return digests
+
+
+def _train_one(
+    folder: Path, student: StudentConfig, data: StudentRows, fingerprint: str
+) -> dict[str, Any]:
+    ckpt_dir = folder / "checkpoints"
+    prep = build_trainer(student, data.rows, ckpt_dir)
+    trainer = prep.trainer
+    _tidy_checkpoints(ckpt_dir, fingerprint, student.train.resume)
+    trainer.accelerator.wait_for_everyone()
+    last = _latest(ckpt_dir)
+    if last:
+        console.print(f"train[{student.name}]: resuming from {last}")
+    result = trainer.train(resume_from_checkpoint=last)
+    if trainer.eval_dataset is not None:
+        trainer.evaluate()
+    ranks = _agreeing_ranks(trainer)
+    summary = _summary(prep, result, student, data, last)
+    summary.update(fingerprint=fingerprint, rank_weights=ranks)
+    saved = folder / ".trained"
+    trainer.save_model(str(saved))  # every rank: FSDP and DeepSpeed gather the weights here
+    trainer.accelerator.wait_for_everyone()
+    if is_main_process():
+        write_jsonl(folder / "train_log.jsonl", _log_entries(trainer))
+        tokenizer = prep.tokenizer
+        del trainer, prep
+        gc.collect()
+        _publish_final(folder, saved, student, tokenizer)
+        write_json(folder / "summary.json", summary)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
     return summary
+
+
+def train_student(
+    run: RunFolder, config: RunConfig, task: Task, student: StudentConfig
+) -> dict[str, Any]:
+    """Fine-tune one student on its rows; a finished student with the same settings and rows
+    is kept, an interrupted one resumes from its last complete checkpoint."""
+    folder = run.student_dir(student.name)
+    data = student_rows(run, config, task, student)
+    if is_main_process():
+        write_jsonl(folder / "train.jsonl", data.rows)
+    if not data.rows:
+        raise TrainingDataError(
+            f"student {student.name}: no training rows (source {data.source}, "
+            f"left out: {dict(data.skipped)})"
+        )
+    fingerprint = _fingerprint(student, data)
+    finished = _finished(folder, fingerprint)
+    if finished and student.train.resume == "auto":
+        console.print(f"train[{student.name}]: up to date, kept")
+        return finished
+    console.print(
+        f"train[{student.name}]: {len(data.rows)} rows from {data.source} "
+        f"(target {data.target}); left out: {dict(data.skipped) or 'none'}"
+    )
+    return _train_one(folder, student, data, fingerprint)
+
+
+def train_students(run: RunFolder, config: RunConfig, task: Task) -> dict[str, Any]:
+    """Train every student of the run (the method's comparison when there are several)."""
+    return {s.name: train_student(run, config, task, s) for s in config.students}

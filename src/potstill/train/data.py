@@ -1,0 +1,145 @@
+"""Each student's training rows: the synth default, the teacher's replies under the student's
+own settings, or the dataset's gold references (the method's comparison)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from potstill.config import RunConfig, StudentConfig
+from potstill.runs import RunFolder, read_jsonl
+from potstill.synth.stage import training_row
+from potstill.tasks import Example, Parsed, Task
+
+# Rejections that a student's own settings may lift; every other reason (failed call, cut-off
+# or unparseable reply, ...) keeps a teacher reply out of every student's data.
+_SETTING_REASONS = ("no_rationale", "disagrees_with_reference")
+
+
+@dataclass
+class StudentRows:
+    """A student's training rows, where they came from, and what was left out and why."""
+
+    rows: list[dict[str, Any]]
+    source: str
+    target: str
+    require_reference_match: bool | None
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def digest(self) -> str:
+        text = json.dumps(self.rows, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "target": self.target,
+            "require_reference_match": self.require_reference_match,
+            "rows": len(self.rows),
+            "skipped": dict(self.skipped),
+        }
+
+
+def _variant_config(config: RunConfig, target: str, require_match: bool) -> RunConfig:
+    synth = config.synth.model_copy(
+        update={"target": target, "require_reference_match": require_match}
+    )
+    return config.model_copy(update={"synth": synth})
+
+
+def _teacher_rejection(
+    record: dict[str, Any], parsed: Parsed, task: Task, target: str, require_match: bool
+) -> str | None:
+    """Why a teacher reply is not a row for these settings (None: it is one)."""
+    recorded = record.get("rejected")
+    if recorded and recorded not in _SETTING_REASONS:
+        return str(recorded)
+    if target == "rationale_answer" and not parsed.rationale:
+        return "no_rationale"
+    reference = record.get("reference")
+    if require_match and reference is not None and task.score(parsed, reference) < 1.0:
+        return "disagrees_with_reference"
+    return None
+
+
+def teacher_rows(
+    records: list[dict[str, Any]], task: Task, config: RunConfig, target: str, require_match: bool
+) -> StudentRows:
+    """Rows from synth/teacher.jsonl under a student's own target and reference check."""
+    variant = _variant_config(config, target, require_match)
+    found = StudentRows([], "teacher", target, require_match)
+    for record in records:
+        parsed = Parsed(
+            record["status"],
+            record.get("answer"),
+            record.get("rationale"),
+            record.get("raw_answer"),
+        )
+        reason = _teacher_rejection(record, parsed, task, target, require_match)
+        if reason:
+            found.skipped[reason] += 1
+            continue
+        example = Example(str(record["id"]), dict(record["inputs"]), record.get("reference"))
+        row = training_row(task, variant, example, parsed)
+        row["rationale"] = parsed.rationale if target == "rationale_answer" else None
+        found.rows.append(row)
+    return found
+
+
+def gold_rows(examples: list[Example], task: Task, config: RunConfig) -> StudentRows:
+    """Rows whose reply is the dataset's reference, rendered as the answer alone (no rationale)."""
+    variant = _variant_config(config, "answer", False)
+    found = StudentRows([], "gold", "answer", None)
+    for example in examples:
+        if example.reference is None:
+            found.skipped["no_reference"] += 1
+            continue
+        if task.check_reference(example.reference) is not None:
+            found.skipped["unusable_reference"] += 1
+            continue
+        parsed = Parsed("ok", example.reference, None, example.reference)
+        row = training_row(task, variant, example, parsed)
+        row["rationale"] = None
+        found.rows.append(row)
+    return found
+
+
+def student_rows(
+    run: RunFolder, config: RunConfig, task: Task, student: StudentConfig
+) -> StudentRows:
+    """The rows `student` trains on, per its `data` setting."""
+    data = student.data
+    if data is None:
+        rows = read_jsonl(run.synth_dir / "train.jsonl")
+        return StudentRows(rows, "synth", config.synth.target, config.synth.require_reference_match)
+    if data.source == "gold":
+        examples = [Example.from_json(r) for r in read_jsonl(run.data_dir / "train.jsonl")]
+        return gold_rows(examples, task, config)
+    target = data.target or config.synth.target
+    require_match = (
+        config.synth.require_reference_match
+        if data.require_reference_match is None
+        else data.require_reference_match
+    )
+    records = read_jsonl(run.synth_dir / "teacher.jsonl")
+    return teacher_rows(records, task, config, target, require_match)
+
+
+def split_dev(
+    rows: list[dict[str, Any]], fraction: float, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A seeded (train, dev) split of the rows; dev holds at least one row when fraction > 0
+    and two or more rows exist."""
+    if fraction <= 0 or len(rows) < 2:
+        return rows, []
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_dev = max(1, round(fraction * len(rows)))
+    dev_index = set(order[:n_dev])
+    train = [r for i, r in enumerate(rows) if i not in dev_index]
+    dev = [r for i, r in enumerate(rows) if i in dev_index]
+    return train, dev

@@ -1,0 +1,114 @@
+"""TRL's SFTTrainer with two changes a long run needs: checkpoints that appear only when
+complete, and length-grouped batches whose order is fixed by (seed, epoch) (train/batching.py),
+so a resumed run sees the same batches as one never interrupted."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers.trainer_utils import (
+    PREFIX_CHECKPOINT_DIR,
+    get_last_checkpoint,
+    rotate_checkpoints,
+)
+from trl import SFTTrainer
+
+from potstill.train.batching import SeededLengthGroupedSampler
+
+# Checkpoints are written here first and renamed into the checkpoint folder when complete;
+# `get_last_checkpoint` looks only at `checkpoint-N` folders, so it never sees a torn one.
+STAGING = ".incomplete"
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest complete checkpoint in `folder`; staged, unfinished ones are removed."""
+    if not folder.exists():
+        return None
+    shutil.rmtree(folder / STAGING, ignore_errors=True)
+    found: str | None = get_last_checkpoint(str(folder))
+    return found
+
+
+def score_trained_positions_only() -> bool:
+    """Make TRL's fused LM head project only the positions that carry a label on every device.
+
+    TRL's chunked LM head skips prompt and padding positions on Triton devices only, and
+    scores every position elsewhere so that tile shapes stay fixed for ahead-of-time compilers
+    (Neuron). On a CPU nothing is compiled, and the vocabulary projection of prompt and padding
+    positions costs about a fifth of a step; the loss is the same either way
+    (tests/train/test_trainer.py). TRL decides with a private helper, so this swaps it for one
+    that also says yes on the CPU; if a TRL release renames it, nothing changes but the speed.
+    Returns whether the swap is in place."""
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None:
+        return False
+    if getattr(original, "potstill", False):
+        return True
+
+    def compact(device: torch.device) -> bool:
+        return device.type == "cpu" or bool(original(device))
+
+    compact.potstill = True  # type: ignore[attr-defined]
+    trl_utils._use_triton = compact
+    return True
+
+
+class PotstillSFTTrainer(SFTTrainer):  # type: ignore[misc]
+    """SFTTrainer + atomic checkpoints + a seeded length-grouped sampler (when asked for) + an
+    LM head that skips unlabelled positions on the CPU too."""
+
+    def __init__(self, *args: Any, length_grouped: bool = False, **kwargs: Any) -> None:
+        self._length_grouped = length_grouped
+        self._staging = False
+        score_trained_positions_only()
+        super().__init__(*args, **kwargs)
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if not self._length_grouped:
+            return super()._get_train_sampler(train_dataset)
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return SeededLengthGroupedSampler(lengths, self.args.train_batch_size, seed)
+
+    def _get_output_dir(self, trial: Any) -> str:
+        run_dir: str = super()._get_output_dir(trial)
+        return os.path.join(run_dir, STAGING) if self._staging else run_dir
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        root = Path(super()._get_output_dir(trial))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        self._staging = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging = False
+        # Every rank has written its part (its RNG state, its optimizer shard) before the
+        # checkpoint is published.
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            staged, final = root / STAGING / name, root / name
+            _fsync_tree(staged)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(staged, final)
+            _fsync_tree(root)
+            rotate_checkpoints(str(root), self.args.save_total_limit, use_mtime=False)
+        self.accelerator.wait_for_everyone()
