@@ -46,7 +46,8 @@ def test_demo_pipeline_on_a_few_examples(tiny_model_dir: Path, tmp_path: Path) -
     assert all(c["n"] == 6 for c in scores["candidates"].values())
     report = (run.root / "report.md").read_text()
     assert "| teacher |" in report and "| distilled | base_student |" in report
-    assert (run.root / "report.html").read_text().count("data:image/png;base64,") == 1
+    assert (run.root / "report.html").read_text().count("data:image/png;base64,") == 2
+    assert "![training loss](plots/training.png)" in report
 
     with sqlite3.connect(run.calls_db) as db:
         calls_before = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]

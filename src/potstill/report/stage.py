@@ -11,6 +11,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from potstill.config import RunConfig
+from potstill.report.training import plot_training
 from potstill.runs import RunFolder, atomic_write_bytes, atomic_write_text
 
 
@@ -132,9 +133,18 @@ def run_report(run: RunFolder, config: RunConfig) -> Path:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    md = env.get_template("report.md.j2").render(**context, plot="plots/accuracy.png")
+    training = run.root / "plots" / "training.png"
+    has_training = plot_training(run, config, training)
+    md = env.get_template("report.md.j2").render(
+        **context,
+        plot="plots/accuracy.png",
+        training_plot="plots/training.png" if has_training else None,
+    )
     image = base64.b64encode(plot.read_bytes()).decode()
-    html = env.get_template("report.html.j2").render(**context, plot_data=image)
+    training_data = base64.b64encode(training.read_bytes()).decode() if has_training else None
+    html = env.get_template("report.html.j2").render(
+        **context, plot_data=image, training_plot_data=training_data
+    )
     atomic_write_text(run.root / "report.md", md)
     atomic_write_text(run.root / "report.html", html)
     return run.root / "report.md"
