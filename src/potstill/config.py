@@ -136,6 +136,41 @@ class EvaluateConfig(Strict):
     seed: int = 0
 
 
+GradeMode = Literal["pointwise", "pairwise"]
+
+
+def _all_grade_modes() -> list[GradeMode]:
+    return ["pointwise", "pairwise"]
+
+
+class GradeConfig(Strict):
+    """The human grading round (`potstill grade RUN`): which examples, who sees what."""
+
+    # Examples drawn from the test split (seeded, stratified); pinned in grades.sqlite once drawn.
+    size: int = Field(50, ge=1)
+    # Examples every grader sees, so inter-grader agreement can be computed.
+    overlap: int = Field(20, ge=0)
+    # Examples per grader: the overlap plus a share of the rest, least-graded first.
+    # None: every grader sees every sampled example.
+    items_per_grader: int | None = Field(None, ge=1)
+    modes: list[GradeMode] = Field(default_factory=_all_grade_modes, min_length=1)
+    # Candidates to grade (names in eval/predictions); None: every candidate there.
+    candidates: list[str] | None = None
+    # Pairwise pages put each other candidate beside this one.
+    reference: str = "teacher"
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> GradeConfig:
+        if self.overlap > self.size:
+            raise ValueError(f"overlap ({self.overlap}) exceeds size ({self.size})")
+        if self.items_per_grader is not None and self.items_per_grader < self.overlap:
+            raise ValueError(
+                f"items_per_grader ({self.items_per_grader}) is below overlap ({self.overlap})"
+            )
+        return self
+
+
 class RunConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     task: TaskConfig
@@ -144,6 +179,7 @@ class RunConfig(Strict):
     students: list[StudentConfig] = Field(default_factory=lambda: [StudentConfig()], min_length=1)
     synth: SynthConfig = SynthConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    grade: GradeConfig = GradeConfig()
 
     @model_validator(mode="after")
     def _unique_students(self) -> RunConfig:
