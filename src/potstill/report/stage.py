@@ -11,6 +11,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from potstill.config import RunConfig
+from potstill.grade.summary import human_summary, render_section
 from potstill.runs import RunFolder, atomic_write_bytes, atomic_write_text
 
 
@@ -107,7 +108,11 @@ def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
         }
         for c in scores["comparisons"]
     ]
+    # Human grades, when a grading round has any (potstill grade RUN).
+    human = human_summary(run, config.evaluate.bootstrap_samples, config.grade.seed)
     return {
+        "human_md": render_section(human, "md") if human else None,
+        "human_html": render_section(human, "html") if human else None,
         "name": config.name,
         "task": config.task,
         "rows": rows,
