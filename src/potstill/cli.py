@@ -148,7 +148,7 @@ def grade(
         if add_grader is not None:
             commands.add_grader(run_dir, add_grader, host, port)
         elif summary:
-            console.print(commands.summary(run_dir), markup=False, highlight=False)
+            print(commands.summary(run_dir))  # stdout, like the link: easy to redirect
         elif export is not None:
             count = commands.export(run_dir, export)
             console.print(f"{count} grades written to {export}", markup=False, highlight=False)

@@ -27,7 +27,8 @@ def base_url(host: str, port: int) -> str:
 
 
 def add_grader(run_dir: Path, name: str, host: str, port: int) -> str:
-    """Add a grader (or replace a lost link) and return their personal link."""
+    """Add a grader (or replace a lost link) and return their personal link, which alone
+    goes to stdout (`LINK=$(potstill grade RUN --add-grader ann)`)."""
     _, grading, _ = _open(run_dir)
     token, created = grading.add_grader(name)
     verb = "added" if created else "has a new link (the old one no longer works)"
