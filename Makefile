@@ -21,7 +21,7 @@ install: $(STAMP)
 # The browser tests (grading app) drive Debian's Chromium through Playwright's Python package;
 # Playwright never downloads a browser of its own.
 browser:
-	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
 demo: install
 	$(BIN)/potstill demo
