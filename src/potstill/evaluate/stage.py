@@ -201,6 +201,8 @@ def run_evaluate(
     results["order"] = [c.name for c in found]
     results["task"] = task.kind
     results["headline"] = headline_name
+    # scores.json is written with sorted keys; this keeps the task's own order for the report
+    results["metric_order"] = [m.name for m in task.metrics]
     results["calculator"] = config.task.calculator
     write_json(run.eval_dir / "scores.json", results)
     return results

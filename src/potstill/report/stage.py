@@ -55,9 +55,13 @@ def _number(value: float) -> str:
 
 def metric_rows(scores: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per candidate and metric of the `metrics` mapping, with its interval."""
+    order = scores.get("metric_order") or [_headline(scores)]
     rows = []
     for name, cand in _ordered(scores).items():
-        for metric, entry in cand.get("metrics", {}).items():
+        found = cand.get("metrics", {})
+        ranked = sorted(found, key=lambda m: (order.index(m) if m in order else len(order), m))
+        for metric in ranked:
+            entry = found[metric]
             rows.append(
                 {
                     "candidate": name,
