@@ -73,3 +73,21 @@ def test_every_shipped_config_validates_and_loads_its_data(path: Path) -> None:
     assert any(e.reference is not None for e in split.test)
     for prompt in (config.teacher.prompt, config.synth.prompt):
         assert task.messages(split.test[0].inputs, prompt)[-1]["role"] == "user"
+
+
+def test_the_configs_in_docs_tasks_md_validate() -> None:
+    import re
+
+    import yaml
+
+    from potstill.tasks import build_task
+
+    text = Path("docs/tasks.md").read_text(encoding="utf-8")
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)]
+    full = [b for b in blocks if "name" in b]
+    assert full, "docs/tasks.md has no complete config"
+    for tree in full:
+        build_task(parse_config(tree, "docs/tasks.md").task)
+    for tree in blocks:  # fragments: the task section with a minimal rest
+        if "task" in tree and "name" not in tree:
+            build_task(parse_config({**MINIMAL, **tree}, "docs/tasks.md").task)

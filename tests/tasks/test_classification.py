@@ -65,3 +65,17 @@ def test_corpus_metrics_and_confusion_matrix() -> None:
     confusion = task.details(parsed, examples)["confusion"]
     assert confusion["columns"] == ["pos", "neg", "no answer"]
     assert confusion["matrix"] == [[1, 0, 1], [1, 0, 0]]
+
+
+def test_synonyms_must_name_labels_and_a_preset_keeps_only_its_labels_synonyms() -> None:
+    from potstill.config import ConfigError
+
+    bad = TaskConfig(kind="classification", preset="nli", synonyms={"entailmen": ["yes"]})
+    with pytest.raises(ConfigError, match=r"task.synonyms: \['entailmen'\] not among"):
+        ClassificationTask(bad)
+    clash = TaskConfig(kind="classification", labels=["a", "b"], synonyms={"a": ["b"]})
+    with pytest.raises(ConfigError, match=r"task\.synonyms: synonym 'b' of 'a' already names 'b'"):
+        ClassificationTask(clash)
+    two = ClassificationTask(TaskConfig(kind="classification", preset="nli", labels=["yes", "no"]))
+    assert two.parse("yes", "zero_shot").answer == "yes"
+    assert two.parse("entails", "zero_shot").status == "no_answer"  # not a label here

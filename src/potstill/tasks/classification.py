@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from potstill.config import PromptConfig, TaskConfig
+from potstill.config import ConfigError, PromptConfig, TaskConfig
 from potstill.models.base import Message
 from potstill.tasks.base import (
     Example,
@@ -67,9 +67,15 @@ class ClassificationTask:
     def __init__(self, config: TaskConfig) -> None:
         nli = config.preset == "nli"
         self.labels = list(config.labels or (NLI_LABELS if nli else []))
-        synonyms: dict[str, list[str]] = dict(NLI_SYNONYMS) if nli else {}
-        synonyms.update(config.synonyms)
-        self._by_norm = label_table(self.labels, synonyms)
+        unknown = sorted(set(config.synonyms) - set(self.labels))
+        if unknown:
+            raise ConfigError(f"task.synonyms: {unknown} not among the labels {self.labels}")
+        preset = NLI_SYNONYMS if nli else {}
+        synonyms = {k: v for k, v in preset.items() if k in self.labels} | dict(config.synonyms)
+        try:
+            self._by_norm = label_table(self.labels, synonyms)
+        except ValueError as exc:
+            raise ConfigError(f"task.synonyms: {exc}") from None
         fields = config.inputs or (["premise", "hypothesis"] if nli else ["text"])
         self.input_fields: tuple[str, ...] = tuple(fields)
         self.description = config.description or (NLI_DESCRIPTION if nli else "Classify the text.")
