@@ -33,6 +33,8 @@ def test_flexible_reading_recovers_the_last_summary_of_a_torn_reply() -> None:
     torn = json.dumps(ROUNDS)[:-30]
     assert TASK.parse(torn, "chain_of_density").status == "malformed"
     assert TASK.parse_flexible(torn, "chain_of_density").answer == "A council approved a park."
+    odd = '[{"denser_summary": "Fine."}, {"denser_summary": "Bad \\q escape"}'
+    assert TASK.parse_flexible(odd, "chain_of_density").answer == "Fine."
 
 
 def test_open_text_metrics_per_example() -> None:

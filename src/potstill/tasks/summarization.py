@@ -173,10 +173,13 @@ class SummarizationTask:
         strict = self.parse(reply, style, inputs)
         if strict.ok:
             return strict
-        quoted = [m for m in _SUMMARY_IN_TEXT.findall(reply) if m.strip()]
-        if quoted:
-            text = json.loads(f'"{quoted[-1]}"')
-            return Parsed("ok", _one_line(text), None, text, detail="flexible")
+        for quoted in reversed(_SUMMARY_IN_TEXT.findall(reply)):
+            try:
+                text = json.loads(f'"{quoted}"')
+            except json.JSONDecodeError:  # an escape JSON does not know, such as \q
+                continue
+            if text.strip():
+                return Parsed("ok", _one_line(text), None, text, detail="flexible")
         text = reply.strip()
         if text and not text.startswith(("{", "[", "```")) and re.search(r"\w", text):
             return Parsed("ok", _one_line(text), None, text, detail="flexible")
