@@ -74,3 +74,31 @@ def test_bad_config_exits_2_with_a_message(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "teacher.modle: unknown key" in result.output
     assert "Traceback" not in result.output
+
+
+def test_hub_dataset_offline_is_one_line_and_a_local_file_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datasets.config
+    import huggingface_hub.constants
+
+    from potstill.config import load_config
+    from potstill.pipeline import absolutize, open_run, prepare_split
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    config = Path("configs/examples/multiple_choice.yaml")
+    args = ["run", str(config), "dataset.path=hf:org/name", "--runs-dir", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    # one message (the console wraps it to the terminal's width), no traceback
+    message = result.output[result.output.index("error:") :]
+    assert message.startswith("error: hf:org/name: cannot load this dataset")
+    assert result.output.count("error:") == 1 and "Traceback" not in result.output
+    assert "Offline? Download it once" in " ".join(result.output.split())
+    # The same config with a local file (here: the hub rows saved as JSONL) loads and splits.
+    local = tmp_path / "trivia.jsonl"
+    local.write_bytes(Path("configs/examples/data/trivia.jsonl").read_bytes())
+    cfg = absolutize(load_config(config, [f"dataset.path={local}"]), config.parent)
+    split = prepare_split(open_run(cfg, tmp_path), cfg)
+    assert len(split.test) == 8 and len(split.train) == 12

@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -45,25 +52,92 @@ class Shot(Strict):
 class PromptConfig(Strict):
     """How a model is asked: the prompt style, worked examples and sampling."""
 
-    style: Literal["zero_shot", "cot"] = "zero_shot"
+    # cot: JSON {"reason", "answer"}; chain_of_density: summaries only (a JSON list of rounds).
+    style: Literal["zero_shot", "cot", "chain_of_density"] = "zero_shot"
     shots: list[Shot] = Field(default_factory=list)
     max_tokens: int = Field(64, ge=1)
     temperature: float = Field(0.0, ge=0.0)
 
 
+TaskKind = Literal["classification", "multiple_choice", "math", "summarization", "conversation"]
+
+
+def _check_template(source: str | None) -> str | None:
+    """A Jinja2 template must at least parse; the task checks its variables when it is built."""
+    if source is None:
+        return None
+    from jinja2 import TemplateSyntaxError
+    from jinja2.sandbox import SandboxedEnvironment
+
+    try:
+        SandboxedEnvironment().parse(source)
+    except TemplateSyntaxError as exc:
+        raise ValueError(
+            f"not a valid Jinja2 template (line {exc.lineno}: {exc.message})"
+        ) from None
+    return source
+
+
+class TemplateConfig(Strict):
+    """Jinja2 templates for the system message and the user turn; unset means the default."""
+
+    system: str | None = None
+    user: str | None = None
+
+    _valid = field_validator("system", "user")(_check_template)
+
+
+class TemplatesConfig(Strict):
+    """Prompt overrides: `system` / `user` for every style, or per style (`cot: {system: ...}`)."""
+
+    system: str | None = None
+    user: str | None = None
+    zero_shot: TemplateConfig | None = None
+    cot: TemplateConfig | None = None
+    chain_of_density: TemplateConfig | None = None
+
+    _valid = field_validator("system", "user")(_check_template)
+
+
 class TaskConfig(Strict):
-    kind: Literal["math", "classification"]
+    kind: TaskKind
     description: str | None = None
-    # classification: the label set, matched case-insensitively.
+    # classification: a ready-made task. nli: inputs premise + hypothesis, labels
+    # entailment / neutral / contradiction, with common synonyms.
+    preset: Literal["nli"] | None = None
+    # The task's input field names, for classification, math and summarization (the defaults
+    # are text / question / document); `dataset.fields` maps them to the dataset's columns.
+    inputs: list[str] | None = Field(None, min_length=1)
+    # classification: the label set, matched case- and whitespace-insensitively.
     labels: list[str] | None = None
+    # classification: other words a reply may use for a label, e.g. {positive: [good, pos]}.
+    synonyms: dict[str, list[str]] = Field(default_factory=dict)
     # math: evaluate an arithmetic expression given as the answer ("22 - 9" -> 13) with a
     # safe calculator. Applies to every candidate alike; the report says so.
     calculator: bool = False
+    # math: an answer counts as right when |answer - reference| <= tolerance * max(1, |ref|).
+    tolerance: float = Field(1e-6, ge=0.0)
+    # summarization: the summary length asked for, and the rounds of chain of density.
+    summary_words: int = Field(60, ge=5)
+    density_rounds: int = Field(3, ge=1, le=8)
+    templates: TemplatesConfig = TemplatesConfig()
 
     @model_validator(mode="after")
-    def _labels_for_classification(self) -> TaskConfig:
-        if self.kind == "classification" and not self.labels:
-            raise ValueError("a classification task needs `labels`")
+    def _fits_the_kind(self) -> TaskConfig:
+        if self.preset is not None and self.kind != "classification":
+            raise ValueError("`preset` applies to classification only")
+        if self.kind == "classification" and not self.labels and self.preset is None:
+            raise ValueError("a classification task needs `labels` (or `preset: nli`)")
+        if self.kind != "classification" and (self.labels or self.synonyms):
+            raise ValueError("`labels` and `synonyms` apply to classification only")
+        if self.inputs is not None and self.kind in ("multiple_choice", "conversation"):
+            raise ValueError(f"a {self.kind} task has fixed inputs; map columns in dataset.fields")
+        if self.inputs is not None and len(set(self.inputs)) != len(self.inputs):
+            raise ValueError(f"`inputs` must be unique, got {self.inputs}")
+        labels = set(self.labels or [])
+        for label in self.synonyms:
+            if self.labels and label not in labels:
+                raise ValueError(f"synonyms: {label!r} is not one of the labels {self.labels}")
         return self
 
 
@@ -76,13 +150,19 @@ class GeneratorConfig(Strict):
 class DatasetConfig(Strict):
     """Where examples come from (exactly one source) and how they split."""
 
+    # A .jsonl / .csv / .parquet file, or `hf:org/name` for a Hugging Face hub dataset.
     path: str | None = None
+    # A hub dataset name (or a local folder of data files) loaded with `datasets.load_dataset`.
     hub: str | None = None
+    hub_config: str | None = None
     hub_split: str = "train"
     generator: GeneratorConfig | None = None
-    # task field -> the user's column name; unmapped fields use the task's own names.
-    fields: dict[str, str] = Field(default_factory=dict)
+    # task field -> the user's column name; unmapped fields use the task's own names. A list
+    # gathers several columns into one field (multiple-choice options in columns A, B, C...).
+    fields: dict[str, str | list[str]] = Field(default_factory=dict)
     test_size: int = Field(200, ge=1)
+    # An optional development split, held out of training like the test split.
+    dev_size: int = Field(0, ge=0)
     train_size: int | None = Field(None, ge=1)
     seed: int = 0
 
@@ -92,6 +172,15 @@ class DatasetConfig(Strict):
         if len(sources) != 1:
             raise ValueError("give exactly one of `path`, `hub` or `generator`")
         return self
+
+    @property
+    def hub_name(self) -> str | None:
+        """The hub dataset this config names (`hub`, or a `path` of the form hf:org/name)."""
+        if self.hub is not None:
+            return self.hub
+        if self.path is not None and self.path.startswith("hf:"):
+            return self.path[3:]
+        return None
 
 
 class TeacherConfig(Strict):
@@ -180,6 +269,19 @@ class RunConfig(Strict):
     synth: SynthConfig = SynthConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     grade: GradeConfig = GradeConfig()
+
+    @model_validator(mode="after")
+    def _styles_fit_the_task(self) -> RunConfig:
+        kind = self.task.kind
+        for where, prompt in (
+            ("teacher.prompt", self.teacher.prompt),
+            ("synth.prompt", self.synth.prompt),
+        ):
+            if prompt.style == "chain_of_density" and kind != "summarization":
+                raise ValueError(f"{where}.style: chain_of_density is for summarization only")
+            if prompt.style == "cot" and kind == "conversation":
+                raise ValueError(f"{where}.style: a conversation task is asked zero_shot")
+        return self
 
     @model_validator(mode="after")
     def _unique_students(self) -> RunConfig:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from potstill.config import ModelConfig, PromptConfig, RunConfig
+from potstill.evaluate.metrics import CandidateScores, headline, score_candidate
 from potstill.evaluate.stats import bootstrap_ci, paired_comparison
 from potstill.models import build_model, chunk_size
 from potstill.models.callstore import CallStore, answer_all
@@ -63,8 +64,14 @@ def candidates(run: RunFolder, config: RunConfig) -> list[Candidate]:
 
 
 def predict(
-    run: RunFolder, task: Task, candidate: Candidate, test: list[Example]
-) -> list[dict[str, Any]]:
+    run: RunFolder,
+    task: Task,
+    candidate: Candidate,
+    test: list[Example],
+    samples: int = 2000,
+    seed: int = 0,
+) -> tuple[list[dict[str, Any]], CandidateScores]:
+    """The candidate's replies on the test split, parsed and scored by the task's metrics."""
     prompt = candidate.prompt
     requests = chat_requests(task, prompt, test)
     model = build_model(candidate.model, candidate.ref)
@@ -76,32 +83,51 @@ def predict(
         store.close()
         del model
         gc.collect()
+    parsed = [task.parse(r.text or "", prompt.style, e.inputs) for e, r in zip(test, replies)]
+    loose = [
+        task.parse_flexible(r.text or "", prompt.style, e.inputs) for e, r in zip(test, replies)
+    ]
+    scores = score_candidate(task, parsed, test, samples, seed)
+    # The flexible reading only differs on some replies; only those are scored again.
+    differs = [i for i, (a, b) in enumerate(zip(parsed, loose)) if a != b]
+    rescored = task.example_scores([loose[i] for i in differs], [test[i] for i in differs])
+    flexible_scores = list(scores.per_example)
+    for i, values in zip(differs, rescored):
+        flexible_scores[i] = values
     rows = []
-    for example, reply in zip(test, replies):
-        parsed = task.parse(reply.text or "", prompt.style)
-        loose = task.parse_flexible(reply.text or "", prompt.style)
-        score = flexible = None
-        if example.reference is not None:
-            score = task.score(parsed, example.reference)
-            flexible = task.score(loose, example.reference)
+    for i, (example, reply) in enumerate(zip(test, replies)):
         rows.append(
             {
                 "id": example.id,
                 "reply": reply.text,
                 "error": reply.error,
-                "status": parsed.status if reply.error is None else "call_failed",
-                "answer": parsed.answer,
-                "raw_answer": parsed.raw_answer,
+                "status": parsed[i].status if reply.error is None else "call_failed",
+                "answer": parsed[i].answer,
+                "raw_answer": parsed[i].raw_answer,
                 "reference": example.reference,
-                "score": score,
-                "flexible_score": flexible,
+                # score: the task's headline metric (accuracy for answers that are right or
+                # wrong); scores: every per-example metric, for comparisons per metric.
+                "score": headline(task, scores.per_example[i]),
+                "flexible_score": headline(task, flexible_scores[i]),
+                "scores": scores.per_example[i],
                 "finish_reason": reply.finish_reason,
                 "completion_tokens": reply.completion_tokens,
                 "prompt_tokens": reply.prompt_tokens,
                 "latency_s": reply.latency_s,
             }
         )
-    return rows
+    return rows, scores
+
+
+# Keys of scores.json that only mean something when replies are right or wrong.
+EXACT_KEYS = (
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "flexible_accuracy",
+    "flexible_ci_low",
+    "flexible_ci_high",
+)
 
 
 def summarize(rows: list[dict[str, Any]], samples: int, seed: int) -> dict[str, Any]:
@@ -141,11 +167,16 @@ def run_evaluate(
     per_candidate_flexible: dict[str, list[float]] = {}
     results: dict[str, Any] = {"candidates": {}, "comparisons": []}
     samples, seed = config.evaluate.bootstrap_samples, config.evaluate.seed
+    headline_name = task.metrics[0].name
     found = candidates(run, config)
+    rows: list[dict[str, Any]] = []
     for cand in found:
-        rows = predict(run, task, cand, test)
+        rows, scores = predict(run, task, cand, test, samples, seed)
         write_jsonl(run.eval_dir / "predictions" / f"{cand.name}.jsonl", rows)
         summary = summarize(rows, samples, seed)
+        if not task.reference_match:  # open text: no answer is right or wrong, see metrics
+            summary.update(dict.fromkeys(EXACT_KEYS))
+        summary.update(scores.details, metrics=scores.metrics)
         summary.update(
             role=cand.role,
             model=cand.ref or cand.model.model,
@@ -157,16 +188,21 @@ def run_evaluate(
         results["candidates"][cand.name] = summary
         per_candidate[cand.name] = [r["score"] or 0.0 for r in rows]
         per_candidate_flexible[cand.name] = [r["flexible_score"] or 0.0 for r in rows]
-    for cand in (c for c in found if c.role == "student"):
+    scored = any(r["score"] is not None for r in rows)
+    for cand in (c for c in found if c.role == "student" and scored):
         for other in (cand.base or "base_student", "teacher"):
             comp = paired_comparison(per_candidate[cand.name], per_candidate[other], samples, seed)
             flexible = paired_comparison(
                 per_candidate_flexible[cand.name], per_candidate_flexible[other], samples, seed
             )
             results["comparisons"].append(
-                {"a": cand.name, "b": other, **comp, "flexible": flexible}
+                {"a": cand.name, "b": other, "metric": headline_name, **comp, "flexible": flexible}
             )
     results["order"] = [c.name for c in found]
+    results["task"] = task.kind
+    results["headline"] = headline_name
+    # scores.json is written with sorted keys; this keeps the task's own order for the report
+    results["metric_order"] = [m.name for m in task.metrics]
     results["calculator"] = config.task.calculator
     write_json(run.eval_dir / "scores.json", results)
     return results

@@ -38,17 +38,20 @@ def mcnemar_exact(a: Sequence[float], b: Sequence[float]) -> float:
 def paired_comparison(
     a: Sequence[float], b: Sequence[float], samples: int = 2000, seed: int = 0
 ) -> dict[str, Any]:
-    """Difference a - b on the same examples: mean, bootstrap interval, McNemar p."""
+    """Difference a - b on the same examples: mean, bootstrap interval, McNemar p (0/1)."""
     if len(a) != len(b):
         raise ValueError("paired scores must cover the same examples")
     diff = [x - y for x, y in zip(a, b)]
     low, high = bootstrap_ci(diff, samples, seed)
+    # McNemar's test and the right/wrong counts are for 0/1 scores (accuracy), not for
+    # graded ones (ROUGE, similarity), whose comparison is the interval of the difference.
+    binary = all(x in (0.0, 1.0) for x in (*a, *b))
     return {
         "n": len(diff),
         "difference": float(np.mean(diff)) if diff else math.nan,
         "ci_low": low,
         "ci_high": high,
-        "a_only_correct": sum(1 for x, y in zip(a, b) if x >= 0.5 > y),
-        "b_only_correct": sum(1 for x, y in zip(a, b) if y >= 0.5 > x),
-        "mcnemar_p": mcnemar_exact(a, b),
+        "a_only_correct": sum(1 for x, y in zip(a, b) if x >= 0.5 > y) if binary else None,
+        "b_only_correct": sum(1 for x, y in zip(a, b) if y >= 0.5 > x) if binary else None,
+        "mcnemar_p": mcnemar_exact(a, b) if binary else None,
     }

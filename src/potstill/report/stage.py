@@ -19,26 +19,75 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def _plot(path: Path, candidates: dict[str, Any]) -> None:
+def _headline(scores: dict[str, Any]) -> str:
+    return str(scores.get("headline", "accuracy"))
+
+
+def _plot(path: Path, candidates: dict[str, Any], metric: str) -> None:
+    """Bars of the headline metric per candidate, with their 95% intervals."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(candidates)  # already in report order
-    acc = [100 * (candidates[n]["accuracy"] or 0.0) for n in names]
-    low = [a - 100 * candidates[n]["ci_low"] for a, n in zip(acc, names)]
-    high = [100 * candidates[n]["ci_high"] - a for a, n in zip(acc, names)]
+    names = [n for n in candidates if metric in candidates[n].get("metrics", {})]
+    entries = [candidates[n]["metrics"][metric] for n in names]
+    unit = 100.0 if all(0.0 <= e["ci_high"] <= 1.0 for e in entries) else 1.0
+    values = [unit * e["value"] for e in entries]
+    low = [v - unit * e["ci_low"] for v, e in zip(values, entries)]
+    high = [unit * e["ci_high"] - v for v, e in zip(values, entries)]
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=110)
-    ax.bar(names, acc, yerr=[low, high], capsize=6, color="#4c72b0")
-    ax.set_ylabel("accuracy (%), 95% CI")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"Test accuracy (n = {next(iter(candidates.values()))['n']})")
+    ax.bar(names, values, yerr=[low, high], capsize=6, color="#4c72b0")
+    ax.set_ylabel(f"{metric}{' (%)' if unit == 100.0 else ''}, 95% CI")
+    if unit == 100.0:
+        ax.set_ylim(0, 100)
+    n = entries[0]["n"] if entries else 0
+    ax.set_title(f"Test {metric} (n = {n})")
     fig.tight_layout()
     image = io.BytesIO()
     fig.savefig(image, format="png")
     plt.close(fig)
     atomic_write_bytes(path, image.getvalue())
+
+
+def _number(value: float) -> str:
+    return "n/a" if value is None or value != value else f"{value:.3f}"
+
+
+def metric_rows(scores: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per candidate and metric of the `metrics` mapping, with its interval."""
+    order = scores.get("metric_order") or [_headline(scores)]
+    rows = []
+    for name, cand in _ordered(scores).items():
+        found = cand.get("metrics", {})
+        ranked = sorted(found, key=lambda m: (order.index(m) if m in order else len(order), m))
+        for metric in ranked:
+            entry = found[metric]
+            rows.append(
+                {
+                    "candidate": name,
+                    "metric": metric,
+                    "value": _number(entry["value"]),
+                    "ci": f"[{_number(entry['ci_low'])}, {_number(entry['ci_high'])}]",
+                    "n": entry["n"],
+                    "better": "higher" if entry["higher_is_better"] else "lower",
+                }
+            )
+    return rows
+
+
+def confusions(scores: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each candidate's confusion matrix (rows: reference label, columns: prediction)."""
+    found = []
+    for name, cand in _ordered(scores).items():
+        confusion = cand.get("confusion")
+        if confusion:
+            rows = [
+                {"label": label, "counts": counts}
+                for label, counts in zip(confusion["labels"], confusion["matrix"])
+            ]
+            found.append({"candidate": name, "columns": confusion["columns"], "rows": rows})
+    return found
 
 
 def _ordered(scores: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +151,9 @@ def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
             **c,
             "diff": f"{100 * c['difference']:+.1f} pts",
             "ci": f"[{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]",
-            "p": f"{c['mcnemar_p']:.3g}",
+            "p": "n/a" if c["mcnemar_p"] is None else f"{c['mcnemar_p']:.3g}",
+            "a_only_correct": "n/a" if c["a_only_correct"] is None else c["a_only_correct"],
+            "b_only_correct": "n/a" if c["b_only_correct"] is None else c["b_only_correct"],
             "flexible_diff": f"{100 * c['flexible']['difference']:+.1f} pts "
             f"[{100 * c['flexible']['ci_low']:+.1f}, {100 * c['flexible']['ci_high']:+.1f}]",
         }
@@ -120,6 +171,9 @@ def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
         "synth": synth,
         "teacher_accuracy_on_train": _pct(synth["teacher_accuracy_on_train"]),
         "warnings": _warnings(scores),
+        "metric_rows": metric_rows(scores),
+        "confusions": confusions(scores),
+        "headline": _headline(scores),
         "calculator": scores.get("calculator", False),
         "target": config.synth.target,
     }
@@ -130,7 +184,7 @@ def run_report(run: RunFolder, config: RunConfig) -> Path:
     context = build_context(run, config)
     scores = json.loads((run.eval_dir / "scores.json").read_text(encoding="utf-8"))
     plot = run.root / "plots" / "accuracy.png"
-    _plot(plot, _ordered(scores))
+    _plot(plot, _ordered(scores), _headline(scores))
     env = Environment(
         loader=PackageLoader("potstill", "report/templates"),
         autoescape=select_autoescape(["html"]),
