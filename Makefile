@@ -22,6 +22,8 @@ demo: install
 	$(BIN)/potstill demo
 
 test: install
+	# The report test renders report.html in Debian's chromium (Playwright never downloads one).
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	$(BIN)/python -m pytest -q
 
 lint: install

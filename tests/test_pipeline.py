@@ -53,8 +53,12 @@ def test_demo_pipeline_on_a_few_examples(tiny_model_dir: Path, tmp_path: Path) -
         assert judge["pointwise"]["judged"] == 3
         assert name == "teacher" or judge["pairwise"]["pairs"] == 3
     report = (run.root / "report.md").read_text()
-    assert "| teacher |" in report and "| distilled | base_student |" in report
-    assert (run.root / "report.html").read_text().count("data:image/png;base64,") == 1
+    assert "| teacher |" in report and "| distilled | student |" in report
+    assert "## LLM judge" in report and "position-flip rate" in report
+    plots = sorted((run.root / "plots").glob("*.png"))
+    assert {p.name for p in plots} >= {"metric_accuracy.png", "accuracy_vs_cost.png"}
+    html = (run.root / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(plots)
 
     with sqlite3.connect(run.calls_db) as db:
         calls_before = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
