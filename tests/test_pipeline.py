@@ -24,6 +24,7 @@ def test_demo_pipeline_on_a_few_examples(tiny_model_dir: Path, tmp_path: Path) -
         "students.0.train.batch_size=4",
         f"students.0.base.model={tiny_model_dir}",
         "evaluate.bootstrap_samples=200",
+        "judge.sample_size=3",
         "--runs-dir",
         str(runs),
     ]
@@ -42,11 +43,22 @@ def test_demo_pipeline_on_a_few_examples(tiny_model_dir: Path, tmp_path: Path) -
         assert row["prompt"][-1]["role"] == "user" and len(row["prompt"]) == 2
         assert "reason" not in row["completion"][0]["content"]
     scores = json.loads((run.eval_dir / "scores.json").read_text())
-    assert set(scores["candidates"]) == {"teacher", "base_student", "distilled"}
+    names = ["teacher", "teacher_zero_shot", "base_student", "distilled"]
+    assert scores["order"] == names
     assert all(c["n"] == 6 for c in scores["candidates"].values())
+    # The real packaged SmolLM2 judged a sample of 3; every candidate got its judge figures.
+    assert scores["judge"]["sample_size"] == 3 and scores["judge"]["same_as_teacher"]
+    for name in names:
+        judge = scores["candidates"][name]["judge"]
+        assert judge["pointwise"]["judged"] == 3
+        assert name == "teacher" or judge["pairwise"]["pairs"] == 3
     report = (run.root / "report.md").read_text()
-    assert "| teacher |" in report and "| distilled | base_student |" in report
-    assert (run.root / "report.html").read_text().count("data:image/png;base64,") == 1
+    assert "| teacher |" in report and "| distilled | student |" in report
+    assert "## LLM judge" in report and "position-flip rate" in report
+    plots = sorted((run.root / "plots").glob("*.png"))
+    assert {p.name for p in plots} >= {"metric_accuracy.png", "accuracy_vs_cost.png"}
+    html = (run.root / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(plots)
 
     with sqlite3.connect(run.calls_db) as db:
         calls_before = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]

@@ -39,6 +39,11 @@ class ModelConfig(Strict):
     batch_size: int = Field(8, ge=1)
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(4, ge=0)
+    # What an endpoint charges, in dollars per million tokens; the report's cost per 1,000
+    # requests uses them. Local models are priced by measured compute time instead
+    # (`evaluate.local_price_per_hour`).
+    price_per_million_input: float | None = Field(None, ge=0)
+    price_per_million_output: float | None = Field(None, ge=0)
 
 
 class Shot(Strict):
@@ -220,9 +225,94 @@ class SynthConfig(Strict):
     prompt: PromptConfig = PromptConfig(style="zero_shot", max_tokens=32)
 
 
+class ExtraCandidateConfig(Strict):
+    """A model the user wants compared beside the teacher and students (local or endpoint)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    model: ModelConfig
+    # How it is asked; by default the way the students are asked (`synth.prompt`).
+    prompt: PromptConfig | None = None
+
+
 class EvaluateConfig(Strict):
     bootstrap_samples: int = Field(2000, ge=100)
     seed: int = 0
+    # Also ask the teacher zero-shot (the task's plain prompt, no worked examples), the
+    # paper's reference point, beside its configured prompt.
+    teacher_zero_shot: bool = True
+    candidates: list[ExtraCandidateConfig] = Field(default_factory=list)
+    # Dollars per hour of local compute, to put local candidates on the cost axis beside
+    # endpoints (default: roughly a small cloud CPU machine).
+    local_price_per_hour: float = Field(0.10, ge=0)
+    # Word n-gram length for the train/test overlap check.
+    overlap_ngram: int = Field(8, ge=1)
+    # Side-by-side examples in the report where candidates disagree.
+    report_examples: int = Field(6, ge=0)
+
+
+class Criterion(Strict):
+    name: str
+    description: str
+
+
+class PointwiseExample(Strict):
+    """A worked grading: an answer, the judge's short reason and its score."""
+
+    input: str
+    reference: str | None = None
+    answer: str
+    reason: str
+    score: int = Field(ge=1, le=5)
+
+
+class PairwiseExample(Strict):
+    """A worked comparison: answers A and B, the judge's short reason and its verdict."""
+
+    input: str
+    reference: str | None = None
+    a: str
+    b: str
+    reason: str
+    verdict: Literal["A", "B", "tie"]
+
+
+class GradingExamples(Strict):
+    pointwise: list[PointwiseExample] = Field(default_factory=list)
+    pairwise: list[PairwiseExample] = Field(default_factory=list)
+
+
+class Rubric(Strict):
+    """What the judge grades: criteria, and what the scores of its 1-5 scale mean."""
+
+    criteria: list[Criterion] = Field(min_length=1)
+    scale: dict[int, str] = Field(min_length=1)
+    examples: GradingExamples = GradingExamples()
+
+    @model_validator(mode="after")
+    def _scale_is_one_to_five(self) -> Rubric:
+        if not set(self.scale) <= {1, 2, 3, 4, 5}:
+            raise ValueError(f"scale keys must be scores from 1 to 5, got {sorted(self.scale)}")
+        return self
+
+
+class JudgeConfig(Strict):
+    """The LLM judge: pointwise rubric scores and pairwise verdicts against the teacher."""
+
+    enabled: bool = True
+    model: ModelConfig = ModelConfig(batch_size=16)
+    # Judge a seeded sample of the test split (the same examples for every candidate), to
+    # bound the cost; null judges every example.
+    sample_size: int | None = Field(200, ge=1)
+    seed: int = 0
+    max_tokens: int = Field(48, ge=8)
+    pointwise: bool = True
+    pairwise: bool = True
+    # Show the judge the reference answer when the example has one.
+    use_reference: bool = True
+    # Worked grading examples before the real one: small judges need them to keep the format.
+    worked_examples: bool = True
+    # Replaces the built-in rubric of the task's kind (evaluate/rubrics.yaml).
+    rubric: Rubric | None = None
 
 
 GradeMode = Literal["pointwise", "pairwise"]
@@ -269,6 +359,7 @@ class RunConfig(Strict):
     synth: SynthConfig = SynthConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     grade: GradeConfig = GradeConfig()
+    judge: JudgeConfig = JudgeConfig()
 
     @model_validator(mode="after")
     def _styles_fit_the_task(self) -> RunConfig:
@@ -288,6 +379,18 @@ class RunConfig(Strict):
         names = [s.name for s in self.students]
         if len(set(names)) != len(names):
             raise ValueError(f"student names must be unique, got {names}")
+        return self
+
+    @model_validator(mode="after")
+    def _extra_candidate_names(self) -> RunConfig:
+        taken = {s.name for s in self.students}
+        for extra in self.evaluate.candidates:
+            if extra.name in taken or extra.name.startswith(("teacher", "base_student")):
+                raise ValueError(
+                    f"evaluate.candidates: the name {extra.name!r} is taken (names must differ "
+                    "from the students and not start with teacher or base_student)"
+                )
+            taken.add(extra.name)
         return self
 
     def section_hash(self, *sections: str) -> str:

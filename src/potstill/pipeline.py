@@ -67,7 +67,7 @@ def fingerprint(run: RunFolder, config: RunConfig, stage: str) -> str:
     if stage == "train":
         return _hash(config.section_hash("students"), upstream("synth"))
     if stage == "evaluate":
-        return _hash(config.section_hash("teacher", "evaluate"), upstream("train"))
+        return _hash(config.section_hash("teacher", "evaluate", "judge"), upstream("train"))
     return _hash(upstream("evaluate"))
 
 

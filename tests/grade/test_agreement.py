@@ -92,10 +92,11 @@ def test_judge_verdicts_are_none_without_files_and_read_when_present(tmp_path: P
     assert load_judge_verdicts(run) is None
     folder = tmp_path / "eval" / "judge"
     folder.mkdir(parents=True)
-    (folder / "pairwise.jsonl").write_text(
-        json.dumps({"id": "r1", "candidate": "distilled", "verdict": "win"})
+    # The evaluate stage's format: one file per candidate, one record per judged example.
+    (folder / "distilled.jsonl").write_text(
+        json.dumps({"id": "r1", "pairwise": {"vs": "teacher", "outcome": "win"}})
         + "\n"
-        + json.dumps({"id": "r2", "candidate": "distilled", "verdict": None})
+        + json.dumps({"id": "r2", "pairwise": {"vs": "teacher", "outcome": None}})
         + "\n"
     )
     verdicts = load_judge_verdicts(run)

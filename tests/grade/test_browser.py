@@ -112,23 +112,26 @@ def progress(page: Any) -> tuple[int, int]:
 
 
 def write_judge(run: RunFolder, grading: GradingRound) -> None:
-    """Judge verdicts in the format load_judge_verdicts documents: right answers win, with a
-    few verdicts the humans will not share."""
+    """Judge records in the evaluate stage's format (eval/judge/<candidate>.jsonl): right
+    answers win, with a few verdicts the humans will not share."""
     sample = grading.store.sample()
-    pairwise, pointwise = [], []
+    records: dict[str, list[dict[str, object]]] = {name: [] for name in RIGHT}
     for n, example_id in enumerate(sample):
         i = int(example_id[1:])
         for name, right in RIGHT.items():
-            pointwise.append({"id": example_id, "candidate": name, "score": 8 if i in right else 3})
-            if name == "teacher":
-                continue
-            mine, theirs = i in right, i in RIGHT["teacher"]
-            verdict = "tie" if mine == theirs else "win" if mine else "loss"
-            if n % 3 == 0:  # the judge prefers the longer reply here
-                verdict = "loss" if name == "distilled" else "win"
-            pairwise.append({"id": example_id, "candidate": name, "verdict": verdict})
-    write_jsonl(run.eval_dir / "judge" / "pairwise.jsonl", pairwise)
-    write_jsonl(run.eval_dir / "judge" / "pointwise.jsonl", pointwise)
+            record: dict[str, object] = {
+                "id": example_id,
+                "pointwise": {"score": 8 if i in right else 3},
+            }
+            if name != "teacher":
+                mine, theirs = i in right, i in RIGHT["teacher"]
+                verdict = "tie" if mine == theirs else "win" if mine else "loss"
+                if n % 3 == 0:  # the judge prefers the longer reply here
+                    verdict = "loss" if name == "distilled" else "win"
+                record["pairwise"] = {"vs": "teacher", "outcome": verdict}
+            records[name].append(record)
+    for name, rows in records.items():
+        write_jsonl(run.eval_dir / "judge" / f"{name}.jsonl", rows)
 
 
 def count_grades(run: RunFolder) -> int:

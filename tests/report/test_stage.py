@@ -36,6 +36,7 @@ def _candidate(role: str, accuracy: float) -> dict[str, Any]:
         "mean_completion_tokens": 2.0,
         "mean_prompt_tokens": 30.0,
         "mean_latency_s": 0.1,
+        "p95_latency_s": 0.2,
         "metrics": {
             "accuracy": {"value": accuracy, **interval, "higher_is_better": True},
             "macro_f1": {"value": 0.5, **interval, "higher_is_better": True},
@@ -76,8 +77,9 @@ def test_report_renders_every_metric_with_its_interval_and_the_confusion(tmp_pat
     summary = {"inputs": 4, "accepted": 3, "rejected": {}, "teacher_accuracy_on_train": 0.75}
     write_json(run.synth_dir / "summary.json", summary)
     report = run_report(run, CONFIG).read_text()
-    assert "| distilled | macro_f1 | 0.500 | [0.700, 0.900] | 10 | higher |" in report
-    assert "| teacher | accuracy | 0.700 | [0.600, 0.800] | 10 | higher |" in report
+    # Every metric of the mapping is a column of the comparison table, with its interval.
+    assert "| accuracy [95% CI] | macro_f1 [95% CI] |" in report
+    assert "| distilled | student | zero_shot, 0-shot | 0.8 [0.7, 0.9] | 0.5 [0.7, 0.9] |" in report
     table = report[report.index("Confusion matrix, teacher") :].split("\n\n")[1]
     assert table.splitlines() == [
         "| reference \\ predicted | yes | no | no answer |",
@@ -87,5 +89,5 @@ def test_report_renders_every_metric_with_its_interval_and_the_confusion(tmp_pat
     ]
     assert "| distilled | teacher | +10.0 pts | [-20.0, +30.0] | n/a | n/a | n/a |" in report
     html = (run.root / "report.html").read_text()
-    assert html.count("<td>macro_f1</td>") == 2 and "<th>no answer</th>" in html
+    assert "macro_f1 [95% CI]" in html and "<th>no answer</th>" in html
     assert json.loads((run.eval_dir / "scores.json").read_text())["headline"] == "accuracy"

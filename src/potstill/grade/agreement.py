@@ -147,29 +147,30 @@ class JudgeVerdicts:
 
 
 def load_judge_verdicts(run: RunFolder) -> JudgeVerdicts | None:
-    """The judge's verdicts from eval/judge/, or None when the run has none.
+    """The LLM judge's verdicts from eval/judge/, or None when the run has none.
 
-    Expected files (JSONL, one object per line):
-    - `eval/judge/pointwise.jsonl`: `{"id": str, "candidate": str, "score": float}`, the
-      judge's overall rubric score of one candidate's answer to one example (any scale;
-      it is compared with the humans by rank).
-    - `eval/judge/pairwise.jsonl`: `{"id": str, "candidate": str, "verdict":
-      "win" | "tie" | "loss", "opponent": str (default "teacher")}`, the candidate's result
-      against the opponent, after asking in both orders (a verdict that flips is a tie).
-    Rows without a score or verdict (a judge call that failed) are skipped.
+    The evaluate stage writes one file per candidate, `eval/judge/<candidate>.jsonl`, one
+    object per judged example: `{"id": str, "pointwise": {"score": int | None, ...},
+    "pairwise": {"vs": str, "outcome": "win" | "tie" | "loss" | None, ...}}` (either part
+    may be missing). The score is the judge's overall rubric score (compared with the humans
+    by rank); the outcome is the candidate's result against `vs` after asking in both orders
+    (a verdict that flips is a tie). Entries without a score or outcome (a judge reply that
+    could not be read) are skipped.
     """
     folder = run.eval_dir / "judge"
-    pointwise_path, pairwise_path = folder / "pointwise.jsonl", folder / "pairwise.jsonl"
-    if not pointwise_path.exists() and not pairwise_path.exists():
+    paths = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    if not paths:
         return None
     found = JudgeVerdicts()
-    if pointwise_path.exists():
-        for row in read_jsonl(pointwise_path):
-            if row.get("score") is not None:
-                found.pointwise[(str(row["id"]), str(row["candidate"]))] = float(row["score"])
-    if pairwise_path.exists():
-        for row in read_jsonl(pairwise_path):
-            if row.get("verdict") in ("win", "tie", "loss"):
-                found.pairwise[(str(row["id"]), str(row["candidate"]))] = str(row["verdict"])
-                found.opponent = str(row.get("opponent", "teacher"))
+    for path in paths:
+        candidate = path.stem
+        for row in read_jsonl(path):
+            key = (str(row["id"]), candidate)
+            point = row.get("pointwise") or {}
+            if point.get("score") is not None:
+                found.pointwise[key] = float(point["score"])
+            pair = row.get("pairwise") or {}
+            if pair.get("outcome") in ("win", "tie", "loss"):
+                found.pairwise[key] = str(pair["outcome"])
+                found.opponent = str(pair.get("vs", "teacher"))
     return found
