@@ -221,7 +221,7 @@ def judge_warnings(judge: dict[str, Any], candidates: dict[str, Any]) -> list[Fi
                 "judge_sample",
                 "judge",
                 (
-                    f"judge: scores rest on a seeded sample of {judge['sample_size']} of "
+                    f"the judge's scores rest on a seeded sample of {judge['sample_size']} of "
                     f"{judge['test_size']} test examples (judge.sample_size), the same for every "
                     "candidate; their intervals are wider than the ground-truth ones."
                 ),
@@ -233,7 +233,7 @@ def judge_warnings(judge: dict[str, Any], candidates: dict[str, Any]) -> list[Fi
                 "judge_self_preference",
                 "judge",
                 (
-                    f"judge: the judge ({judge['model']}) is the teacher's own model; it may "
+                    f"the judge ({judge['model']}) is the teacher's own model; it may "
                     "prefer answers like its own (self-preference). Use a different judge model."
                 ),
             )
@@ -253,9 +253,7 @@ def judge_warnings(judge: dict[str, Any], candidates: dict[str, Any]) -> list[Fi
                     "judge_parse_failure",
                     name,
                     (
-                        f"judge on {name}: "
-                        + " and ".join(bad)
-                        + " had no readable score or verdict "
+                        f"on {name}, " + " and ".join(bad) + " had no readable score or verdict "
                         "on their last line; those examples are left out of the judge's figures."
                     ),
                 )
@@ -267,7 +265,7 @@ def judge_warnings(judge: dict[str, Any], candidates: dict[str, Any]) -> list[Fi
                 "judge_position_flip",
                 "judge",
                 (
-                    f"judge: {_pct(flip)} of {bias['pairs']} pairwise verdicts changed when the "
+                    f"{_pct(flip)} of {bias['pairs']} pairwise verdicts changed when the "
                     "two answers swapped places (counted as ties); such verdicts follow position, "
                     "not quality."
                 ),
@@ -280,7 +278,7 @@ def judge_warnings(judge: dict[str, Any], candidates: dict[str, Any]) -> list[Fi
                 "judge_position_bias",
                 "judge",
                 (
-                    f"judge: it named position A in {_pct(first)} of "
+                    f"the judge named position A in {_pct(first)} of "
                     f"{bias['first_position_n']} single-order verdicts that picked a winner "
                     "(50% expected without position bias)."
                 ),
@@ -297,8 +295,9 @@ def judge_warnings(judge: dict[str, Any], candidates: dict[str, Any]) -> list[Fi
                     "judge_length_bias",
                     "judge",
                     (
-                        f"judge: {what} correlate with answer length (Spearman {rho:+.2f}, n = "
-                        f"{bias[n_key]}); check that longer answers are really better."
+                        f"the judge's {what} correlate with answer length (Spearman "
+                        f"{rho:+.2f}, n = {bias[n_key]}); check that longer answers are really "
+                        "better."
                     ),
                 )
             )

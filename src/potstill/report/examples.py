@@ -39,8 +39,12 @@ def disagreements(
         if len(set(outcome)) > 1:
             patterns[outcome].append(ident)
     rng = random.Random(seed)
+    # Within a pattern, examples the judge saw come first (popped from the end), so the
+    # judge's scores show beside the replies.
+    seen = {ident for records in judged.values() for ident in records}
     pools = [
-        rng.sample(ids, len(ids)) for _, ids in sorted(patterns.items(), key=lambda kv: -len(kv[1]))
+        sorted(rng.sample(ids, len(ids)), key=lambda i: i in seen)
+        for _, ids in sorted(patterns.items(), key=lambda kv: -len(kv[1]))
     ]
     chosen: list[str] = []
     while len(chosen) < count and any(pools):
