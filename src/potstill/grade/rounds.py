@@ -103,12 +103,16 @@ class GradingRound:
         )
 
     def shown_left(self, grader_id: int, task: GradingTask) -> str | None:
-        """Which candidate a grader sees on the left of a pairwise page (random per grader
-        and task, stable across reloads)."""
+        """Which candidate a grader sees on the left of a pairwise page, stable across
+        reloads. Sides alternate along the grader's own page order from a seeded start, so
+        each candidate is shown first on half of a grader's pairwise pages (a random coin per
+        page could leave a short round all on one side)."""
         if task.mode != "pairwise":
             return None
-        flip = _digest(self.config.seed, grader_id, task.task_id, "side") % 2
-        return task.candidate if flip else task.opponent
+        pairwise = [t.task_id for t in self.ordered_tasks(grader_id) if t.mode == "pairwise"]
+        position = pairwise.index(task.task_id) if task.task_id in pairwise else 0
+        start = _digest(self.config.seed, grader_id, "side") % 2
+        return task.candidate if (position + start) % 2 else task.opponent
 
     def reply(self, candidate: str, example_id: str) -> str:
         row = self.predictions[candidate][example_id]
