@@ -1,15 +1,40 @@
-"""Shared fixtures: a tiny 2-layer Llama with the real SmolLM2 tokenizer, built in seconds."""
+"""Shared fixtures: a tiny 2-layer Llama with the real SmolLM2 tokenizer, built in seconds;
+a local HTTP server; the tally of the reliability figures."""
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property-based tests: CI runs the same bounded, derandomized examples every time; the
+# `thorough` profile (`pytest --hypothesis-profile thorough`) tries many more, at random.
+settings.register_profile(
+    "ci",
+    max_examples=40,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "thorough",
+    max_examples=400,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")
@@ -80,3 +105,37 @@ def start_server() -> Iterator[Callable[[Any], str]]:
     for server, thread in started:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@dataclass
+class Tally:
+    """Figures the reliability tests measure as they run: bad inputs tried per kind, tracebacks
+    seen, and named counts (files scanned for a planted key, hits...). With
+    POTSTILL_RELIABILITY_FIGURES=PATH set they are written to PATH as JSON when the session
+    ends; `benchmarks/reliability.py` does this for docs/reliability.md."""
+
+    tried: Counter[str] = field(default_factory=Counter)
+    tracebacks: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def record(self, kind: str, saw_traceback: bool) -> None:
+        self.tried[kind] += 1
+        self.tracebacks += saw_traceback
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counts[name] += n
+
+
+@pytest.fixture(scope="session")
+def tally() -> Iterator[Tally]:
+    found = Tally()
+    yield found
+    target = os.environ.get("POTSTILL_RELIABILITY_FIGURES")
+    if target:
+        figures = {
+            "bad_inputs_tried": sum(found.tried.values()),
+            "bad_inputs_by_kind": dict(sorted(found.tried.items())),
+            "tracebacks": found.tracebacks,
+            **dict(sorted(found.counts.items())),
+        }
+        Path(target).write_text(json.dumps(figures, indent=2) + "\n")

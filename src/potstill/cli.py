@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
+from rich.text import Text
 
 from potstill.config import ConfigError, builtin_config_path, load_config
 from potstill.data.loading import DatasetError
@@ -15,6 +16,7 @@ from potstill.grade.rounds import GradeError
 from potstill.models.openai_backend import MissingKeyError
 from potstill.models.packaged import ModelRefError
 from potstill.progress import console
+from potstill.runs import StageOrderError
 
 app = typer.Typer(
     help="Distill a large teacher LLM into a small student for one task, and show with "
@@ -26,7 +28,14 @@ app = typer.Typer(
 )
 
 T = TypeVar("T")
-USER_ERRORS = (ConfigError, DatasetError, ModelRefError, MissingKeyError, GradeError)
+USER_ERRORS = (
+    ConfigError,
+    DatasetError,
+    ModelRefError,
+    MissingKeyError,
+    GradeError,
+    StageOrderError,
+)
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder that holds run folders.")]
 Overrides = Annotated[
@@ -41,8 +50,11 @@ def _guard(action: Callable[[], T]) -> T:
     try:
         return action()
     except USER_ERRORS as exc:
-        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        raise typer.Exit(2) from None
+        message = str(exc)
+    # Plain text (a key or path that looks like rich markup stays as written), not wrapped
+    # to the terminal, so a path in it stays whole for a log or a grep.
+    console.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
 
 
 @app.command()

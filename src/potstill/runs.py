@@ -20,6 +20,11 @@ from potstill.config import ConfigError, RunConfig, load_config
 
 STAGES = ("synth", "train", "evaluate", "report")
 
+
+class StageOrderError(ValueError):
+    """A stage asked for before the stage it reads from has finished."""
+
+
 # mkstemp makes files 0600; finished files get the permissions an ordinary open() would.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -135,12 +140,19 @@ class RunFolder:
 
     def save_config(self, config: RunConfig) -> None:
         """Store the resolved config (it holds no secrets: keys are env-var names only)."""
-        dumped = config.model_dump(mode="json")
-        atomic_write_text(self.config_path, yaml.safe_dump(dumped, sort_keys=False))
+        text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+        # Unchanged files are not rewritten, so a finished run can be re-checked from a
+        # read-only copy.
+        if not self.config_path.exists() or self.config_path.read_text("utf-8") != text:
+            atomic_write_text(self.config_path, text)
         manifest = self.manifest()
-        manifest["config_hash"] = config.section_hash(*RunConfig.model_fields)
-        manifest["versions"] = package_versions()
-        write_json(self.manifest_path, manifest)
+        updated = {
+            **manifest,
+            "config_hash": config.section_hash(*RunConfig.model_fields),
+            "versions": package_versions(),
+        }
+        if updated != manifest:
+            write_json(self.manifest_path, updated)
 
     def mark_done(self, stage: str, fingerprint: str, seconds: float, **extra: Any) -> None:
         manifest = self.manifest()
