@@ -1,11 +1,13 @@
 """Shared fixtures: a tiny 2-layer Llama with the real SmolLM2 tokenizer, built in seconds;
-a local HTTP server; the tally of the reliability figures."""
+a local HTTP server; a small real file system that fills up or turns read-only; the tally of
+the reliability figures."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -105,6 +107,49 @@ def start_server() -> Iterator[Callable[[Any], str]]:
     for server, thread in started:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+class SmallDisk:
+    """A real tmpfs of a few MiB: `fill()` leaves no byte free, `read_only()` remounts it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.ballast = root / ".ballast"
+
+    def fill(self) -> None:
+        with self.ballast.open("ab", buffering=0) as handle:
+            for size in (1 << 16, 1 << 12, 1):  # big writes, then whatever pages are left
+                try:
+                    while True:
+                        handle.write(b"\0" * size)
+                except OSError:
+                    continue
+
+    def free(self) -> None:
+        self.ballast.unlink(missing_ok=True)
+
+    def read_only(self, on: bool = True) -> None:
+        mode = "remount,ro" if on else "remount,rw"
+        subprocess.run(["mount", "-o", mode, str(self.root)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    """A 16 MiB tmpfs mounted for the test (root only: mounting needs it; CI runs as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root; CI runs the suite as root")
+    root = tmp_path / "disk"
+    root.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(root)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, f"cannot mount a tmpfs as root: {done.stderr.strip()}"
+    try:
+        yield SmallDisk(root)
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)
 
 
 @dataclass

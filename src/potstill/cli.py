@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -45,12 +46,37 @@ Overrides = Annotated[
 RunArg = Annotated[Path, typer.Argument(help="A run folder, e.g. runs/demo.")]
 
 
+# A file that cannot be written (or read) for a reason the user fixes, not potstill.
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NOT_ALLOWED = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _storage_message(exc: OSError) -> str | None:
+    if exc.filename is None or exc.errno not in _NO_SPACE | _NOT_ALLOWED:
+        return None
+    fix = (
+        "free some space"
+        if exc.errno in _NO_SPACE
+        else "make it writable (or choose another --runs-dir)"
+    )
+    return (
+        f"{exc.filename}: {exc.strerror}. Files written before are whole; {fix}, then run "
+        "the same command again to go on from there."
+    )
+
+
 def _guard(action: Callable[[], T]) -> T:
-    """Bad input ends with one clear message and exit code 2, not a traceback."""
+    """Bad input, a full disk or a read-only folder end with one clear message and exit
+    code 2, not a traceback."""
     try:
         return action()
     except USER_ERRORS as exc:
         message = str(exc)
+    except OSError as exc:
+        found = _storage_message(exc)
+        if found is None:
+            raise
+        message = found
     # Plain text (a key or path that looks like rich markup stays as written), not wrapped
     # to the terminal, so a path in it stays whole for a log or a grep.
     console.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
+import sqlite3
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -31,9 +33,16 @@ os.umask(_UMASK)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file whole or not at all: temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write a file whole or not at all: temp file in the same folder, fsync, rename.
+
+    A failure (full disk, read-only folder) leaves the old file as it was and raises an
+    OSError that names `path`, not the temp file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)  # an OSError here names the folder
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
@@ -41,9 +50,34 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
+
+
+# SQLite's storage failures, as the errno a file write would have given.
+_SQLITE_ERRNO = {
+    "SQLITE_FULL": errno.ENOSPC,
+    "SQLITE_READONLY": errno.EROFS,
+    "SQLITE_CANTOPEN": errno.EACCES,
+    "SQLITE_IOERR": errno.EIO,
+}
+
+
+@contextmanager
+def sqlite_storage_errors(path: Path) -> Iterator[None]:
+    """Turn SQLite's full-disk, read-only and cannot-open errors into OSErrors naming `path`
+    (SQLite itself never says which file); SQLite has rolled the failed write back."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        name = getattr(exc, "sqlite_errorname", "")
+        code = next((c for prefix, c in _SQLITE_ERRNO.items() if name.startswith(prefix)), None)
+        if code is None:
+            raise
+        raise OSError(code, str(exc), str(path)) from exc
 
 
 def atomic_write_text(path: Path, text: str) -> None:
