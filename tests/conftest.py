@@ -1,17 +1,43 @@
-"""Shared fixtures: a tiny 2-layer Llama with the real SmolLM2 tokenizer, built in seconds."""
+"""Shared fixtures: a tiny 2-layer Llama with the real SmolLM2 tokenizer, built in seconds;
+a local HTTP server; a small real file system that fills up or turns read-only; the tally of
+the reliability figures."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
+import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property-based tests: CI runs the same bounded, derandomized examples every time; the
+# `thorough` profile (`pytest --hypothesis-profile thorough`) tries many more, at random.
+settings.register_profile(
+    "ci",
+    max_examples=40,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "thorough",
+    max_examples=400,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")
@@ -216,3 +242,80 @@ def make_evaluated_run(
         return run, config
 
     return make
+
+
+class SmallDisk:
+    """A real tmpfs of a few MiB: `fill()` leaves no byte free, `read_only()` remounts it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.ballast = root / ".ballast"
+
+    def fill(self) -> None:
+        with self.ballast.open("ab", buffering=0) as handle:
+            for size in (1 << 16, 1 << 12, 1):  # big writes, then whatever pages are left
+                try:
+                    while True:
+                        handle.write(b"\0" * size)
+                except OSError:
+                    continue
+
+    def free(self) -> None:
+        self.ballast.unlink(missing_ok=True)
+
+    def read_only(self, on: bool = True) -> None:
+        mode = "remount,ro" if on else "remount,rw"
+        subprocess.run(["mount", "-o", mode, str(self.root)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    """A 16 MiB tmpfs mounted for the test (root only: mounting needs it; CI runs as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root; CI runs the suite as root")
+    root = tmp_path / "disk"
+    root.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(root)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, f"cannot mount a tmpfs as root: {done.stderr.strip()}"
+    try:
+        yield SmallDisk(root)
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)
+
+
+@dataclass
+class Tally:
+    """Figures the reliability tests measure as they run: bad inputs tried per kind, tracebacks
+    seen, and named counts (files scanned for a planted key, hits...). With
+    POTSTILL_RELIABILITY_FIGURES=PATH set they are written to PATH as JSON when the session
+    ends; `benchmarks/reliability.py` does this for docs/reliability.md."""
+
+    tried: Counter[str] = field(default_factory=Counter)
+    tracebacks: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def record(self, kind: str, saw_traceback: bool) -> None:
+        self.tried[kind] += 1
+        self.tracebacks += saw_traceback
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counts[name] += n
+
+
+@pytest.fixture(scope="session")
+def tally() -> Iterator[Tally]:
+    found = Tally()
+    yield found
+    target = os.environ.get("POTSTILL_RELIABILITY_FIGURES")
+    if target:
+        figures = {
+            "bad_inputs_tried": sum(found.tried.values()),
+            "bad_inputs_by_kind": dict(sorted(found.tried.items())),
+            "tracebacks": found.tracebacks,
+            **dict(sorted(found.counts.items())),
+        }
+        Path(target).write_text(json.dumps(figures, indent=2) + "\n")

@@ -91,3 +91,16 @@ def test_the_configs_in_docs_tasks_md_validate() -> None:
     for tree in blocks:  # fragments: the task section with a minimal rest
         if "task" in tree and "name" not in tree:
             build_task(parse_config({**MINIMAL, **tree}, "docs/tasks.md").task)
+
+
+def test_a_key_written_into_the_config_is_refused_and_not_repeated(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    secret = "sk-potstill-sentinel-in-yaml"
+    path.write_text(
+        "name: t\ntask: {kind: math}\ndataset: {path: x.jsonl}\n"
+        f"teacher: {{model: {{backend: openai, model: m, api_key: {secret}}}}}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "teacher.model.api_key: unknown key" in str(err.value)
+    assert secret not in str(err.value)

@@ -23,7 +23,13 @@ class ConfigError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are never meant: `epochs: .inf` would train forever.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# A name becomes a folder (runs/<name>, students/<name>): letters, digits, `_`, `.`, `-`, and
+# not only dots, since `.` and `..` would put the files in another folder.
+FOLDER_NAME = r"^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$"
 
 
 class ModelConfig(Strict):
@@ -170,6 +176,9 @@ class DatasetConfig(Strict):
     dev_size: int = Field(0, ge=0)
     train_size: int | None = Field(None, ge=1)
     seed: int = 0
+    # The longest input field or reference accepted, in characters: far more than any model's
+    # context, so a longer cell is a mistake (a whole file in one cell), not an input.
+    max_chars: int = Field(1_000_000, ge=1)
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetConfig:
@@ -210,7 +219,7 @@ class TrainConfig(Strict):
 
 
 class StudentConfig(Strict):
-    name: str = Field("distilled", pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field("distilled", pattern=FOLDER_NAME)
     base: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
 
@@ -351,7 +360,7 @@ class GradeConfig(Strict):
 
 
 class RunConfig(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=FOLDER_NAME)
     task: TaskConfig
     dataset: DatasetConfig
     teacher: TeacherConfig = TeacherConfig()
@@ -400,8 +409,25 @@ class RunConfig(Strict):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _yaml(text: str) -> Any:
+    """Parse YAML; every way it can fail (syntax, a date like 2024-13-01, deep nesting) is a
+    ValueError with PyYAML's own explanation."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ValueError(where + " ".join(filter(None, (exc.context, exc.problem)))) from None
+    except yaml.YAMLError as exc:
+        raise ValueError(" ".join(str(exc).split())) from None
+    except (ValueError, RecursionError) as exc:  # PyYAML's constructors raise these
+        raise ValueError(str(exc) or type(exc).__name__) from None
+
+
 def _set_override(tree: dict[str, Any], dotted: str, raw: str) -> None:
     keys = dotted.split(".")
+    if not all(k.strip() for k in keys):
+        raise ValueError("an empty key; use dotted names like teacher.model.base_url")
     node: Any = tree
     for i, key in enumerate(keys[:-1]):
         if isinstance(node, list):
@@ -411,8 +437,8 @@ def _set_override(tree: dict[str, Any], dotted: str, raw: str) -> None:
             node[key] = {}
         node = node[key]
         if not isinstance(node, dict | list):
-            raise ConfigError(f"override {dotted}: {'.'.join(keys[: i + 1])} is not a section")
-    value = yaml.safe_load(raw) if raw != "" else ""
+            raise ValueError(f"{'.'.join(keys[: i + 1])} is not a section")
+    value = _yaml(raw) if raw != "" else ""
     if isinstance(node, list):
         node[int(keys[-1])] = value
     else:
@@ -424,6 +450,9 @@ def _format_errors(source: str, err: ValidationError) -> str:
     for item in err.errors():
         loc = ".".join(str(p) for p in item["loc"]) or "(top level)"
         msg = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        if item.get("ctx", {}).get("pattern") == FOLDER_NAME:
+            shown = str(item["input"])[:40]
+            msg = f"{shown!r} is not a folder name (letters, digits, _ . -; not only dots)"
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
 
@@ -439,7 +468,7 @@ def parse_config(tree: Any, source: str, overrides: list[str] | None = None) -> 
         try:
             _set_override(tree, key.strip(), raw)
         except (KeyError, IndexError, ValueError, TypeError) as exc:
-            raise ConfigError(f"override {item!r}: {exc}") from exc
+            raise ConfigError(f"override {item!r}: {exc}") from None
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:
@@ -453,11 +482,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror})") from None
     try:
-        tree = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        tree = _yaml(text)
+    except ValueError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return parse_config(tree, str(path), overrides)
 

@@ -58,30 +58,46 @@ def _rows_jsonl(path: Path) -> Rows:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise DatasetError(f"{path}:{number}: JSON nested too deeply to read") from None
         if not isinstance(row, dict):
             raise DatasetError(f"{path}:{number}: each line must be a JSON object")
         yield f"{path}:{number}", row
 
 
 def _rows_csv(path: Path) -> Rows:
-    reader = csv.DictReader(io.StringIO(_decode(path, _read_bytes(path)), newline=""))
+    # The csv module refuses cells over 128 KiB; long cells are checked against
+    # dataset.max_chars instead, with a message that names the field.
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    # strict: a quote that is never closed is an error, not a cell that swallows the rest of
+    # the file.
+    text = io.StringIO(_decode(path, _read_bytes(path)), newline="")
+    reader = csv.DictReader(text, strict=True)
+    ended = 0  # the line where the header or the last good row ended
     try:
+        reader.fieldnames  # noqa: B018 (reads the header)
+        ended = reader.line_num
         for row in reader:
             # line_num is the physical line where this row ends (quoted cells may span lines)
             yield f"{path}:{reader.line_num}", {k: v for k, v in row.items() if k is not None}
+            ended = reader.line_num
     except csv.Error as exc:
-        raise DatasetError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
+        raise DatasetError(
+            f"{path}:{ended + 1}: not valid CSV in the row that starts here ({exc})"
+        ) from None
 
 
 def _rows_parquet(path: Path) -> Rows:
-    from datasets import Dataset
+    # pyarrow (which `datasets` reads Parquet with) directly: no cache folder is written, and
+    # a damaged file is one message here rather than a logged error and then this one.
+    import pyarrow.parquet as pq
 
     _read_bytes(path)  # unreadable files fail with a clear message first
     try:
-        data = Dataset.from_parquet(str(path))
+        rows = pq.read_table(path).to_pylist()
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise DatasetError(f"{path}: not a readable Parquet file ({_one_line(exc)})") from None
-    for number, row in enumerate(data, start=1):
+    for number, row in enumerate(rows, start=1):
         yield f"{path} row {number}", dict(row)
 
 
@@ -167,7 +183,7 @@ def load_examples(config: DatasetConfig, task: Task, base_dir: Path = Path()) ->
     examples: list[Example] = []
     seen: dict[str, str] = {}
     for where, row in rows:
-        example = _example(where, row, columns, task)
+        example = _example(where, row, columns, task, config.max_chars)
         if example.id in seen:
             what = "id" if _cell(row, columns["id"]) is not None else "input (no id column)"
             raise DatasetError(
@@ -180,19 +196,40 @@ def load_examples(config: DatasetConfig, task: Task, base_dir: Path = Path()) ->
     return examples
 
 
-def _example(where: str, row: dict[str, Any], columns: dict[str, Any], task: Task) -> Example:
+def _field_text(where: str, label: str, value: Any, max_chars: int) -> str:
+    """A cell as text; refused when longer than `max_chars` or not valid Unicode."""
+    text = _text(value)
+    if len(text) > max_chars:
+        raise DatasetError(
+            f"{where}: field {label} has {len(text):,} characters, over dataset.max_chars "
+            f"({max_chars:,})"
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, e.g. JSON "\\ud800"
+        raise DatasetError(
+            f"{where}: field {label} is not valid Unicode text ({exc.reason} at character "
+            f"{exc.start + 1})"
+        ) from None
+    return text
+
+
+def _example(
+    where: str, row: dict[str, Any], columns: dict[str, Any], task: Task, max_chars: int
+) -> Example:
     inputs: dict[str, str] = {}
     for name in (*task.input_fields, *task.optional_fields):
         value = _cell(row, columns[name])
         required = name in task.input_fields
+        label = _label(name, columns[name])
         if value is None:
             if required:
-                raise DatasetError(f"{where}: field {_label(name, columns[name])} is missing")
+                raise DatasetError(f"{where}: field {label} is missing")
             continue
-        text = _text(value)
+        text = _field_text(where, label, value, max_chars)
         if not text.strip() or text in ("[]", "{}"):
             if required:
-                raise DatasetError(f"{where}: field {_label(name, columns[name])} is empty")
+                raise DatasetError(f"{where}: field {label} is empty")
             continue
         inputs[name] = text
     problem = task.check_inputs(inputs)
@@ -201,17 +238,22 @@ def _example(where: str, row: dict[str, Any], columns: dict[str, Any], task: Tas
         raise DatasetError(f"{where}: field {_label(name, columns[name])}: {why}")
     reference = _cell(row, columns["answer"])
     if reference is not None and str(reference).strip() != "":
-        reference = _text(reference)
+        label = _label("answer", columns["answer"])
+        reference = _field_text(where, label, reference, max_chars)
         why_not = task.check_reference(reference, inputs)
         if why_not:
-            raise DatasetError(f"{where}: field {_label('answer', columns['answer'])}: {why_not}")
+            raise DatasetError(f"{where}: field {label}: {why_not}")
         reference = task.canonical_reference(reference, inputs)
     else:
         reference = None
     given = _cell(row, columns["id"])
     if given is not None and str(given).strip() == "":
         raise DatasetError(f"{where}: field {_label('id', columns['id'])} is empty")
-    example_id = _text(given) if given is not None else _derived_id(inputs)
+    example_id = (
+        _field_text(where, _label("id", columns["id"]), given, max_chars)
+        if given is not None
+        else _derived_id(inputs)
+    )
     return Example(example_id, inputs, reference)
 
 
@@ -224,8 +266,8 @@ def split_examples(examples: list[Example], config: DatasetConfig) -> Split:
     held_out = config.test_size + config.dev_size
     if held_out >= len(examples):
         raise DatasetError(
-            f"test_size {config.test_size} + dev_size {config.dev_size} leaves no training "
-            f"examples out of {len(examples)}"
+            f"dataset.test_size {config.test_size} + dataset.dev_size {config.dev_size} leaves "
+            f"no training examples out of {len(examples)}"
         )
     order = sorted(examples, key=lambda e: e.id)
     random.Random(config.seed).shuffle(order)

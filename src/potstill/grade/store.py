@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from potstill.runs import sqlite_storage_errors
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS items (
@@ -122,13 +124,14 @@ class GradeStore:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-        try:
-            db.execute("PRAGMA busy_timeout=10000")
-            db.execute("PRAGMA foreign_keys=ON")
-            yield db
-        finally:
-            db.close()
+        with sqlite_storage_errors(self.path):
+            db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            try:
+                db.execute("PRAGMA busy_timeout=10000")
+                db.execute("PRAGMA foreign_keys=ON")
+                yield db
+            finally:
+                db.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
