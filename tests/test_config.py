@@ -49,23 +49,61 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
         load_config(bad)
 
 
-RUN_CONFIGS = [p for p in sorted(Path("configs").glob("**/*.yaml")) if "accelerate" not in p.parts]
+SHIPPED = [
+    builtin_config_path("demo"),
+    *(p for p in sorted(Path("configs").glob("**/*.yaml")) if "accelerate" not in p.parts),
+]
 
 
-@pytest.mark.parametrize("path", [builtin_config_path("demo"), *RUN_CONFIGS], ids=lambda p: str(p))
-def test_every_shipped_config_validates(path: Path) -> None:
-    assert load_config(path).name
+def test_every_kind_has_an_example_config() -> None:
+    from potstill.tasks import KINDS
+
+    kinds = {load_config(p).task.kind for p in Path("configs/examples").glob("*.yaml")}
+    assert kinds == set(KINDS)
 
 
-@pytest.mark.parametrize(
-    "path", sorted(Path("configs/examples").glob("*.yaml")), ids=lambda p: str(p.name)
-)
-def test_example_datasets_load_with_their_field_mapping(path: Path) -> None:
-    from potstill.data.loading import load_examples
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p))
+def test_every_shipped_config_validates_and_loads_its_data(path: Path) -> None:
+    from potstill.data.loading import load_examples, split_examples
     from potstill.pipeline import absolutize
     from potstill.tasks import build_task
 
     config = absolutize(load_config(path), path.parent)
-    examples = load_examples(config.dataset, build_task(config.task))
-    assert len(examples) > config.dataset.test_size
-    assert all(e.reference is not None for e in examples)
+    task = build_task(config.task)  # templates and their variables are checked here
+    examples = load_examples(config.dataset, task)
+    split = split_examples(examples, config.dataset)
+    assert len(split.test) == config.dataset.test_size and split.train
+    assert any(e.reference is not None for e in split.test)
+    for prompt in (config.teacher.prompt, config.synth.prompt):
+        assert task.messages(split.test[0].inputs, prompt)[-1]["role"] == "user"
+
+
+def test_the_configs_in_docs_tasks_md_validate() -> None:
+    import re
+
+    import yaml
+
+    from potstill.tasks import build_task
+
+    text = Path("docs/tasks.md").read_text(encoding="utf-8")
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)]
+    full = [b for b in blocks if "name" in b]
+    assert full, "docs/tasks.md has no complete config"
+    for tree in full:
+        build_task(parse_config(tree, "docs/tasks.md").task)
+    for tree in blocks:  # fragments: the task section with a minimal rest
+        if "task" in tree and "name" not in tree:
+            build_task(parse_config({**MINIMAL, **tree}, "docs/tasks.md").task)
+
+
+def test_a_key_written_into_the_config_is_refused_and_not_repeated(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    secret = "sk-potstill-sentinel-in-yaml"
+    path.write_text(
+        "name: t\ntask: {kind: math}\ndataset: {path: x.jsonl}\n"
+        f"teacher: {{model: {{backend: openai, model: m, api_key: {secret}}}}}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "teacher.model.api_key: unknown key" in str(err.value)
+    assert secret not in str(err.value)

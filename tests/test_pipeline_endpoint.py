@@ -1,15 +1,18 @@
-"""A classification run whose teacher is an OpenAI-compatible endpoint over real HTTP."""
+"""A classification run whose teacher is an OpenAI-compatible endpoint over real HTTP, and the
+secrets check: a planted key appears in no file, log or report."""
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytest
 import yaml
-from typer.testing import CliRunner
 
-from potstill.cli import app
+if TYPE_CHECKING:
+    from conftest import Tally
 
 REVIEWS = {
     "Works great, I love it.": "positive",
@@ -26,18 +29,25 @@ REVIEWS = {
     "The zipper fell off.": "negative",
 }
 SENTINEL = "sk-potstill-sentinel-4f9a"
+DECOY = "sk-potstill-decoy-4f9a"  # in OPENAI_API_KEY, which the config does not name
+POTSTILL = Path(sys.executable).with_name("potstill")
 
 
 def _labelling_server() -> Any:
-    """A teacher that knows every review's label and answers in the cot JSON format."""
+    """A teacher that knows every review's label and answers in the cot JSON format; its first
+    call is refused with an error body that quotes the Authorization header back."""
     from fastapi import FastAPI, Header
+    from fastapi.responses import JSONResponse
 
     app = FastAPI()
     seen: list[str] = []
 
     @app.post("/v1/chat/completions")
-    async def chat(body: dict[str, Any], authorization: str = Header("")) -> dict[str, Any]:
+    async def chat(body: dict[str, Any], authorization: str = Header("")) -> Any:
         seen.append(authorization)
+        if len(seen) == 1:
+            message = f"invalid credentials: {authorization}"
+            return JSONResponse({"error": {"message": message}}, status_code=401)
         review = body["messages"][-1]["content"]
         label = REVIEWS.get(review, "positive")
         content = json.dumps({"reason": "the reviewer's words", "answer": label})
@@ -60,15 +70,16 @@ def _labelling_server() -> Any:
     return app
 
 
+def _potstill(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "POTSTILL_TEST_TEACHER_KEY": SENTINEL, "OPENAI_API_KEY": DECOY}
+    return subprocess.run([str(POTSTILL), *args], capture_output=True, text=True, env=env)
+
+
 def test_endpoint_teacher_run_keeps_the_key_out_of_every_file(
-    start_server: Callable[[Any], str],
-    tiny_model_dir: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    start_server: Callable[[Any], str], tiny_model_dir: Path, tmp_path: Path, tally: "Tally"
 ) -> None:
     api = _labelling_server()
     url = start_server(api)
-    monkeypatch.setenv("POTSTILL_TEST_TEACHER_KEY", SENTINEL)
     data = tmp_path / "reviews.csv"
     data.write_text(
         "review,sentiment\n" + "".join(f'"{text}",{label}\n' for text, label in REVIEWS.items())
@@ -99,21 +110,50 @@ def test_endpoint_teacher_run_keeps_the_key_out_of_every_file(
         ],
         "synth": {"prompt": {"style": "zero_shot", "max_tokens": 4}},
         "evaluate": {"bootstrap_samples": 200},
+        # The judge is the same endpoint, so its calls carry the key too.
+        "judge": {
+            "model": {
+                "backend": "openai",
+                "model": "big-teacher",
+                "base_url": url,
+                "api_key_env": "POTSTILL_TEST_TEACHER_KEY",
+            },
+            "sample_size": 4,
+        },
     }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
     runs = tmp_path / "runs"
-    result = CliRunner().invoke(app, ["run", str(path), "--runs-dir", str(runs)])
-    assert result.exit_code == 0, result.output
+    # The installed command in its own process, so every log line it writes is captured.
+    result = _potstill("run", str(path), "--runs-dir", str(runs))
+    assert result.returncode == 0, result.stderr[-3000:]
 
     run = runs / "endpoint"
     summary = json.loads((run / "synth" / "summary.json").read_text())
-    assert summary["accepted"] == 8 and summary["teacher_accuracy_on_train"] == 1.0
+    assert summary["accepted"] == 7 and summary["failed_calls"] == 1  # the refused first call
+    assert summary["teacher_accuracy_on_train"] == 7 / 8
     rows = [json.loads(line) for line in (run / "synth" / "train.jsonl").read_text().splitlines()]
     assert {r["completion"][0]["content"] for r in rows} <= {"positive", "negative"}
+    (refused,) = [json.loads(line) for line in (run / "synth" / "rejected.jsonl").open()]
+    assert "401" in refused["error"] and "invalid credentials: Bearer ***" in refused["error"]
     scores = json.loads((run / "eval" / "scores.json").read_text())
     assert scores["candidates"]["teacher"]["accuracy"] == 1.0
-    assert all(h == f"Bearer {SENTINEL}" for h in api.state.seen)  # the key did reach the API
-    leaks = [p for p in run.rglob("*") if p.is_file() and SENTINEL.encode() in p.read_bytes()]
+    assert scores["judge"]["calls"] > 0 and scores["judge"]["same_as_teacher"]
+    # the key did reach the API, and only the key from the variable the config names
+    assert all(h == f"Bearer {SENTINEL}" for h in api.state.seen)
+
+    # Grading and a re-rendered report: grades.sqlite and the report join the scan.
+    logs = [result.stdout, result.stderr]
+    for args in (["grade", str(run), "--add-grader", "ann"], ["report", str(run)]):
+        done = _potstill(*args)
+        assert done.returncode == 0, done.stderr[-3000:]
+        logs += [done.stdout, done.stderr]
+    scanned = [p for p in run.rglob("*") if p.is_file()]
+    names = {p.name for p in scanned}
+    assert {"calls.sqlite", "grades.sqlite", "report.md", "report.html", "config.yaml"} <= names
+    leaks = [p for p in scanned for key in (SENTINEL, DECOY) if key.encode() in p.read_bytes()]
+    leaks += [log for log in logs for key in (SENTINEL, DECOY) if key in log]
+    tally.count("secrets: files scanned", len(scanned))
+    tally.count("secrets: logs scanned", len(logs))
+    tally.count("secrets: sentinel hits", len(leaks))
     assert leaks == []
-    assert SENTINEL not in result.output

@@ -1,9 +1,17 @@
+from __future__ import annotations
+
+import errno
+import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from potstill.runs import atomic_write_text, read_jsonl
+from potstill.runs import atomic_write_text, read_jsonl, write_json
+
+if TYPE_CHECKING:
+    from conftest import SmallDisk
 
 
 def test_atomic_write_replaces_whole_files_with_ordinary_permissions(tmp_path: Path) -> None:
@@ -22,3 +30,29 @@ def test_read_jsonl_drops_only_a_torn_last_line(tmp_path: Path) -> None:
     path.write_text('{"a": 1}\n{"a": \n{"a": 3}\n')
     with pytest.raises(ValueError):
         read_jsonl(path)
+
+
+def test_a_full_disk_leaves_the_old_file_whole_and_names_it(small_disk: SmallDisk) -> None:
+    path = small_disk.root / "run" / "manifest.json"
+    write_json(path, {"stages": {"synth": {"status": "done"}}})
+    small_disk.fill()
+    with pytest.raises(OSError) as err:
+        write_json(path, {"stages": {"synth": {"status": "done"}, "train": {"note": "x" * 9000}}})
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(path)
+    assert json.loads(path.read_text()) == {"stages": {"synth": {"status": "done"}}}
+    assert [p.name for p in path.parent.iterdir()] == ["manifest.json"]  # no temp file left
+    small_disk.free()
+    write_json(path, {"stages": {}})
+    assert json.loads(path.read_text()) == {"stages": {}}
+
+
+def test_a_read_only_folder_names_the_file_and_changes_nothing(small_disk: SmallDisk) -> None:
+    path = small_disk.root / "run" / "report.md"
+    atomic_write_text(path, "# old report\n")
+    small_disk.read_only()
+    for target in (path, small_disk.root / "run" / "plots" / "accuracy.png"):
+        with pytest.raises(OSError) as err:
+            atomic_write_text(target, "# new report\n")
+        assert err.value.errno == errno.EROFS
+        assert err.value.filename in (str(target), str(target.parent))
+    assert path.read_text() == "# old report\n"

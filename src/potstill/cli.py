@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
+from rich.text import Text
 
 from potstill.config import ConfigError, builtin_config_path, load_config
 from potstill.data.loading import DatasetError
+from potstill.grade.rounds import GradeError
 from potstill.models.openai_backend import MissingKeyError
 from potstill.models.packaged import ModelRefError
 from potstill.progress import console
+from potstill.runs import StageOrderError
 from potstill.train.lint import TrainingDataError
 
 app = typer.Typer(
@@ -26,7 +30,15 @@ app = typer.Typer(
 )
 
 T = TypeVar("T")
-USER_ERRORS = (ConfigError, DatasetError, ModelRefError, MissingKeyError, TrainingDataError)
+USER_ERRORS = (
+    ConfigError,
+    DatasetError,
+    ModelRefError,
+    MissingKeyError,
+    GradeError,
+    StageOrderError,
+    TrainingDataError,
+)
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder that holds run folders.")]
 Overrides = Annotated[
@@ -36,13 +48,41 @@ Overrides = Annotated[
 RunArg = Annotated[Path, typer.Argument(help="A run folder, e.g. runs/demo.")]
 
 
+# A file that cannot be written (or read) for a reason the user fixes, not potstill.
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NOT_ALLOWED = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _storage_message(exc: OSError) -> str | None:
+    if exc.filename is None or exc.errno not in _NO_SPACE | _NOT_ALLOWED:
+        return None
+    fix = (
+        "free some space"
+        if exc.errno in _NO_SPACE
+        else "make it writable (or choose another --runs-dir)"
+    )
+    return (
+        f"{exc.filename}: {exc.strerror}. Files written before are whole; {fix}, then run "
+        "the same command again to go on from there."
+    )
+
+
 def _guard(action: Callable[[], T]) -> T:
-    """Bad input ends with one clear message and exit code 2, not a traceback."""
+    """Bad input, a full disk or a read-only folder end with one clear message and exit
+    code 2, not a traceback."""
     try:
         return action()
     except USER_ERRORS as exc:
-        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        raise typer.Exit(2) from None
+        message = str(exc)
+    except OSError as exc:
+        found = _storage_message(exc)
+        if found is None:
+            raise
+        message = found
+    # Plain text (a key or path that looks like rich markup stays as written), not wrapped
+    # to the terminal, so a path in it stays whole for a log or a grep.
+    console.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
 
 
 @app.command()
@@ -131,6 +171,40 @@ def serve(
     from potstill.serve import serve as serve_model
 
     _guard(lambda: serve_model(model, host, port, name))
+
+
+@app.command()
+def grade(
+    run_dir: RunArg,
+    host: Annotated[str, typer.Option(help="Address to listen on (and to put in links).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Port to listen on (and to put in links).")] = 8000,
+    add_grader: Annotated[
+        str | None, typer.Option("--add-grader", help="Add a grader; prints their link.")
+    ] = None,
+    summary: Annotated[
+        bool, typer.Option("--summary", help="Print human scores and agreement, then exit.")
+    ] = False,
+    export: Annotated[
+        Path | None, typer.Option(help="Write every grade to FILE (.csv or .jsonl), then exit.")
+    ] = None,
+) -> None:
+    """Human grading: serve blind pointwise and pairwise pages to graders (grades.sqlite)."""
+    from potstill.grade import commands
+
+    def action() -> None:
+        if add_grader is not None:
+            commands.add_grader(run_dir, add_grader, host, port)
+        elif summary:
+            print(commands.summary(run_dir))  # stdout, like the link: easy to redirect
+        elif export is not None:
+            count = commands.export(run_dir, export)
+            console.print(f"{count} grades written to {export}", markup=False, highlight=False)
+        else:
+            commands.serve(run_dir, host, port)
+
+    _guard(action)
 
 
 def main() -> None:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from potstill.config import RunConfig
+from pydantic import BaseModel
+
+from potstill.config import ModelConfig, RunConfig
 from potstill.data.loading import Split, load_examples, split_examples
+from potstill.models.openai_backend import MissingKeyError
 from potstill.progress import console
 from potstill.runs import (
     STAGES,
     RunFolder,
+    StageOrderError,
     atomic_write_text,
     is_main_process,
     read_jsonl,
@@ -26,7 +31,7 @@ from potstill.tasks import Example, build_task
 def absolutize(config: RunConfig, base_dir: Path) -> RunConfig:
     """Make a relative dataset path absolute, so the saved config works from the run folder."""
     path = config.dataset.path
-    if path is None or Path(path).is_absolute():
+    if path is None or Path(path).is_absolute() or config.dataset.hub_name is not None:
         return config
     dataset = config.dataset.model_copy(update={"path": str((base_dir / path).resolve())})
     return config.model_copy(update={"dataset": dataset})
@@ -39,21 +44,75 @@ def open_run(config: RunConfig, runs_dir: Path) -> RunFolder:
     return run
 
 
-def prepare_split(run: RunFolder, config: RunConfig) -> Split:
-    """Load and split the dataset once; data/train.jsonl and data/test.jsonl pin the split."""
-    fingerprint = config.section_hash("task", "dataset")
+def _split_paths(run: RunFolder) -> dict[str, Path]:
+    return {name: run.data_dir / f"{name}.jsonl" for name in ("train", "test", "dev")}
+
+
+def split_is_pinned(run: RunFolder, config: RunConfig) -> bool:
+    """Whether data/ holds the split of this config's task and dataset."""
     marker = run.data_dir / "fingerprint"
-    train_path, test_path = run.data_dir / "train.jsonl", run.data_dir / "test.jsonl"
-    if marker.exists() and marker.read_text() == fingerprint and test_path.exists():
-        return Split(
-            [Example.from_json(r) for r in read_jsonl(train_path)],
-            [Example.from_json(r) for r in read_jsonl(test_path)],
-        )
-    split = split_examples(load_examples(config.dataset, build_task(config.task)), config.dataset)
-    write_jsonl(train_path, [e.to_json() for e in split.train])
-    write_jsonl(test_path, [e.to_json() for e in split.test])
-    atomic_write_text(marker, fingerprint)
+    return (
+        marker.exists()
+        and marker.read_text() == config.section_hash("task", "dataset")
+        and _split_paths(run)["test"].exists()
+    )
+
+
+def load_split(config: RunConfig) -> Split:
+    """Load, validate and split the dataset; writes nothing."""
+    return split_examples(load_examples(config.dataset, build_task(config.task)), config.dataset)
+
+
+def pin_split(run: RunFolder, config: RunConfig, split: Split) -> None:
+    paths = _split_paths(run)
+    for name, part in (("train", split.train), ("test", split.test), ("dev", split.dev)):
+        if part or name != "dev":
+            write_jsonl(paths[name], [e.to_json() for e in part])
+        else:
+            paths[name].unlink(missing_ok=True)
+    atomic_write_text(run.data_dir / "fingerprint", config.section_hash("task", "dataset"))
+
+
+def prepare_split(run: RunFolder, config: RunConfig) -> Split:
+    """Load and split the dataset once; data/{train,test,dev}.jsonl pin the split."""
+    if split_is_pinned(run, config):
+        parts = {
+            name: [Example.from_json(r) for r in read_jsonl(path)] if path.exists() else []
+            for name, path in _split_paths(run).items()
+        }
+        return Split(parts["train"], parts["test"], parts["dev"])
+    split = load_split(config)
+    pin_split(run, config, split)
     return split
+
+
+def _model_configs(node: BaseModel, where: str) -> Iterator[tuple[str, ModelConfig]]:
+    """Every model a config describes, with its dotted key (teacher.model, students.0.base)."""
+    if isinstance(node, ModelConfig):
+        yield where, node
+        return
+    for name in type(node).model_fields:
+        value = getattr(node, name)
+        items = enumerate(value) if isinstance(value, list) else [(None, value)]
+        for index, item in items:
+            key = f"{where}{name}" if index is None else f"{where}{name}.{index}"
+            if isinstance(item, BaseModel):
+                yield from _model_configs(item, f"{key}.")
+
+
+def check_api_keys(config: RunConfig) -> None:
+    """Every API-key variable the config names is set (keys are read only from there)."""
+    for where, model in _model_configs(config, ""):
+        if (
+            model.backend == "openai"
+            and model.api_key_env
+            and not os.environ.get(model.api_key_env)
+        ):
+            raise MissingKeyError(
+                f"{where.rstrip('.')}.api_key_env: the environment variable "
+                f"{model.api_key_env} is not set; export it before the run (the key itself "
+                "never goes into the config)"
+            )
 
 
 def _hash(*parts: Any) -> str:
@@ -72,7 +131,7 @@ def fingerprint(run: RunFolder, config: RunConfig, stage: str) -> str:
     if stage == "train":
         return _hash(config.section_hash("students"), upstream("synth"))
     if stage == "evaluate":
-        return _hash(config.section_hash("teacher", "evaluate"), upstream("train"))
+        return _hash(config.section_hash("teacher", "evaluate", "judge"), upstream("train"))
     return _hash(upstream("evaluate"))
 
 
@@ -94,7 +153,11 @@ def _do_evaluate(run: RunFolder, config: RunConfig) -> dict[str, Any]:
 
     split = prepare_split(run, config)
     scores = run_evaluate(run, config, build_task(config.task), split.test)
-    return {name: c["accuracy"] for name, c in scores["candidates"].items()}
+    headline = scores["headline"]
+    return {
+        name: c["metrics"].get(headline, {}).get("value")
+        for name, c in scores["candidates"].items()
+    }
 
 
 def _do_report(run: RunFolder, config: RunConfig) -> dict[str, Any]:
@@ -115,7 +178,9 @@ def run_stage(run: RunFolder, config: RunConfig, stage: str) -> dict[str, Any]:
     """Run one stage now, and record it in the manifest."""
     previous = STAGES[STAGES.index(stage) - 1] if stage != "synth" else None
     if previous and not (run.stage_record(previous) or {}).get("status") == "done":
-        raise RuntimeError(f"stage {stage} needs {previous} first: potstill {previous} {run.root}")
+        raise StageOrderError(
+            f"stage {stage} needs {previous} first: potstill {previous} {run.root}"
+        )
     if world_size() > 1 and stage != "train":
         raise RuntimeError(
             f"stage {stage} runs in one process; only `potstill train` runs under accelerate launch"
@@ -129,17 +194,39 @@ def run_stage(run: RunFolder, config: RunConfig, stage: str) -> dict[str, Any]:
     return result
 
 
+def stale_stages(run: RunFolder, config: RunConfig) -> list[str]:
+    """The stages a run would run now: the first missing or stale one and all after it."""
+    for index, stage in enumerate(STAGES):
+        if not run.is_current(stage, fingerprint(run, config, stage)):
+            return list(STAGES[index:])
+    return []
+
+
 def run_pipeline(config: RunConfig, runs_dir: Path, stop_after: str | None = None) -> RunFolder:
     """Run every stage that is missing or stale; finished, current stages are skipped.
-    With `stop_after`, no stage after that one runs (e.g. synth here, train on a GPU cluster)."""
+    With `stop_after`, no stage after that one runs (e.g. synth here, train on a GPU cluster).
+
+    Bad input (a dataset row, a template, an unset API-key variable) is found before anything
+    is written, so it leaves no run folder behind and never changes an existing one.
+    """
+    run = RunFolder(runs_dir / config.name)
+    split = None if split_is_pinned(run, config) else load_split(config)
+    stale = stale_stages(run, config)
+    if stop_after is not None:  # stages after stop_after do not run, so need no keys
+        stale = [s for s in stale if STAGES.index(s) <= STAGES.index(stop_after)]
+    if {"synth", "evaluate"} & set(stale):  # the stages that call models
+        check_api_keys(config)
     run = open_run(config, runs_dir)
+    if split is not None:
+        pin_split(run, config, split)
     for stage in STAGES:
         if run.is_current(stage, fingerprint(run, config, stage)):
             console.print(f"{stage}: up to date, skipped")
         else:
             run_stage(run, config, stage)
         if stage == stop_after:
-            console.print(f"stopped after {stage}: {run.root}")
+            console.print(f"stopped after {stage}: {run.root}", markup=False, highlight=False)
             return run
-    console.print(f"report: {run.root / 'report.md'} and {run.root / 'report.html'}")
+    report = f"report: {run.root / 'report.md'} and {run.root / 'report.html'}"
+    console.print(report, markup=False, highlight=False)  # a path is not markup
     return run

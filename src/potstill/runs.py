@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
+import sqlite3
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -20,15 +22,27 @@ from potstill.config import ConfigError, RunConfig, load_config
 
 STAGES = ("synth", "train", "evaluate", "report")
 
+
+class StageOrderError(ValueError):
+    """A stage asked for before the stage it reads from has finished."""
+
+
 # mkstemp makes files 0600; finished files get the permissions an ordinary open() would.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file whole or not at all: temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write a file whole or not at all: temp file in the same folder, fsync, rename.
+
+    A failure (full disk, read-only folder) leaves the old file as it was and raises an
+    OSError that names `path`, not the temp file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)  # an OSError here names the folder
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
@@ -36,9 +50,34 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
+
+
+# SQLite's storage failures, as the errno a file write would have given.
+_SQLITE_ERRNO = {
+    "SQLITE_FULL": errno.ENOSPC,
+    "SQLITE_READONLY": errno.EROFS,
+    "SQLITE_CANTOPEN": errno.EACCES,
+    "SQLITE_IOERR": errno.EIO,
+}
+
+
+@contextmanager
+def sqlite_storage_errors(path: Path) -> Iterator[None]:
+    """Turn SQLite's full-disk, read-only and cannot-open errors into OSErrors naming `path`
+    (SQLite itself never says which file); SQLite has rolled the failed write back."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        name = getattr(exc, "sqlite_errorname", "")
+        code = next((c for prefix, c in _SQLITE_ERRNO.items() if name.startswith(prefix)), None)
+        if code is None:
+            raise
+        raise OSError(code, str(exc), str(path)) from exc
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -135,12 +174,19 @@ class RunFolder:
 
     def save_config(self, config: RunConfig) -> None:
         """Store the resolved config (it holds no secrets: keys are env-var names only)."""
-        dumped = config.model_dump(mode="json")
-        atomic_write_text(self.config_path, yaml.safe_dump(dumped, sort_keys=False))
+        text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+        # Unchanged files are not rewritten, so a finished run can be re-checked from a
+        # read-only copy.
+        if not self.config_path.exists() or self.config_path.read_text("utf-8") != text:
+            atomic_write_text(self.config_path, text)
         manifest = self.manifest()
-        manifest["config_hash"] = config.section_hash(*RunConfig.model_fields)
-        manifest["versions"] = package_versions()
-        write_json(self.manifest_path, manifest)
+        updated = {
+            **manifest,
+            "config_hash": config.section_hash(*RunConfig.model_fields),
+            "versions": package_versions(),
+        }
+        if updated != manifest:
+            write_json(self.manifest_path, updated)
 
     def mark_done(self, stage: str, fingerprint: str, seconds: float, **extra: Any) -> None:
         manifest = self.manifest()

@@ -1,9 +1,20 @@
+from __future__ import annotations
+
 import asyncio
+import errno
+import sqlite3
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
 
 from potstill.models.base import ChatRequest, ChatResponse
 from potstill.models.callstore import CallStore, answer_all, request_key
+
+if TYPE_CHECKING:
+    from conftest import SmallDisk
 
 
 class CountingModel:
@@ -58,3 +69,23 @@ def test_a_rerun_pays_nothing_twice_and_failures_are_retried(tmp_path: Path) -> 
 def test_stored_answers_with_unknown_keys_still_load() -> None:
     stored = {"text": "hi", "finish_reason": "stop", "latency_s": 0.1, "from_a_newer_version": 1}
     assert ChatResponse.from_json(stored).text == "hi"
+
+
+def test_a_full_disk_keeps_every_committed_answer(small_disk: SmallDisk) -> None:
+    path = small_disk.root / "calls.sqlite"
+    store = CallStore(path)
+    answer_all(CountingModel(), store, _requests("a", "b"), chunk_size=2)
+    small_disk.fill()
+    with pytest.raises(OSError) as err:  # the second chunk cannot be committed
+        answer_all(CountingModel(), store, _requests("a", "b", *"cdefgh"), chunk_size=3)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(path)
+    assert "database or disk is full" in str(err.value)
+    store.close()
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert db.execute("SELECT COUNT(*) FROM calls").fetchone() == (2,)
+    small_disk.free()
+    store, model = CallStore(path), CountingModel()
+    answers = answer_all(model, store, _requests("a", "b", *"cdefgh"), chunk_size=3)
+    assert [a.text for a in answers] == [t.upper() for t in "abcdefgh"]
+    assert len(model.sent) == 6 and store.count() == 8

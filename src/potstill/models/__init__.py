@@ -5,7 +5,15 @@ from __future__ import annotations
 from potstill.config import ModelConfig
 from potstill.models.base import ChatModel, ChatRequest, ChatResponse, Message
 
-__all__ = ["ChatModel", "ChatRequest", "ChatResponse", "Message", "build_model", "chunk_size"]
+__all__ = [
+    "ChatModel",
+    "ChatRequest",
+    "ChatResponse",
+    "Message",
+    "build_model",
+    "chunk_size",
+    "model_identity",
+]
 
 
 def chunk_size(config: ModelConfig) -> int:
@@ -29,3 +37,14 @@ def build_model(config: ModelConfig, ref: str | None = None) -> ChatModel:
     from potstill.models.local import LocalChatModel
 
     return LocalChatModel(ref or config.model, batch_size=config.batch_size)
+
+
+def model_identity(config: ModelConfig, ref: str | None = None) -> str:
+    """What `build_model(config, ref).identity` will be, without loading any weights."""
+    if config.backend == "openai":
+        from potstill.models.openai_backend import endpoint_identity
+
+        return endpoint_identity(config.base_url, ref or config.model)
+    from potstill.models.local import local_identity
+
+    return local_identity(ref or config.model)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from potstill.models.base import ChatModel, ChatRequest, ChatResponse
+from potstill.runs import sqlite_storage_errors
 
 
 def request_key(model: str, request: ChatRequest) -> str:
@@ -30,14 +31,15 @@ class CallStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, timeout=30.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, model TEXT NOT NULL, "
-            "request TEXT NOT NULL, response TEXT NOT NULL, created REAL NOT NULL)"
-        )
-        self._db.commit()
+        with sqlite_storage_errors(path):
+            self._db = sqlite3.connect(path, timeout=30.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, model TEXT NOT NULL, "
+                "request TEXT NOT NULL, response TEXT NOT NULL, created REAL NOT NULL)"
+            )
+            self._db.commit()
 
     def close(self) -> None:
         self._db.close()
@@ -51,8 +53,9 @@ class CallStore:
             (key, model, json.dumps(req.__dict__), json.dumps(resp.to_json()), time.time())
             for key, model, req, resp in items
         ]
-        self._db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?)", rows)
-        self._db.commit()
+        with sqlite_storage_errors(self.path):
+            self._db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?)", rows)
+            self._db.commit()
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0])

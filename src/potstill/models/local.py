@@ -27,6 +27,11 @@ def _fingerprint(path: str) -> str:
     return f"{path}@{digest.hexdigest()[:12]}"
 
 
+def local_identity(ref: str) -> str:
+    """The call-store identity of a local model, known without loading its weights."""
+    return f"local:{_fingerprint(resolve_local_ref(ref))}"
+
+
 # Below this many shared tokens, computing a separate prefix cache is not worth it.
 MIN_SHARED_PREFIX = 32
 

@@ -18,6 +18,11 @@ def redact(text: str, secret: str | None) -> str:
     return text.replace(secret, "***") if secret else text
 
 
+def endpoint_identity(base_url: str | None, model: str) -> str:
+    """The call-store identity of an endpoint model."""
+    return f"openai:{base_url or 'default'}:{model}"
+
+
 class OpenAIChatModel:
     """`openai.AsyncOpenAI` with bounded concurrency.
 
@@ -55,7 +60,7 @@ class OpenAIChatModel:
 
     @property
     def identity(self) -> str:
-        return f"openai:{self.base_url or 'default'}:{self.model}"
+        return endpoint_identity(self.base_url, self.model)
 
     async def _one(self, client: object, sem: asyncio.Semaphore, req: ChatRequest) -> ChatResponse:
         from openai import OpenAIError

@@ -28,6 +28,7 @@ def rejection_reason(
         return "no_rationale"
     if (
         config.synth.require_reference_match
+        and task.reference_match
         and example.reference is not None
         and task.score(parsed, example.reference) < 1.0
     ):
@@ -71,8 +72,8 @@ def run_synth(
     correct: list[float] = []
     reasons: Counter[str] = Counter()
     for example, reply in zip(train, replies):
-        parsed = task.parse(reply.text or "", config.teacher.prompt.style)
-        if example.reference is not None:
+        parsed = task.parse(reply.text or "", config.teacher.prompt.style, example.inputs)
+        if example.reference is not None and task.reference_match:
             correct.append(task.score(parsed, example.reference))
         reason = rejection_reason(parsed, reply.finish_reason, reply.error, example, task, config)
         record = {
