@@ -1,3 +1,5 @@
+import pytest
+
 from potstill.train.batching import SeededLengthGroupedSampler
 
 
@@ -24,3 +26,19 @@ def test_length_grouped_order_depends_only_on_seed_and_epoch() -> None:
 
 def _batches(order: list[int], size: int = 4) -> list[list[int]]:
     return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def test_a_cpu_trains_padding_free_unless_told_otherwise() -> None:
+    import torch
+
+    from potstill.config import TrainConfig
+    from potstill.train.stage import attention_for, batching_for
+
+    if torch.cuda.is_available():
+        pytest.skip("the CPU default; a GPU keeps transformers' attention")
+    default = TrainConfig()
+    assert attention_for(default) == "potstill_varlen" and batching_for(default) == "padding_free"
+    grouped = TrainConfig(batching="length_grouped")
+    assert attention_for(grouped) is None and batching_for(grouped) == "length_grouped"
+    chosen = TrainConfig(attn_implementation="eager")
+    assert attention_for(chosen) == "eager" and batching_for(chosen) == "length_grouped"

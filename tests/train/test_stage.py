@@ -3,10 +3,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from potstill.config import RunConfig, parse_config
 from potstill.runs import RunFolder, read_jsonl, write_jsonl
 from potstill.tasks import build_task
+from potstill.train.attention import NAME
 from potstill.train.stage import batching_for, build_trainer, train_student
 
 ROWS = [
@@ -65,7 +67,8 @@ def test_over_long_rows_are_dropped_and_counted(tiny_model_dir: Path, tmp_path: 
 
 def test_auto_batching_follows_the_attention_kernel(tiny_model_dir: Path) -> None:
     student = _config(tiny_model_dir).students[0]
-    assert batching_for(student.train) == "length_grouped"  # SDPA: pad within similar lengths
+    sdpa = student.train.model_copy(update={"attn_implementation": "sdpa"})
+    assert batching_for(sdpa) == "length_grouped"  # SDPA: pad within similar lengths
     for kernel in ("flash_attention_2", "flex_attention", "potstill_varlen"):
         train = student.train.model_copy(update={"attn_implementation": kernel})
         assert batching_for(train) == "padding_free"
@@ -85,7 +88,9 @@ def test_training_writes_a_loadable_standalone_model(
     folder = run.student_dir("s")
     final = folder / "final"
     assert summary["steps"] == 3 and summary["rows"] == 6 and summary["dev_rows"] == 2
-    assert summary["real_tokens"] > 0 and summary["batching"] == "length_grouped"
+    # On a CPU with no attention configured: packed rows, each attended alone
+    expected = ("length_grouped", None) if torch.cuda.is_available() else ("padding_free", NAME)
+    assert summary["real_tokens"] > 0 and (summary["batching"], summary["attention"]) == expected
     assert (final / "config.json").exists() and (final / "tokenizer.json").exists()
     assert GenerationConfig.from_pretrained(final).eos_token_id == 2
     assert not (folder / "checkpoints").exists() and not (folder / ".trained").exists()

@@ -31,12 +31,29 @@ from potstill.train.lint import TrainingDataError, end_of_turn_ids, lint_dataset
 _PACKED_KERNELS = ("flash_attention_2", "flash_attention_3", "flex_attention", attention.NAME)
 
 
+def attention_for(train: TrainConfig) -> str | None:
+    """The attention implementation in use. Unset, on a machine without a CUDA GPU, and with
+    batching that may pack (auto, padding_free): `potstill_varlen`, which there runs causal
+    SDPA on each packed sequence alone; measured on 2 CPU cores with SmolLM2-135M, 1.5x the
+    real tokens/s of length-grouped batches padded for SDPA with a mask
+    (benchmarks/train_throughput.py). Elsewhere: as configured (None: transformers' default)."""
+    import torch
+
+    if (
+        train.attn_implementation is None
+        and train.batching in ("auto", "padding_free")
+        and not torch.cuda.is_available()
+    ):
+        return attention.NAME
+    return train.attn_implementation
+
+
 def batching_for(train: TrainConfig) -> str:
     """The batching in use: `auto` picks padding-free batches where the attention kernel
     isolates packed sequences cheaply, else length-grouped padded batches."""
     if train.batching != "auto":
         return train.batching
-    kernel = train.attn_implementation or ""
+    kernel = attention_for(train) or ""
     return "padding_free" if kernel.startswith(_PACKED_KERNELS) else "length_grouped"
 
 
@@ -114,6 +131,7 @@ class Prepared:
     too_long: int
     real_tokens: int
     batching: str
+    attention: str | None = None
 
 
 def build_trainer(student: StudentConfig, rows: list[dict[str, Any]], output_dir: Path) -> Prepared:
@@ -125,10 +143,11 @@ def build_trainer(student: StudentConfig, rows: list[dict[str, Any]], output_dir
 
     t = student.train
     train_rows, dev_rows = split_dev(rows, t.dev_fraction, t.seed)
-    if t.attn_implementation == attention.NAME:
+    attn = attention_for(t)
+    if attn == attention.NAME:
         attention.register()
     torch.manual_seed(t.seed)
-    tokenizer, model = load_pretrained(student.base.model, t.attn_implementation)
+    tokenizer, model = load_pretrained(student.base.model, attn)
     batching = batching_for(t)
     trainer = PotstillSFTTrainer(
         model=model,
@@ -152,9 +171,8 @@ def build_trainer(student: StudentConfig, rows: list[dict[str, Any]], output_dir
     end_ids = end_of_turn_ids(tokenizer, model.generation_config)
     lint_dataset(tokenizer, trainer.train_dataset, end_ids)
     real = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
-    return Prepared(
-        trainer, tokenizer, len(trainer.train_dataset), len(dev_rows), too_long, real, batching
-    )
+    kept = len(trainer.train_dataset)
+    return Prepared(trainer, tokenizer, kept, len(dev_rows), too_long, real, batching, attn)
 
 
 def _fingerprint(student: StudentConfig, data: StudentRows) -> str:
@@ -257,6 +275,7 @@ def _summary(
         "eval_loss": evals[-1] if evals else None,
         "seconds": seconds,
         "batching": prep.batching,
+        "attention": prep.attention,
         "real_tokens": int(prep.real_tokens * epochs),
         "real_tokens_per_second": (prep.real_tokens * epochs * share / seconds)
         if seconds
