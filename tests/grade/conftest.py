@@ -46,6 +46,15 @@ def _reply(candidate: str, i: int, reference: str) -> str:
     return label
 
 
+RUBRIC = {
+    "criteria": [
+        {"name": "correctness", "description": "The label is the right one for the text."},
+        {"name": "format", "description": "The reply is one of the labels and nothing else."},
+    ],
+    "scale": {1: "wrong", 3: "right with clutter", 5: "right and clean"},
+}
+
+
 def build_run(root: Path, grade: dict[str, Any] | None = None) -> RunFolder:
     """Write a run folder as `potstill run` leaves it after evaluate (and synth's summary)."""
     run = RunFolder(root)
@@ -55,6 +64,9 @@ def build_run(root: Path, grade: dict[str, Any] | None = None) -> RunFolder:
         "dataset": {"path": str(root / "reviews.jsonl"), "test_size": len(TEXTS)},
         "students": [{"name": "distilled"}],
         "evaluate": {"bootstrap_samples": 200},
+        # Two criteria keep the pages short; the judge's rubric from the config is the one
+        # humans score (the built-in classification rubric has three).
+        "judge": {"rubric": RUBRIC},
         "grade": grade or {},
     }
     config = parse_config(tree, "test")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from potstill.config import GradeConfig, RunConfig
+from potstill.config import GradeConfig, Rubric, RunConfig
 from potstill.grade.rubrics import Criterion, rubric_for
 from potstill.grade.sampling import assign, draw_sample, strata
 from potstill.grade.store import GradeStore, GradingTask
@@ -72,10 +72,11 @@ class GradingRound:
     examples: dict[str, Example]
     predictions: dict[str, dict[str, dict[str, Any]]]
     notes: list[str] = field(default_factory=list)
+    judge_rubric: Rubric | None = None
 
     @property
     def rubric(self) -> list[Criterion]:
-        return rubric_for(self.kind)
+        return rubric_for(self.kind, self.judge_rubric)
 
     def add_grader(self, name: str) -> tuple[str, bool]:
         """A personal token for a new grader (their share of the sample assigned now), or a
@@ -156,7 +157,9 @@ def open_round(run: RunFolder, config: RunConfig) -> GradingRound:
     examples = {e.id: e for e in (Example.from_json(r) for r in read_jsonl(test_path))}
     predictions = _load_predictions(run, names)
     store = GradeStore(grades_path(run))
-    found = GradingRound(run, grade, config.task.kind, store, examples, predictions)
+    found = GradingRound(
+        run, grade, config.task.kind, store, examples, predictions, judge_rubric=config.judge.rubric
+    )
     settings = _settings(grade, names)
     if not store.sample():
         gradable = [i for i in examples if all(i in predictions[n] for n in names)]

@@ -1,0 +1,247 @@
+"""A fault-injecting OpenAI-compatible server for tests, on 127.0.0.1 only.
+
+It speaks just enough HTTP/1.1 (keep-alive, Content-Length bodies) over a raw asyncio socket
+server, so it can misbehave the way real endpoints and proxies do, below what an ASGI app can
+express: reset the connection, send a truncated body, hang past the client's timeout.
+
+Faults are chosen per request, either by a script `(key, attempt) -> fault or None` or at
+random with probability `rate` (seeded by request key and attempt, so the same run meets the
+same faults whatever the order of concurrent requests). `key` identifies the question (a
+hash of the model and messages); `attempt` counts from 1 per key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+# Every fault the server can inject. "length" and "slow" still answer (a cut reply with
+# finish_reason "length"; a reply after `slow_s`); the others give no usable answer.
+FAULTS = (
+    "429",  # with Retry-After
+    "429_bare",  # without Retry-After
+    "500",
+    "502",
+    "503",
+    "hang",  # no reply until after the client's timeout
+    "reset",  # the connection is dropped without a reply
+    "truncated",  # a 200 whose body stops half-way
+    "not_json",  # a 200 with an HTML body
+    "empty_choices",  # a 200 with "choices": []
+    "length",  # a 200 cut short: finish_reason "length"
+    "slow",  # a 200 after a delay
+)
+ANSWERING = frozenset({"length", "slow"})
+
+Script = Callable[[str, int], "str | None"]
+Reply = Callable[[dict[str, Any]], str]
+
+
+def request_key(body: dict[str, Any]) -> str:
+    """Which question a request asks: its model and messages (not its sampling settings)."""
+    raw = json.dumps([body.get("model"), body.get("messages")], sort_keys=True)
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+@dataclass
+class FaultServer:
+    """Serve `reply(body) -> text` as chat completions, with faults. Start with `start()`."""
+
+    reply: Reply
+    script: Script | None = None
+    rate: float = 0.0
+    faults: tuple[str, ...] = FAULTS
+    seed: int = 0
+    hang_s: float = 3.0
+    slow_s: float = 0.2
+    retry_after_s: float = 0.05
+    url: str = ""
+    # What happened, per request: (monotonic time, key, attempt, fault or "ok").
+    log: list[tuple[float, str, int, str]] = field(default_factory=list)
+    attempts: Counter[str] = field(default_factory=Counter)
+    # Answers delivered in full (a "length" or "slow" fault still delivers one), per key.
+    answered: Counter[str] = field(default_factory=Counter)
+    connections: int = 0
+    _loop: asyncio.AbstractEventLoop | None = None
+    _server: asyncio.AbstractServer | None = None
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # --- what a test reads -------------------------------------------------------------
+
+    def injected(self) -> Counter[str]:
+        """How many times each fault was injected."""
+        return Counter(fault for *_, fault in self.log if fault != "ok")
+
+    def choose(self, key: str, attempt: int) -> str | None:
+        if self.script is not None:
+            return self.script(key, attempt)
+        rng = random.Random(f"{self.seed}:{key}:{attempt}")
+        return rng.choice(self.faults) if rng.random() < self.rate else None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Start in a daemon thread; returns the /v1 base URL."""
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            self._server = loop.run_until_complete(
+                asyncio.start_server(self._connection, "127.0.0.1", 0)
+            )
+            port = self._server.sockets[0].getsockname()[1]
+            self.url = f"http://127.0.0.1:{port}/v1"
+            ready.set()
+            loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("the fault server did not start")
+        return self.url
+
+    def stop(self) -> None:
+        if self._loop is None or self._server is None:
+            return
+        loop, server = self._loop, self._server
+
+        async def close() -> None:
+            server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    # --- HTTP ----------------------------------------------------------------------------
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                request = await _read_request(reader)
+                if request is None:
+                    break
+                path, body = request
+                keep = await self._respond(path, body, writer)
+                if not keep:
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            if not writer.is_closing():
+                writer.close()
+
+    async def _respond(self, path: str, raw: bytes, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; False when the connection must be dropped."""
+        if not path.endswith("/chat/completions"):
+            _send(writer, 404, b'{"error": {"message": "not found"}}')
+            return True
+        body = json.loads(raw)
+        key = request_key(body)
+        with self._lock:
+            self.attempts[key] += 1
+            attempt = self.attempts[key]
+        fault = self.choose(key, attempt)
+        with self._lock:
+            self.log.append((time.monotonic(), key, attempt, fault or "ok"))
+        if fault == "hang":
+            await asyncio.sleep(self.hang_s)
+            writer.transport.abort()
+            return False
+        if fault == "reset":
+            writer.transport.abort()
+            return False
+        if fault in ("429", "429_bare"):
+            headers = {"Retry-After": f"{self.retry_after_s}"} if fault == "429" else {}
+            error = {"error": {"message": "rate limited", "type": "rate_limit_exceeded"}}
+            _send(writer, 429, json.dumps(error).encode(), headers)
+            return True
+        if fault in ("500", "502", "503"):
+            error = {"error": {"message": f"upstream error {fault}", "type": "server_error"}}
+            _send(writer, int(fault), json.dumps(error).encode())
+            return True
+        if fault == "not_json":
+            _send(writer, 200, b"<html><body>Bad gateway</body></html>", content_type="text/html")
+            return True
+        text = self.reply(body)
+        finish = "stop"
+        if fault == "length":
+            text, finish = text[: max(1, len(text) // 2)], "length"
+        if fault == "slow":
+            await asyncio.sleep(self.slow_s)
+        choices = [
+            {
+                "index": 0,
+                "finish_reason": finish,
+                "message": {"role": "assistant", "content": text},
+            }
+        ]
+        completion = {
+            "id": f"chatcmpl-{key}-{attempt}",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body.get("model", ""),
+            "choices": [] if fault == "empty_choices" else choices,
+            "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25},
+        }
+        payload = json.dumps(completion).encode()
+        if fault == "truncated":
+            head = _head(200, len(payload), {}, "application/json")
+            writer.write(head + payload[: len(payload) // 2])
+            await writer.drain()
+            writer.transport.abort()
+            return False
+        _send(writer, 200, payload)
+        await writer.drain()
+        if fault in (None, *ANSWERING):
+            with self._lock:
+                self.answered[key] += 1
+        return True
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[str, bytes] | None:
+    line = await reader.readline()
+    if not line:
+        return None
+    _, path, _ = line.decode("latin-1").split(" ", 2)
+    length = 0
+    while True:
+        header = await reader.readline()
+        if header in (b"\r\n", b"\n", b""):
+            break
+        name, _, value = header.decode("latin-1").partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value.strip())
+    return path, await reader.readexactly(length)
+
+
+def _head(status: int, length: int, headers: dict[str, str], content_type: str) -> bytes:
+    reason = {200: "OK", 404: "Not Found", 429: "Too Many Requests"}.get(status, "Error")
+    lines = [f"HTTP/1.1 {status} {reason}", f"Content-Type: {content_type}"]
+    lines += [f"Content-Length: {length}", "Connection: keep-alive"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _send(
+    writer: asyncio.StreamWriter,
+    status: int,
+    payload: bytes,
+    headers: dict[str, str] | None = None,
+    content_type: str = "application/json",
+) -> None:
+    writer.write(_head(status, len(payload), headers or {}, content_type) + payload)

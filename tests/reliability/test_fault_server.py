@@ -1,0 +1,106 @@
+"""The fault-injecting endpoint does what the fault runs rely on: each fault is what a client
+sees, faults are reproducible per request, and only whole answers count as answered."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from fault_server import FAULTS, FaultServer, request_key
+
+
+def body(question: str) -> dict[str, object]:
+    return {"model": "teacher", "messages": [{"role": "user", "content": question}]}
+
+
+@pytest.fixture
+def scripted() -> Iterator[FaultServer]:
+    faults = {body(f"q{i}")["messages"][0]["content"]: f for i, f in enumerate(FAULTS)}  # type: ignore[index]
+    by_key = {request_key(body(q)): f for q, f in faults.items()}
+    server = FaultServer(
+        reply=lambda b: f"answer to {b['messages'][-1]['content']}",
+        script=lambda key, attempt: by_key.get(key) if attempt == 1 else None,
+        hang_s=1.0,
+        slow_s=0.3,
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def ask(client: httpx.Client, server: FaultServer, question: str) -> httpx.Response:
+    return client.post(f"{server.url}/chat/completions", json=body(question))
+
+
+def test_each_fault_is_what_a_client_sees(scripted: FaultServer) -> None:
+    seen: dict[str, object] = {}
+    with httpx.Client(timeout=0.5) as client:
+        for i, fault in enumerate(FAULTS):
+            try:
+                reply = ask(client, scripted, f"q{i}")
+            except httpx.TimeoutException:
+                seen[fault] = "timeout"
+                continue
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError) as exc:
+                seen[fault] = type(exc).__name__
+                continue
+            if reply.headers["content-type"] != "application/json":
+                seen[fault] = "not json"
+                continue
+            data = reply.json()
+            choices = data.get("choices", [])
+            seen[fault] = (
+                reply.status_code,
+                reply.headers.get("retry-after"),
+                choices[0]["finish_reason"] if choices else "no choices",
+            )
+        # A second try of the same question is answered: the script faults attempt 1 only.
+        again = ask(client, scripted, "q0").json()
+    assert seen["429"] == (429, "0.05", "no choices")
+    assert seen["429_bare"] == (429, None, "no choices")
+    assert [seen[s] for s in ("500", "502", "503")] == [
+        (s, None, "no choices") for s in (500, 502, 503)
+    ]
+    assert seen["hang"] == "timeout"
+    assert seen["reset"] in {"RemoteProtocolError", "ReadError"}
+    assert seen["truncated"] in {"RemoteProtocolError", "ReadError"}
+    assert seen["not_json"] == "not json"
+    assert seen["empty_choices"] == (200, None, "no choices")
+    assert seen["length"] == (200, None, "length")
+    assert seen["slow"] == (200, None, "stop")
+    assert again["choices"][0]["message"]["content"] == "answer to q0"
+    assert scripted.injected() == {f: 1 for f in FAULTS}
+    # Whole answers only: "length" and "slow" still answer, and the retried q0 did.
+    answered = {k for k, n in scripted.answered.items() if n}
+    assert answered == {
+        request_key(body(q))
+        for q in ("q0", f"q{FAULTS.index('length')}", f"q{FAULTS.index('slow')}")
+    }
+
+
+def test_random_faults_are_seeded_per_request_and_near_the_rate() -> None:
+    first = FaultServer(reply=lambda b: "x", rate=0.3, seed=7)
+    second = FaultServer(reply=lambda b: "x", rate=0.3, seed=7)
+    keys = [request_key(body(f"q{i}")) for i in range(2000)]
+    picks = [first.choose(k, 1) for k in keys]
+    assert picks == [second.choose(k, 1) for k in reversed(keys)][::-1]  # order does not matter
+    rate = sum(p is not None for p in picks) / len(picks)
+    assert 0.27 < rate < 0.33
+    assert {p for p in picks if p} == set(FAULTS)
+
+
+def test_keep_alive_serves_many_requests_on_one_connection() -> None:
+    server = FaultServer(reply=lambda b: json.dumps(b["messages"][-1]["content"]))
+    server.start()
+    try:
+        with httpx.Client(timeout=5) as client:
+            texts = [
+                ask(client, server, f"q{i}").json()["choices"][0]["message"]["content"]
+                for i in range(20)
+            ]
+    finally:
+        server.stop()
+    assert texts == [json.dumps(f"q{i}") for i in range(20)]
+    assert sum(server.answered.values()) == 20 and server.connections == 1
