@@ -32,6 +32,13 @@ class ModelConfig(Strict):
     batch_size: int = Field(8, ge=1)
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(4, ge=0)
+    # openai backend manners: optional rate limits (tokens count the prompt estimate plus
+    # max_tokens, as providers do), the longest single back-off, and the total time one call
+    # may spend retrying before it is recorded as failed.
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    retry_max_wait_s: float = Field(60.0, gt=0)
+    retry_total_s: float = Field(600.0, gt=0)
 
 
 class Shot(Strict):

@@ -8,9 +8,16 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from contextlib import aclosing
 from pathlib import Path
 
-from potstill.models.base import ChatModel, ChatRequest, ChatResponse
+from potstill.models.base import (
+    Admit,
+    ChatModel,
+    ChatRequest,
+    ChatResponse,
+    StreamingChatModel,
+)
 
 
 def request_key(model: str, request: ChatRequest) -> str:
@@ -25,13 +32,20 @@ def request_key(model: str, request: ChatRequest) -> str:
 
 
 class CallStore:
-    """SQLite in WAL mode; one writer (the process's event loop), committed per chunk."""
+    """SQLite in WAL mode; one writer (the process's event loop).
+
+    Each answer is committed on its own as it arrives. A commit survives the process being
+    killed at any moment (SQLite's WAL makes it atomic); `synchronous=NORMAL` skips the
+    fsync per commit, so a power cut (not a crash) may lose the last few, which a re-run
+    then asks again.
+    """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(path, timeout=30.0)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, model TEXT NOT NULL, "
@@ -46,6 +60,16 @@ class CallStore:
         row = self._db.execute("SELECT response FROM calls WHERE key = ?", (key,)).fetchone()
         return ChatResponse.from_json(json.loads(row[0])) if row else None
 
+    def get_many(self, keys: Sequence[str]) -> list[ChatResponse | None]:
+        found: dict[str, ChatResponse] = {}
+        for start in range(0, len(keys), 500):
+            part = list(dict.fromkeys(keys[start : start + 500]))
+            marks = ",".join("?" * len(part))
+            query = f"SELECT key, response FROM calls WHERE key IN ({marks})"
+            for key, response in self._db.execute(query, part):
+                found[key] = ChatResponse.from_json(json.loads(response))
+        return [found.get(k) for k in keys]
+
     def put_many(self, items: Sequence[tuple[str, str, ChatRequest, ChatResponse]]) -> None:
         rows = [
             (key, model, json.dumps(req.__dict__), json.dumps(resp.to_json()), time.time())
@@ -58,31 +82,89 @@ class CallStore:
         return int(self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
 
 
+AnswerHook = Callable[[int, ChatResponse, bool], None]
+
+
 def answer_all(
     model: ChatModel,
     store: CallStore,
     requests: Sequence[ChatRequest],
     chunk_size: int,
     on_progress: Callable[[int], None] | None = None,
+    *,
+    admit: Admit | None = None,
+    on_answer: AnswerHook | None = None,
 ) -> list[ChatResponse]:
-    """Answer requests through the store: cached ones are read, the rest sent in chunks.
+    """Answer requests through the store: stored ones are read, the rest are sent.
 
-    Each chunk's successful answers are committed before the next is sent, so a crash loses
-    at most one chunk. Failed calls are returned but not stored, so a re-run retries them.
+    A model that streams (an endpoint) has each successful answer committed the moment it
+    arrives, so a crash loses only the calls in flight; a local model gets chunks of
+    `chunk_size`, each committed before the next. Failed calls are returned but not stored,
+    so a re-run retries them. `admit(i)` may hold request i back (a budget);
+    `on_answer(i, response, fresh)` sees every answer, stored ones first (fresh=False).
     """
     keys = [request_key(model.identity, r) for r in requests]
-    results: list[ChatResponse | None] = [store.get(k) for k in keys]
-    if on_progress:
-        on_progress(sum(r is not None for r in results))
+    results = store.get_many(keys)
     missing = [i for i, r in enumerate(results) if r is None]
+    for i, stored in enumerate(results):
+        if stored is not None and on_answer:
+            on_answer(i, stored, False)
+    if on_progress:
+        on_progress(len(requests) - len(missing))
+
+    def record(i: int, answer: ChatResponse, commit: bool = True) -> None:
+        if commit and answer.ok:
+            store.put_many([(keys[i], model.identity, requests[i], answer)])
+        results[i] = answer
+        if on_answer:
+            on_answer(i, answer, True)
+        if on_progress:
+            on_progress(1)
+
+    if isinstance(model, StreamingChatModel):
+        asyncio.run(_stream(model, requests, missing, admit, record))
+    else:
+        _in_chunks(model, store, requests, keys, missing, chunk_size, admit, record)
+    return [r for r in results if r is not None]
+
+
+async def _stream(
+    model: StreamingChatModel,
+    requests: Sequence[ChatRequest],
+    missing: list[int],
+    admit: Admit | None,
+    record: Callable[[int, ChatResponse, bool], None],
+) -> None:
+    local_admit = (lambda j: admit(missing[j])) if admit else None
+    # Nothing awaits between an answer's arrival and its commit in `record`.
+    async with aclosing(model.stream([requests[i] for i in missing], local_admit)) as answers:
+        async for j, answer in answers:
+            record(missing[j], answer, True)
+
+
+def _in_chunks(
+    model: ChatModel,
+    store: CallStore,
+    requests: Sequence[ChatRequest],
+    keys: list[str],
+    missing: list[int],
+    chunk_size: int,
+    admit: Admit | None,
+    record: Callable[[int, ChatResponse, bool], None],
+) -> None:
     for start in range(0, len(missing), chunk_size):
-        idx = missing[start : start + chunk_size]
-        answers = asyncio.run(model.generate([requests[i] for i in idx]))
+        idx = []
+        for i in missing[start : start + chunk_size]:
+            reason = admit(i) if admit else None
+            if reason is None:
+                idx.append(i)
+            else:
+                held = ChatResponse(None, "error", error=reason, error_kind="not_sent")
+                record(i, held, False)
+        answers = asyncio.run(model.generate([requests[i] for i in idx])) if idx else []
+        # One commit for the chunk, then hooks in order.
         store.put_many(
             [(keys[i], model.identity, requests[i], a) for i, a in zip(idx, answers) if a.ok]
         )
         for i, answer in zip(idx, answers):
-            results[i] = answer
-        if on_progress:
-            on_progress(len(idx))
-    return [r for r in results if r is not None]
+            record(i, answer, False)
