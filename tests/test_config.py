@@ -70,3 +70,22 @@ def test_example_datasets_load_with_their_field_mapping(path: Path) -> None:
     examples = load_examples(config.dataset, build_task(config.task))
     assert len(examples) > config.dataset.test_size
     assert all(e.reference is not None for e in examples)
+
+
+def test_several_samples_need_a_temperature_and_a_budget_needs_a_price() -> None:
+    with pytest.raises(ConfigError, match=r"teacher\.prompt\.temperature"):
+        parse_config({**MINIMAL, "synth": {"samples": 3}}, "t.yaml")
+    sampled = {**MINIMAL, "synth": {"samples": 3}, "teacher": {"prompt": {"temperature": 0.7}}}
+    assert parse_config(sampled, "t.yaml").synth.samples == 3
+    with pytest.raises(ConfigError, match=r"prices\.gpt-x"):
+        parse_config(
+            {**MINIMAL, "teacher": {"model": {"model": "gpt-x"}}, "budget": {"max_usd": 5}},
+            "t.yaml",
+        )
+    priced = {
+        **MINIMAL,
+        "teacher": {"model": {"model": "gpt-x"}},
+        "budget": {"max_usd": 5},
+        "prices": {"gpt-x": {"input_per_1m": 2.5, "output_per_1m": 10}},
+    }
+    assert parse_config(priced, "t.yaml").prices["gpt-x"].output_per_1m == 10

@@ -99,6 +99,7 @@ def test_endpoint_teacher_run_keeps_the_key_out_of_every_file(
         ],
         "synth": {"prompt": {"style": "zero_shot", "max_tokens": 4}},
         "evaluate": {"bootstrap_samples": 200},
+        "prices": {"big-teacher": {"input_per_1m": 2.0, "output_per_1m": 8.0}},
     }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -111,6 +112,12 @@ def test_endpoint_teacher_run_keeps_the_key_out_of_every_file(
     assert summary["accepted"] == 8 and summary["teacher_accuracy_on_train"] == 1.0
     rows = [json.loads(line) for line in (run / "synth" / "train.jsonl").read_text().splitlines()]
     assert {r["completion"][0]["content"] for r in rows} <= {"positive", "negative"}
+    # 8 calls of 40 prompt and 12 completion tokens at $2 and $8 per million
+    report = (run / "report.md").read_text()
+    assert "Teacher cost of the synthetic data: $0.0014 (8 calls, 320 + 96 tokens)" in report
+    assert json.loads((run / "manifest.json").read_text())["stages"]["synth"]["cost_usd"] == (
+        0.001408
+    )
     scores = json.loads((run / "eval" / "scores.json").read_text())
     assert scores["candidates"]["teacher"]["accuracy"] == 1.0
     assert all(h == f"Bearer {SENTINEL}" for h in api.state.seen)  # the key did reach the API

@@ -11,9 +11,10 @@ import typer
 
 from potstill.config import ConfigError, builtin_config_path, load_config
 from potstill.data.loading import DatasetError
-from potstill.models.openai_backend import MissingKeyError
+from potstill.models.openai_backend import EndpointRefused, MissingKeyError
 from potstill.models.packaged import ModelRefError
 from potstill.progress import console
+from potstill.runs import StageIncomplete
 
 app = typer.Typer(
     help="Distill a large teacher LLM into a small student for one task, and show with "
@@ -25,7 +26,9 @@ app = typer.Typer(
 )
 
 T = TypeVar("T")
-USER_ERRORS = (ConfigError, DatasetError, ModelRefError, MissingKeyError)
+USER_ERRORS = (ConfigError, DatasetError, ModelRefError, MissingKeyError, EndpointRefused)
+# A stage that wrote its files but left work to retry (failed calls) exits with this code.
+EXIT_INCOMPLETE = 3
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder that holds run folders.")]
 Overrides = Annotated[
@@ -36,12 +39,16 @@ RunArg = Annotated[Path, typer.Argument(help="A run folder, e.g. runs/demo.")]
 
 
 def _guard(action: Callable[[], T]) -> T:
-    """Bad input ends with one clear message and exit code 2, not a traceback."""
+    """Bad input ends with one clear message and exit code 2, not a traceback; a stage
+    with failed calls to retry ends with exit code 3."""
     try:
         return action()
     except USER_ERRORS as exc:
         console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(2) from None
+    except StageIncomplete as exc:
+        console.print(f"[yellow]incomplete:[/yellow] {exc}", markup=True, highlight=False)
+        raise typer.Exit(EXIT_INCOMPLETE) from None
 
 
 @app.command()
@@ -81,9 +88,29 @@ def _one_stage(stage: str, run_dir: Path) -> None:
 
 
 @app.command()
-def synth(run_dir: RunArg) -> None:
-    """Have the teacher label the training inputs; writes synth/ (train.jsonl, card.md)."""
-    _one_stage("synth", run_dir)
+def synth(
+    run_dir: RunArg,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Estimate the calls, tokens and cost; call nothing, write nothing."
+        ),
+    ] = False,
+) -> None:
+    """Have the teacher label the training inputs; writes synth/ (train.jsonl, card.md).
+    Exit code 3 when some teacher calls failed: run it again to retry them."""
+    if not dry_run:
+        _one_stage("synth", run_dir)
+        return
+    from potstill.pipeline import estimate_synth
+    from potstill.runs import RunFolder
+    from potstill.synth.estimate import print_estimate
+
+    def action() -> None:
+        folder = RunFolder(run_dir)
+        print_estimate(estimate_synth(folder, folder.load_config()))
+
+    _guard(action)
 
 
 @app.command()

@@ -10,7 +10,15 @@ from typing import Any
 from potstill.config import RunConfig
 from potstill.data.loading import Split, load_examples, split_examples
 from potstill.progress import console
-from potstill.runs import STAGES, RunFolder, atomic_write_text, read_jsonl, timed, write_jsonl
+from potstill.runs import (
+    STAGES,
+    RunFolder,
+    StageIncomplete,
+    atomic_write_text,
+    read_jsonl,
+    timed,
+    write_jsonl,
+)
 from potstill.tasks import Example, build_task
 
 
@@ -71,7 +79,7 @@ def _do_synth(run: RunFolder, config: RunConfig) -> dict[str, Any]:
     from potstill.synth.stage import run_synth
 
     split = prepare_split(run, config)
-    return run_synth(run, config, build_task(config.task), split.train)
+    return run_synth(run, config, build_task(config.task), split.train, split.test)
 
 
 def _do_train(run: RunFolder, config: RunConfig) -> dict[str, Any]:
@@ -109,10 +117,27 @@ def run_stage(run: RunFolder, config: RunConfig, stage: str) -> dict[str, Any]:
         raise RuntimeError(f"stage {stage} needs {previous} first: potstill {previous} {run.root}")
     fp = fingerprint(run, config, stage)
     console.rule(f"[bold]{stage}")
-    with timed() as elapsed:
-        result = STAGE_FUNCS[stage](run, config)
-    run.mark_done(stage, fp, elapsed[0], result=result)
+    try:
+        with timed() as elapsed:
+            result = STAGE_FUNCS[stage](run, config)
+    except StageIncomplete as exc:
+        run.mark_incomplete(stage, fp, elapsed[0], result=exc.result, **_cost(exc.result))
+        raise
+    run.mark_done(stage, fp, elapsed[0], result=result, **_cost(result))
     return result
+
+
+def _cost(result: dict[str, Any]) -> dict[str, Any]:
+    """A stage's spending, lifted to the top of its manifest record."""
+    return {"cost_usd": result["cost_usd"]} if "cost_usd" in result else {}
+
+
+def estimate_synth(run: RunFolder, config: RunConfig) -> dict[str, Any]:
+    """What the synth stage would send and cost, without calling the teacher."""
+    from potstill.synth.estimate import estimate
+
+    split = prepare_split(run, config)
+    return estimate(run, config, build_task(config.task), split.train, split.test)
 
 
 def run_pipeline(config: RunConfig, runs_dir: Path) -> RunFolder:

@@ -5,7 +5,26 @@ from __future__ import annotations
 from potstill.config import ModelConfig
 from potstill.models.base import ChatModel, ChatRequest, ChatResponse, Message
 
-__all__ = ["ChatModel", "ChatRequest", "ChatResponse", "Message", "build_model", "chunk_size"]
+__all__ = [
+    "ChatModel",
+    "ChatRequest",
+    "ChatResponse",
+    "Message",
+    "build_model",
+    "chunk_size",
+    "model_identity",
+]
+
+
+def model_identity(config: ModelConfig) -> str:
+    """The identity `build_model(config)` would have, without loading or connecting."""
+    if config.backend == "openai":
+        from potstill.models.openai_backend import endpoint_identity
+
+        return endpoint_identity(config.base_url, config.model)
+    from potstill.models.local import local_identity
+
+    return local_identity(config.model)
 
 
 def chunk_size(config: ModelConfig) -> int:

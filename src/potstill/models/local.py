@@ -15,6 +15,11 @@ from potstill.models.base import ChatRequest, ChatResponse
 from potstill.models.packaged import inference_placement, load_pretrained, resolve_local_ref
 
 
+def local_identity(ref: str) -> str:
+    """A local model's call-store identity, without loading it."""
+    return f"local:{_fingerprint(resolve_local_ref(ref))}"
+
+
 def _fingerprint(path: str) -> str:
     """Identify the weights, so a retrained model never reuses another's cached calls."""
     folder = Path(path)

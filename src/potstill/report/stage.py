@@ -40,6 +40,15 @@ def _plot(path: Path, candidates: dict[str, Any]) -> None:
     atomic_write_bytes(path, image.getvalue())
 
 
+def _cost(synth: dict[str, Any]) -> str:
+    """The teacher's bill for the synthetic data, from synth/summary.json."""
+    cost = synth.get("cost")
+    if not cost:
+        return "not recorded"
+    tokens = f"{cost['calls']} calls, {cost['prompt_tokens']} + {cost['completion_tokens']} tokens"
+    return f"${cost['usd']:.4f} ({tokens})" if cost["priced"] else f"no price set ({tokens})"
+
+
 def _ordered(scores: dict[str, Any]) -> dict[str, Any]:
     """Candidates in evaluation order: teacher, base student, trained students."""
     order = scores.get("order") or list(scores["candidates"])
@@ -114,6 +123,7 @@ def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
         "comparisons": comparisons,
         "synth": synth,
         "teacher_accuracy_on_train": _pct(synth["teacher_accuracy_on_train"]),
+        "synth_cost": _cost(synth),
         "warnings": _warnings(scores),
         "calculator": scores.get("calculator", False),
         "target": config.synth.target,
