@@ -147,10 +147,11 @@ def synth_stage(url: str, n: int, concurrency: int, folder: Path) -> dict[str, A
                     "model": "bench",
                     "base_url": url,
                     "max_concurrency": concurrency,
+                    "price_per_million_input": 3.0,
+                    "price_per_million_output": 3.0,
                 },
                 "prompt": {"style": "cot", "max_tokens": 32},
             },
-            "prices": {"bench": {"input_per_1m": 3.0, "output_per_1m": 3.0}},
         },
         "synth_throughput",
     )

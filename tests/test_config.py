@@ -49,27 +49,48 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
         load_config(bad)
 
 
-@pytest.mark.parametrize(
-    "path",
-    [builtin_config_path("demo"), *sorted(Path("configs").glob("**/*.yaml"))],
-    ids=lambda p: str(p),
-)
-def test_every_shipped_config_validates(path: Path) -> None:
-    assert load_config(path).name
+SHIPPED = [builtin_config_path("demo"), *sorted(Path("configs").glob("**/*.yaml"))]
 
 
-@pytest.mark.parametrize(
-    "path", sorted(Path("configs/examples").glob("*.yaml")), ids=lambda p: str(p.name)
-)
-def test_example_datasets_load_with_their_field_mapping(path: Path) -> None:
-    from potstill.data.loading import load_examples
+def test_every_kind_has_an_example_config() -> None:
+    from potstill.tasks import KINDS
+
+    kinds = {load_config(p).task.kind for p in Path("configs/examples").glob("*.yaml")}
+    assert kinds == set(KINDS)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p))
+def test_every_shipped_config_validates_and_loads_its_data(path: Path) -> None:
+    from potstill.data.loading import load_examples, split_examples
     from potstill.pipeline import absolutize
     from potstill.tasks import build_task
 
     config = absolutize(load_config(path), path.parent)
-    examples = load_examples(config.dataset, build_task(config.task))
-    assert len(examples) > config.dataset.test_size
-    assert all(e.reference is not None for e in examples)
+    task = build_task(config.task)  # templates and their variables are checked here
+    examples = load_examples(config.dataset, task)
+    split = split_examples(examples, config.dataset)
+    assert len(split.test) == config.dataset.test_size and split.train
+    assert any(e.reference is not None for e in split.test)
+    for prompt in (config.teacher.prompt, config.synth.prompt):
+        assert task.messages(split.test[0].inputs, prompt)[-1]["role"] == "user"
+
+
+def test_the_configs_in_docs_tasks_md_validate() -> None:
+    import re
+
+    import yaml
+
+    from potstill.tasks import build_task
+
+    text = Path("docs/tasks.md").read_text(encoding="utf-8")
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)]
+    full = [b for b in blocks if "name" in b]
+    assert full, "docs/tasks.md has no complete config"
+    for tree in full:
+        build_task(parse_config(tree, "docs/tasks.md").task)
+    for tree in blocks:  # fragments: the task section with a minimal rest
+        if "task" in tree and "name" not in tree:
+            build_task(parse_config({**MINIMAL, **tree}, "docs/tasks.md").task)
 
 
 def test_several_samples_need_a_temperature_and_a_budget_needs_a_price() -> None:
@@ -77,15 +98,15 @@ def test_several_samples_need_a_temperature_and_a_budget_needs_a_price() -> None
         parse_config({**MINIMAL, "synth": {"samples": 3}}, "t.yaml")
     sampled = {**MINIMAL, "synth": {"samples": 3}, "teacher": {"prompt": {"temperature": 0.7}}}
     assert parse_config(sampled, "t.yaml").synth.samples == 3
-    with pytest.raises(ConfigError, match=r"prices\.gpt-x"):
+    with pytest.raises(ConfigError, match=r"teacher\.model\.price_per_million_input"):
         parse_config(
             {**MINIMAL, "teacher": {"model": {"model": "gpt-x"}}, "budget": {"max_usd": 5}},
             "t.yaml",
         )
+    price = {"price_per_million_input": 2.5, "price_per_million_output": 10}
     priced = {
         **MINIMAL,
-        "teacher": {"model": {"model": "gpt-x"}},
+        "teacher": {"model": {"model": "gpt-x", **price}},
         "budget": {"max_usd": 5},
-        "prices": {"gpt-x": {"input_per_1m": 2.5, "output_per_1m": 10}},
     }
-    assert parse_config(priced, "t.yaml").prices["gpt-x"].output_per_1m == 10
+    assert parse_config(priced, "t.yaml").teacher.model.price_per_million_output == 10

@@ -87,6 +87,8 @@ def test_endpoint_teacher_run_keeps_the_key_out_of_every_file(
                 "model": "big-teacher",
                 "base_url": url,
                 "api_key_env": "POTSTILL_TEST_TEACHER_KEY",
+                "price_per_million_input": 2.0,
+                "price_per_million_output": 8.0,
             },
             "prompt": {"style": "cot", "max_tokens": 32},
         },
@@ -99,7 +101,16 @@ def test_endpoint_teacher_run_keeps_the_key_out_of_every_file(
         ],
         "synth": {"prompt": {"style": "zero_shot", "max_tokens": 4}},
         "evaluate": {"bootstrap_samples": 200},
-        "prices": {"big-teacher": {"input_per_1m": 2.0, "output_per_1m": 8.0}},
+        # The judge is the same endpoint, so its calls carry the key too.
+        "judge": {
+            "model": {
+                "backend": "openai",
+                "model": "big-teacher",
+                "base_url": url,
+                "api_key_env": "POTSTILL_TEST_TEACHER_KEY",
+            },
+            "sample_size": 4,
+        },
     }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -120,6 +131,7 @@ def test_endpoint_teacher_run_keeps_the_key_out_of_every_file(
     )
     scores = json.loads((run / "eval" / "scores.json").read_text())
     assert scores["candidates"]["teacher"]["accuracy"] == 1.0
+    assert scores["judge"]["calls"] > 0 and scores["judge"]["same_as_teacher"]
     assert all(h == f"Bearer {SENTINEL}" for h in api.state.seen)  # the key did reach the API
     leaks = [p for p in run.rglob("*") if p.is_file() and SENTINEL.encode() in p.read_bytes()]
     assert leaks == []

@@ -11,6 +11,7 @@ import typer
 
 from potstill.config import ConfigError, builtin_config_path, load_config
 from potstill.data.loading import DatasetError
+from potstill.grade.rounds import GradeError
 from potstill.models.openai_backend import EndpointRefused, MissingKeyError
 from potstill.models.packaged import ModelRefError
 from potstill.progress import console
@@ -26,7 +27,14 @@ app = typer.Typer(
 )
 
 T = TypeVar("T")
-USER_ERRORS = (ConfigError, DatasetError, ModelRefError, MissingKeyError, EndpointRefused)
+USER_ERRORS = (
+    ConfigError,
+    DatasetError,
+    ModelRefError,
+    MissingKeyError,
+    EndpointRefused,
+    GradeError,
+)
 # A stage that wrote its files but left work to retry (failed calls) exits with this code.
 EXIT_INCOMPLETE = 3
 
@@ -148,6 +156,40 @@ def serve(
     from potstill.serve import serve as serve_model
 
     _guard(lambda: serve_model(model, host, port, name))
+
+
+@app.command()
+def grade(
+    run_dir: RunArg,
+    host: Annotated[str, typer.Option(help="Address to listen on (and to put in links).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Port to listen on (and to put in links).")] = 8000,
+    add_grader: Annotated[
+        str | None, typer.Option("--add-grader", help="Add a grader; prints their link.")
+    ] = None,
+    summary: Annotated[
+        bool, typer.Option("--summary", help="Print human scores and agreement, then exit.")
+    ] = False,
+    export: Annotated[
+        Path | None, typer.Option(help="Write every grade to FILE (.csv or .jsonl), then exit.")
+    ] = None,
+) -> None:
+    """Human grading: serve blind pointwise and pairwise pages to graders (grades.sqlite)."""
+    from potstill.grade import commands
+
+    def action() -> None:
+        if add_grader is not None:
+            commands.add_grader(run_dir, add_grader, host, port)
+        elif summary:
+            print(commands.summary(run_dir))  # stdout, like the link: easy to redirect
+        elif export is not None:
+            count = commands.export(run_dir, export)
+            console.print(f"{count} grades written to {export}", markup=False, highlight=False)
+        else:
+            commands.serve(run_dir, host, port)
+
+    _guard(action)
 
 
 def main() -> None:

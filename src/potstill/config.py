@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -39,6 +46,11 @@ class ModelConfig(Strict):
     tokens_per_minute: float | None = Field(None, gt=0)
     retry_max_wait_s: float = Field(60.0, gt=0)
     retry_total_s: float = Field(600.0, gt=0)
+    # What an endpoint charges, in dollars per million tokens: the synth stage's cost, its
+    # budget and dry-run estimate, and the report's cost per 1,000 requests use them. Local
+    # models are priced by measured compute time instead (`evaluate.local_price_per_hour`).
+    price_per_million_input: float | None = Field(None, ge=0)
+    price_per_million_output: float | None = Field(None, ge=0)
 
 
 class Shot(Strict):
@@ -52,25 +64,92 @@ class Shot(Strict):
 class PromptConfig(Strict):
     """How a model is asked: the prompt style, worked examples and sampling."""
 
-    style: Literal["zero_shot", "cot"] = "zero_shot"
+    # cot: JSON {"reason", "answer"}; chain_of_density: summaries only (a JSON list of rounds).
+    style: Literal["zero_shot", "cot", "chain_of_density"] = "zero_shot"
     shots: list[Shot] = Field(default_factory=list)
     max_tokens: int = Field(64, ge=1)
     temperature: float = Field(0.0, ge=0.0)
 
 
+TaskKind = Literal["classification", "multiple_choice", "math", "summarization", "conversation"]
+
+
+def _check_template(source: str | None) -> str | None:
+    """A Jinja2 template must at least parse; the task checks its variables when it is built."""
+    if source is None:
+        return None
+    from jinja2 import TemplateSyntaxError
+    from jinja2.sandbox import SandboxedEnvironment
+
+    try:
+        SandboxedEnvironment().parse(source)
+    except TemplateSyntaxError as exc:
+        raise ValueError(
+            f"not a valid Jinja2 template (line {exc.lineno}: {exc.message})"
+        ) from None
+    return source
+
+
+class TemplateConfig(Strict):
+    """Jinja2 templates for the system message and the user turn; unset means the default."""
+
+    system: str | None = None
+    user: str | None = None
+
+    _valid = field_validator("system", "user")(_check_template)
+
+
+class TemplatesConfig(Strict):
+    """Prompt overrides: `system` / `user` for every style, or per style (`cot: {system: ...}`)."""
+
+    system: str | None = None
+    user: str | None = None
+    zero_shot: TemplateConfig | None = None
+    cot: TemplateConfig | None = None
+    chain_of_density: TemplateConfig | None = None
+
+    _valid = field_validator("system", "user")(_check_template)
+
+
 class TaskConfig(Strict):
-    kind: Literal["math", "classification"]
+    kind: TaskKind
     description: str | None = None
-    # classification: the label set, matched case-insensitively.
+    # classification: a ready-made task. nli: inputs premise + hypothesis, labels
+    # entailment / neutral / contradiction, with common synonyms.
+    preset: Literal["nli"] | None = None
+    # The task's input field names, for classification, math and summarization (the defaults
+    # are text / question / document); `dataset.fields` maps them to the dataset's columns.
+    inputs: list[str] | None = Field(None, min_length=1)
+    # classification: the label set, matched case- and whitespace-insensitively.
     labels: list[str] | None = None
+    # classification: other words a reply may use for a label, e.g. {positive: [good, pos]}.
+    synonyms: dict[str, list[str]] = Field(default_factory=dict)
     # math: evaluate an arithmetic expression given as the answer ("22 - 9" -> 13) with a
     # safe calculator. Applies to every candidate alike; the report says so.
     calculator: bool = False
+    # math: an answer counts as right when |answer - reference| <= tolerance * max(1, |ref|).
+    tolerance: float = Field(1e-6, ge=0.0)
+    # summarization: the summary length asked for, and the rounds of chain of density.
+    summary_words: int = Field(60, ge=5)
+    density_rounds: int = Field(3, ge=1, le=8)
+    templates: TemplatesConfig = TemplatesConfig()
 
     @model_validator(mode="after")
-    def _labels_for_classification(self) -> TaskConfig:
-        if self.kind == "classification" and not self.labels:
-            raise ValueError("a classification task needs `labels`")
+    def _fits_the_kind(self) -> TaskConfig:
+        if self.preset is not None and self.kind != "classification":
+            raise ValueError("`preset` applies to classification only")
+        if self.kind == "classification" and not self.labels and self.preset is None:
+            raise ValueError("a classification task needs `labels` (or `preset: nli`)")
+        if self.kind != "classification" and (self.labels or self.synonyms):
+            raise ValueError("`labels` and `synonyms` apply to classification only")
+        if self.inputs is not None and self.kind in ("multiple_choice", "conversation"):
+            raise ValueError(f"a {self.kind} task has fixed inputs; map columns in dataset.fields")
+        if self.inputs is not None and len(set(self.inputs)) != len(self.inputs):
+            raise ValueError(f"`inputs` must be unique, got {self.inputs}")
+        labels = set(self.labels or [])
+        for label in self.synonyms:
+            if self.labels and label not in labels:
+                raise ValueError(f"synonyms: {label!r} is not one of the labels {self.labels}")
         return self
 
 
@@ -83,13 +162,19 @@ class GeneratorConfig(Strict):
 class DatasetConfig(Strict):
     """Where examples come from (exactly one source) and how they split."""
 
+    # A .jsonl / .csv / .parquet file, or `hf:org/name` for a Hugging Face hub dataset.
     path: str | None = None
+    # A hub dataset name (or a local folder of data files) loaded with `datasets.load_dataset`.
     hub: str | None = None
+    hub_config: str | None = None
     hub_split: str = "train"
     generator: GeneratorConfig | None = None
-    # task field -> the user's column name; unmapped fields use the task's own names.
-    fields: dict[str, str] = Field(default_factory=dict)
+    # task field -> the user's column name; unmapped fields use the task's own names. A list
+    # gathers several columns into one field (multiple-choice options in columns A, B, C...).
+    fields: dict[str, str | list[str]] = Field(default_factory=dict)
     test_size: int = Field(200, ge=1)
+    # An optional development split, held out of training like the test split.
+    dev_size: int = Field(0, ge=0)
     train_size: int | None = Field(None, ge=1)
     seed: int = 0
 
@@ -99,6 +184,15 @@ class DatasetConfig(Strict):
         if len(sources) != 1:
             raise ValueError("give exactly one of `path`, `hub` or `generator`")
         return self
+
+    @property
+    def hub_name(self) -> str | None:
+        """The hub dataset this config names (`hub`, or a `path` of the form hf:org/name)."""
+        if self.hub is not None:
+            return self.hub
+        if self.path is not None and self.path.startswith("hf:"):
+            return self.path[3:]
+        return None
 
 
 class TeacherConfig(Strict):
@@ -179,16 +273,10 @@ class SynthConfig(Strict):
     max_failed_fraction: float = Field(0.0, ge=0.0, le=1.0)
 
 
-class Price(Strict):
-    """What a model costs, in US dollars per million tokens."""
-
-    input_per_1m: float = Field(ge=0.0)
-    output_per_1m: float = Field(ge=0.0)
-
-
 class BudgetConfig(Strict):
     # The most the synth stage may spend on teacher calls, counted over all its calls
-    # (those answered in earlier runs too). Needs the teacher's price under `prices`.
+    # (those answered in earlier runs too). Needs the teacher's price
+    # (teacher.model.price_per_million_input/output).
     max_usd: float | None = Field(None, gt=0)
     # For `potstill synth RUN --dry-run`: prompt tokens are counted with `tokenizer` (a local
     # folder, packaged:NAME or hub id whose chat template matches the teacher's) when given,
@@ -199,9 +287,129 @@ class BudgetConfig(Strict):
     expected_completion_tokens: int | None = Field(None, ge=1)
 
 
+class ExtraCandidateConfig(Strict):
+    """A model the user wants compared beside the teacher and students (local or endpoint)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    model: ModelConfig
+    # How it is asked; by default the way the students are asked (`synth.prompt`).
+    prompt: PromptConfig | None = None
+
+
 class EvaluateConfig(Strict):
     bootstrap_samples: int = Field(2000, ge=100)
     seed: int = 0
+    # Also ask the teacher zero-shot (the task's plain prompt, no worked examples), the
+    # paper's reference point, beside its configured prompt.
+    teacher_zero_shot: bool = True
+    candidates: list[ExtraCandidateConfig] = Field(default_factory=list)
+    # Dollars per hour of local compute, to put local candidates on the cost axis beside
+    # endpoints (default: roughly a small cloud CPU machine).
+    local_price_per_hour: float = Field(0.10, ge=0)
+    # Word n-gram length for the train/test overlap check.
+    overlap_ngram: int = Field(8, ge=1)
+    # Side-by-side examples in the report where candidates disagree.
+    report_examples: int = Field(6, ge=0)
+
+
+class Criterion(Strict):
+    name: str
+    description: str
+
+
+class PointwiseExample(Strict):
+    """A worked grading: an answer, the judge's short reason and its score."""
+
+    input: str
+    reference: str | None = None
+    answer: str
+    reason: str
+    score: int = Field(ge=1, le=5)
+
+
+class PairwiseExample(Strict):
+    """A worked comparison: answers A and B, the judge's short reason and its verdict."""
+
+    input: str
+    reference: str | None = None
+    a: str
+    b: str
+    reason: str
+    verdict: Literal["A", "B", "tie"]
+
+
+class GradingExamples(Strict):
+    pointwise: list[PointwiseExample] = Field(default_factory=list)
+    pairwise: list[PairwiseExample] = Field(default_factory=list)
+
+
+class Rubric(Strict):
+    """What the judge grades: criteria, and what the scores of its 1-5 scale mean."""
+
+    criteria: list[Criterion] = Field(min_length=1)
+    scale: dict[int, str] = Field(min_length=1)
+    examples: GradingExamples = GradingExamples()
+
+    @model_validator(mode="after")
+    def _scale_is_one_to_five(self) -> Rubric:
+        if not set(self.scale) <= {1, 2, 3, 4, 5}:
+            raise ValueError(f"scale keys must be scores from 1 to 5, got {sorted(self.scale)}")
+        return self
+
+
+class JudgeConfig(Strict):
+    """The LLM judge: pointwise rubric scores and pairwise verdicts against the teacher."""
+
+    enabled: bool = True
+    model: ModelConfig = ModelConfig(batch_size=16)
+    # Judge a seeded sample of the test split (the same examples for every candidate), to
+    # bound the cost; null judges every example.
+    sample_size: int | None = Field(200, ge=1)
+    seed: int = 0
+    max_tokens: int = Field(48, ge=8)
+    pointwise: bool = True
+    pairwise: bool = True
+    # Show the judge the reference answer when the example has one.
+    use_reference: bool = True
+    # Worked grading examples before the real one: small judges need them to keep the format.
+    worked_examples: bool = True
+    # Replaces the built-in rubric of the task's kind (evaluate/rubrics.yaml).
+    rubric: Rubric | None = None
+
+
+GradeMode = Literal["pointwise", "pairwise"]
+
+
+def _all_grade_modes() -> list[GradeMode]:
+    return ["pointwise", "pairwise"]
+
+
+class GradeConfig(Strict):
+    """The human grading round (`potstill grade RUN`): which examples, who sees what."""
+
+    # Examples drawn from the test split (seeded, stratified); pinned in grades.sqlite once drawn.
+    size: int = Field(50, ge=1)
+    # Examples every grader sees, so inter-grader agreement can be computed.
+    overlap: int = Field(20, ge=0)
+    # Examples per grader: the overlap plus a share of the rest, least-graded first.
+    # None: every grader sees every sampled example.
+    items_per_grader: int | None = Field(None, ge=1)
+    modes: list[GradeMode] = Field(default_factory=_all_grade_modes, min_length=1)
+    # Candidates to grade (names in eval/predictions); None: every candidate there.
+    candidates: list[str] | None = None
+    # Pairwise pages put each other candidate beside this one.
+    reference: str = "teacher"
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> GradeConfig:
+        if self.overlap > self.size:
+            raise ValueError(f"overlap ({self.overlap}) exceeds size ({self.size})")
+        if self.items_per_grader is not None and self.items_per_grader < self.overlap:
+            raise ValueError(
+                f"items_per_grader ({self.items_per_grader}) is below overlap ({self.overlap})"
+            )
+        return self
 
 
 class RunConfig(Strict):
@@ -212,9 +420,22 @@ class RunConfig(Strict):
     students: list[StudentConfig] = Field(default_factory=lambda: [StudentConfig()], min_length=1)
     synth: SynthConfig = SynthConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
-    # Prices per model name (the `model` of a model config).
-    prices: dict[str, Price] = Field(default_factory=dict)
     budget: BudgetConfig = BudgetConfig()
+    grade: GradeConfig = GradeConfig()
+    judge: JudgeConfig = JudgeConfig()
+
+    @model_validator(mode="after")
+    def _styles_fit_the_task(self) -> RunConfig:
+        kind = self.task.kind
+        for where, prompt in (
+            ("teacher.prompt", self.teacher.prompt),
+            ("synth.prompt", self.synth.prompt),
+        ):
+            if prompt.style == "chain_of_density" and kind != "summarization":
+                raise ValueError(f"{where}.style: chain_of_density is for summarization only")
+            if prompt.style == "cot" and kind == "conversation":
+                raise ValueError(f"{where}.style: a conversation task is asked zero_shot")
+        return self
 
     @model_validator(mode="after")
     def _unique_students(self) -> RunConfig:
@@ -230,11 +451,25 @@ class RunConfig(Strict):
                 "synth.samples > 1 needs teacher.prompt.temperature > 0, or every sample "
                 "is the same"
             )
-        if self.budget.max_usd is not None and self.teacher.model.model not in self.prices:
+        teacher = self.teacher.model
+        priced = None not in (teacher.price_per_million_input, teacher.price_per_million_output)
+        if self.budget.max_usd is not None and not priced:
             raise ValueError(
-                f"budget.max_usd needs the teacher's price: add prices.{self.teacher.model.model}"
-                " with input_per_1m and output_per_1m"
+                "budget.max_usd needs the teacher's price: set teacher.model."
+                "price_per_million_input and teacher.model.price_per_million_output"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _extra_candidate_names(self) -> RunConfig:
+        taken = {s.name for s in self.students}
+        for extra in self.evaluate.candidates:
+            if extra.name in taken or extra.name.startswith(("teacher", "base_student")):
+                raise ValueError(
+                    f"evaluate.candidates: the name {extra.name!r} is taken (names must differ "
+                    "from the students and not start with teacher or base_student)"
+                )
+            taken.add(extra.name)
         return self
 
     def section_hash(self, *sections: str) -> str:

@@ -25,7 +25,7 @@ from potstill.tasks import Example, build_task
 def absolutize(config: RunConfig, base_dir: Path) -> RunConfig:
     """Make a relative dataset path absolute, so the saved config works from the run folder."""
     path = config.dataset.path
-    if path is None or Path(path).is_absolute():
+    if path is None or Path(path).is_absolute() or config.dataset.hub_name is not None:
         return config
     dataset = config.dataset.model_copy(update={"path": str((base_dir / path).resolve())})
     return config.model_copy(update={"dataset": dataset})
@@ -39,18 +39,22 @@ def open_run(config: RunConfig, runs_dir: Path) -> RunFolder:
 
 
 def prepare_split(run: RunFolder, config: RunConfig) -> Split:
-    """Load and split the dataset once; data/train.jsonl and data/test.jsonl pin the split."""
+    """Load and split the dataset once; data/{train,test,dev}.jsonl pin the split."""
     fingerprint = config.section_hash("task", "dataset")
     marker = run.data_dir / "fingerprint"
-    train_path, test_path = run.data_dir / "train.jsonl", run.data_dir / "test.jsonl"
-    if marker.exists() and marker.read_text() == fingerprint and test_path.exists():
-        return Split(
-            [Example.from_json(r) for r in read_jsonl(train_path)],
-            [Example.from_json(r) for r in read_jsonl(test_path)],
-        )
+    paths = {name: run.data_dir / f"{name}.jsonl" for name in ("train", "test", "dev")}
+    if marker.exists() and marker.read_text() == fingerprint and paths["test"].exists():
+        parts = {
+            name: [Example.from_json(r) for r in read_jsonl(path)] if path.exists() else []
+            for name, path in paths.items()
+        }
+        return Split(parts["train"], parts["test"], parts["dev"])
     split = split_examples(load_examples(config.dataset, build_task(config.task)), config.dataset)
-    write_jsonl(train_path, [e.to_json() for e in split.train])
-    write_jsonl(test_path, [e.to_json() for e in split.test])
+    for name, part in (("train", split.train), ("test", split.test), ("dev", split.dev)):
+        if part or name != "dev":
+            write_jsonl(paths[name], [e.to_json() for e in part])
+        else:
+            paths[name].unlink(missing_ok=True)
     atomic_write_text(marker, fingerprint)
     return split
 
@@ -71,7 +75,7 @@ def fingerprint(run: RunFolder, config: RunConfig, stage: str) -> str:
     if stage == "train":
         return _hash(config.section_hash("students"), upstream("synth"))
     if stage == "evaluate":
-        return _hash(config.section_hash("teacher", "evaluate"), upstream("train"))
+        return _hash(config.section_hash("teacher", "evaluate", "judge"), upstream("train"))
     return _hash(upstream("evaluate"))
 
 
@@ -93,7 +97,11 @@ def _do_evaluate(run: RunFolder, config: RunConfig) -> dict[str, Any]:
 
     split = prepare_split(run, config)
     scores = run_evaluate(run, config, build_task(config.task), split.test)
-    return {name: c["accuracy"] for name, c in scores["candidates"].items()}
+    headline = scores["headline"]
+    return {
+        name: c["metrics"].get(headline, {}).get("value")
+        for name, c in scores["candidates"].items()
+    }
 
 
 def _do_report(run: RunFolder, config: RunConfig) -> dict[str, Any]:

@@ -1,6 +1,6 @@
-from potstill.config import Price
+from potstill.config import ModelConfig
 from potstill.models.base import ChatRequest, ChatResponse
-from potstill.models.cost import Budget, Spend, call_cost
+from potstill.models.cost import Budget, Price, Spend, call_cost, price_of
 from potstill.models.tokens import heuristic_prompt_tokens
 
 PRICE = Price(input_per_1m=2.0, output_per_1m=10.0)
@@ -52,3 +52,10 @@ def test_a_tokenizer_counts_prompt_tokens_exactly(smollm2_tokenizer_dir: object)
     tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert count(messages) == len(tokenizer(text, add_special_tokens=False)["input_ids"]) > 10
+
+
+def test_a_price_needs_both_halves_in_the_model_config() -> None:
+    both = ModelConfig(model="m", price_per_million_input=2.0, price_per_million_output=10.0)
+    assert price_of(both) == PRICE
+    assert price_of(ModelConfig(model="m", price_per_million_input=2.0)) is None
+    assert price_of(ModelConfig(model="m")) is None

@@ -49,7 +49,7 @@ def test_dry_run_estimate_is_within_20_percent_of_the_real_cost(
         teacher.base_url,
         rows=44,
         synth={"samples": 2, "generate": {"per_seed": 1, "seeds": 4}},
-        prices={"fake-405b": {"input_per_1m": 3.0, "output_per_1m": 15.0}},
+        model={"price_per_million_input": 3.0, "price_per_million_output": 15.0},
         prompt={"shots": SHOTS},
         budget={"expected_completion_tokens": expected},
     )

@@ -83,7 +83,7 @@ def test_votes_new_inputs_and_a_card_that_accounts_for_every_row(
     run = review_run(
         teacher.base_url,
         synth={"samples": 3, "generate": {"per_seed": 2, "seeds": 3}},
-        prices={"fake-405b": {"input_per_1m": 3.0, "output_per_1m": 15.0}},
+        model={"price_per_million_input": 3.0, "price_per_million_output": 15.0},
     )
     result = _invoke("synth", str(run.root))
     assert result.exit_code == 0, result.output
@@ -165,8 +165,8 @@ def test_the_budget_stops_new_calls_and_a_bigger_one_finishes_the_rest(
     fake_teacher: Callable[..., Any], review_run: Callable[..., RunFolder]
 ) -> None:
     teacher = fake_teacher()
-    prices = {"fake-405b": {"input_per_1m": 1000.0, "output_per_1m": 1000.0}}
-    run = review_run(teacher.base_url, prices=prices, budget={"max_usd": 1.0})
+    prices = {"price_per_million_input": 1000.0, "price_per_million_output": 1000.0}
+    run = review_run(teacher.base_url, model=prices, budget={"max_usd": 1.0})
     result = _invoke("synth", str(run.root))
     assert result.exit_code == 3, result.output
     summary = json.loads((run.synth_dir / "summary.json").read_text())

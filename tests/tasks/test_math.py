@@ -48,3 +48,14 @@ def test_flexible_reading_finds_answers_in_prose_but_strict_does_not() -> None:
     plain = MathTask(TaskConfig(kind="math"))
     assert plain.parse_flexible("So she has 8 x 10 = 80 apples.", "zero_shot").answer == "80"
     assert plain.parse_flexible("I cannot tell.", "zero_shot").status == "no_answer"
+
+
+def test_fractions_decimals_negatives_and_tolerance() -> None:
+    task = MathTask(TaskConfig(kind="math"))
+    assert task.check_reference("-3/4") is None and task.check_reference("many") is not None
+    assert task.score(task.parse("\\boxed{-0.75}", "zero_shot"), "-3/4") == 1.0
+    assert task.score(task.parse("0.33", "zero_shot"), "1/3") == 0.0
+    loose = MathTask(TaskConfig(kind="math", tolerance=0.01))
+    assert loose.score(loose.parse("0.33", "zero_shot"), "1/3") == 1.0
+    assert loose.score(loose.parse("#### 101", "zero_shot"), "100") == 1.0
+    assert loose.score(loose.parse("#### 102", "zero_shot"), "100") == 0.0

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from potstill.config import DatasetConfig
 from potstill.tasks.base import Example, Task
+
+Rows = Iterator[tuple[str, dict[str, Any]]]  # (where: "file:line" or "source row N", row)
 
 
 class DatasetError(ValueError):
@@ -23,59 +26,97 @@ class DatasetError(ValueError):
 class Split:
     train: list[Example]
     test: list[Example]
+    dev: list[Example] = field(default_factory=list)
 
 
-def _rows_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DatasetError(f"{path}:{number}: not UTF-8 ({exc.reason})") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise DatasetError(f"{path}:{number}: each line must be a JSON object")
-            yield number, row
-
-
-def _rows_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _read_bytes(path: Path) -> bytes:
     try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            for number, row in enumerate(csv.DictReader(handle), start=2):
-                yield number, dict(row)
+        return path.read_bytes()
+    except IsADirectoryError:
+        raise DatasetError(f"{path}: is a folder, not a dataset file") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read the file ({exc.strerror})") from None
+
+
+def _decode(path: Path, data: bytes) -> str:
+    """UTF-8 text (a byte-order mark is allowed); else an error naming the line."""
+    try:
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path}: not UTF-8 ({exc.reason})") from None
+        line = data[: exc.start].count(b"\n") + 1
+        raise DatasetError(
+            f"{path}:{line}: not UTF-8 text ({exc.reason}); save the file as UTF-8"
+        ) from None
 
 
-def _rows_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _rows_jsonl(path: Path) -> Rows:
+    text = _decode(path, _read_bytes(path))
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise DatasetError(f"{path}:{number}: each line must be a JSON object")
+        yield f"{path}:{number}", row
+
+
+def _rows_csv(path: Path) -> Rows:
+    reader = csv.DictReader(io.StringIO(_decode(path, _read_bytes(path)), newline=""))
+    try:
+        for row in reader:
+            # line_num is the physical line where this row ends (quoted cells may span lines)
+            yield f"{path}:{reader.line_num}", {k: v for k, v in row.items() if k is not None}
+    except csv.Error as exc:
+        raise DatasetError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
+
+
+def _rows_parquet(path: Path) -> Rows:
     from datasets import Dataset
 
-    for number, row in enumerate(Dataset.from_parquet(str(path)), start=1):
-        yield number, dict(row)
+    _read_bytes(path)  # unreadable files fail with a clear message first
+    try:
+        data = Dataset.from_parquet(str(path))
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise DatasetError(f"{path}: not a readable Parquet file ({_one_line(exc)})") from None
+    for number, row in enumerate(data, start=1):
+        yield f"{path} row {number}", dict(row)
 
 
-def _rows_hub(name: str, split: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
+
+
+def _rows_hub(name: str, config: DatasetConfig) -> Rows:
+    """A dataset through `datasets.load_dataset`: a hub name, or a local folder of data files."""
     from datasets import load_dataset
 
-    for number, row in enumerate(load_dataset(name, split=split), start=1):
-        yield number, dict(row)
+    source = f"hf:{name}"
+    try:
+        data = load_dataset(name, config.hub_config, split=config.hub_split)
+    except Exception as exc:  # hub, network and format errors all end the same way for a user
+        raise DatasetError(
+            f"{source}: cannot load this dataset with `datasets` ({_one_line(exc)}). "
+            "Offline? Download it once, or point dataset.path at a local .jsonl/.csv/.parquet "
+            "file."
+        ) from None
+    for number, row in enumerate(data, start=1):
+        yield f"{source} row {number}", dict(row)
 
 
-def _raw_rows(
-    config: DatasetConfig, base_dir: Path
-) -> tuple[str, Iterator[tuple[int, dict[str, Any]]]]:
+def _raw_rows(config: DatasetConfig, base_dir: Path) -> tuple[str, Rows]:
     if config.generator is not None:
         from potstill.data.stories import make_problems
 
+        source = f"generator:{config.generator.name}"
         rows = make_problems(config.generator.size, config.generator.seed)
-        return f"generator:{config.generator.name}", enumerate(rows, start=1)
-    if config.hub is not None:
-        return f"hub:{config.hub}", _rows_hub(config.hub, config.hub_split)
+        return source, ((f"{source} row {i}", r) for i, r in enumerate(rows, start=1))
+    hub = config.hub_name
+    if hub is not None:
+        return f"hf:{hub}", _rows_hub(hub, config)
     assert config.path is not None
     path = Path(config.path)
     if not path.is_absolute():
@@ -89,38 +130,89 @@ def _raw_rows(
     return str(path), reader(path)
 
 
+def _text(value: Any) -> str:
+    """A cell as text: structured values (lists of options, chat turns) as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | dict | tuple):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+def _cell(row: dict[str, Any], column: str | list[str]) -> Any:
+    """The value of a column; a list of columns gathers their non-empty values in a list."""
+    if isinstance(column, list):
+        values = [row.get(c) for c in column]
+        present = [v for v in values if v is not None and str(v).strip() != ""]
+        return present if any(c in row for c in column) else None
+    return row.get(column)
+
+
+def _label(task_field: str, column: str | list[str]) -> str:
+    if column == task_field:
+        return repr(task_field)
+    return f"{column!r} (the task's {task_field!r})"
+
+
 def load_examples(config: DatasetConfig, task: Task, base_dir: Path = Path()) -> list[Example]:
     """All examples, validated: a bad row is an error naming source, line and field."""
+    known = (*task.input_fields, *task.optional_fields, "answer", "id")
+    unknown = sorted(set(config.fields) - set(known))
+    if unknown:
+        raise DatasetError(
+            f"dataset.fields: {unknown} not fields of a {task.kind} task; it has {list(known)}"
+        )
     source, rows = _raw_rows(config, base_dir)
-    fields = {f: config.fields.get(f, f) for f in (*task.input_fields, "answer", "id")}
+    columns: dict[str, str | list[str]] = {f: config.fields.get(f, f) for f in known}
     examples: list[Example] = []
-    seen: dict[str, int] = {}
-    for number, row in rows:
-        where = f"{source}:{number}"
-        inputs: dict[str, str] = {}
-        for field in task.input_fields:
-            column = fields[field]
-            value = row.get(column)
-            if value is None or str(value).strip() == "":
-                raise DatasetError(f"{where}: field {column!r} is missing or empty")
-            inputs[field] = str(value)
-        reference = row.get(fields["answer"])
-        if reference is not None:
-            reference = str(reference)
-            problem = task.check_reference(reference)
-            if problem:
-                raise DatasetError(f"{where}: field {fields['answer']!r}: {problem}")
-        given = row.get(fields["id"])
-        example_id = str(given) if given is not None else _derived_id(inputs)
-        if example_id in seen:
+    seen: dict[str, str] = {}
+    for where, row in rows:
+        example = _example(where, row, columns, task)
+        if example.id in seen:
+            what = "id" if _cell(row, columns["id"]) is not None else "input (no id column)"
             raise DatasetError(
-                f"{where}: duplicate id {example_id!r} (first at line {seen[example_id]})"
+                f"{where}: duplicate {what} {example.id!r}, first seen at {seen[example.id]}"
             )
-        seen[example_id] = number
-        examples.append(Example(example_id, inputs, reference))
+        seen[example.id] = where
+        examples.append(example)
     if not examples:
         raise DatasetError(f"{source}: no examples")
     return examples
+
+
+def _example(where: str, row: dict[str, Any], columns: dict[str, Any], task: Task) -> Example:
+    inputs: dict[str, str] = {}
+    for name in (*task.input_fields, *task.optional_fields):
+        value = _cell(row, columns[name])
+        required = name in task.input_fields
+        if value is None:
+            if required:
+                raise DatasetError(f"{where}: field {_label(name, columns[name])} is missing")
+            continue
+        text = _text(value)
+        if not text.strip() or text in ("[]", "{}"):
+            if required:
+                raise DatasetError(f"{where}: field {_label(name, columns[name])} is empty")
+            continue
+        inputs[name] = text
+    problem = task.check_inputs(inputs)
+    if problem:
+        name, why = problem
+        raise DatasetError(f"{where}: field {_label(name, columns[name])}: {why}")
+    reference = _cell(row, columns["answer"])
+    if reference is not None and str(reference).strip() != "":
+        reference = _text(reference)
+        why_not = task.check_reference(reference, inputs)
+        if why_not:
+            raise DatasetError(f"{where}: field {_label('answer', columns['answer'])}: {why_not}")
+        reference = task.canonical_reference(reference, inputs)
+    else:
+        reference = None
+    given = _cell(row, columns["id"])
+    if given is not None and str(given).strip() == "":
+        raise DatasetError(f"{where}: field {_label('id', columns['id'])} is empty")
+    example_id = _text(given) if given is not None else _derived_id(inputs)
+    return Example(example_id, inputs, reference)
 
 
 def _derived_id(inputs: dict[str, str]) -> str:
@@ -128,14 +220,20 @@ def _derived_id(inputs: dict[str, str]) -> str:
 
 
 def split_examples(examples: list[Example], config: DatasetConfig) -> Split:
-    """A seeded train/test split; the same config always gives the same split."""
-    if config.test_size >= len(examples):
+    """A seeded train/test(/dev) split; the same config always gives the same split."""
+    held_out = config.test_size + config.dev_size
+    if held_out >= len(examples):
         raise DatasetError(
-            f"test_size {config.test_size} leaves no training examples out of {len(examples)}"
+            f"test_size {config.test_size} + dev_size {config.dev_size} leaves no training "
+            f"examples out of {len(examples)}"
         )
     order = sorted(examples, key=lambda e: e.id)
     random.Random(config.seed).shuffle(order)
-    test, train = order[: config.test_size], order[config.test_size :]
+    test, dev, train = (
+        order[: config.test_size],
+        order[config.test_size : held_out],
+        order[held_out:],
+    )
     if config.train_size is not None:
         train = train[: config.train_size]
-    return Split(train=train, test=test)
+    return Split(train=train, test=test, dev=dev)

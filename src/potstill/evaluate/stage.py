@@ -1,21 +1,41 @@
-"""The evaluate stage: every candidate answers the test split; scores with intervals."""
+"""The evaluate stage: every candidate answers the test split; metrics with intervals, the
+LLM judge, paired comparisons, cost and latency, and the pitfall checks."""
 
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from potstill.config import ModelConfig, PromptConfig, RunConfig
-from potstill.evaluate.stats import bootstrap_ci, paired_comparison
-from potstill.models import build_model, chunk_size
-from potstill.models.callstore import CallStore, answer_all
-from potstill.progress import progress_bar
+from potstill.evaluate.answers import answer_cached
+from potstill.evaluate.cost import cost_and_latency
+from potstill.evaluate.metrics import CandidateScores, headline, score_candidate
+from potstill.evaluate.pitfalls import find_pitfalls
+from potstill.evaluate.stats import (
+    bootstrap_ci,
+    mcnemar_exact,
+    metric_entry,
+    paired_bootstrap,
+    paired_comparison,
+)
 from potstill.runs import RunFolder, write_json, write_jsonl
 from potstill.tasks import Example, Task
 from potstill.tasks.base import chat_requests
+
+# Per-example scores that are rates in [0, 1], shown as percentages.
+PERCENT_METRICS = {"accuracy", "flexible_accuracy", "judge_win_rate", "macro_f1"}
+
+# Keys of scores.json that only mean something when replies are right or wrong.
+EXACT_KEYS = (
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "flexible_accuracy",
+    "flexible_ci_low",
+    "flexible_ci_high",
+)
 
 
 @dataclass(frozen=True)
@@ -23,7 +43,7 @@ class Candidate:
     """A model, the way it is asked, and its role in the comparison."""
 
     name: str
-    role: str  # teacher | base_student | student
+    role: str  # teacher | base_student | student | extra
     model: ModelConfig
     prompt: PromptConfig
     ref: str | None = None  # a trained student's folder, in place of model.model
@@ -31,16 +51,27 @@ class Candidate:
     base: str | None = None  # for a trained student: the name of its base candidate
 
 
+def teacher_zero_shot_prompt(config: RunConfig) -> PromptConfig:
+    """The teacher asked plainly: the students' prompt when that is zero-shot (so teacher and
+    students answer the very same requests), else the task's zero-shot prompt."""
+    student = config.synth.prompt
+    if student.style == "zero_shot" and not student.shots:
+        return student
+    return PromptConfig(style="zero_shot", max_tokens=config.teacher.prompt.max_tokens)
+
+
 def candidates(run: RunFolder, config: RunConfig) -> list[Candidate]:
+    teacher = config.teacher
     found = [
-        Candidate(
-            "teacher",
-            "teacher",
-            config.teacher.model,
-            config.teacher.prompt,
-            procedure=config.teacher.procedure,
-        ),
+        Candidate("teacher", "teacher", teacher.model, teacher.prompt, procedure=teacher.procedure)
     ]
+    zero_shot = teacher_zero_shot_prompt(config)
+    if config.evaluate.teacher_zero_shot and zero_shot != teacher.prompt:
+        found.append(
+            Candidate(
+                "teacher_zero_shot", "teacher", teacher.model, zero_shot, procedure="zero-shot"
+            )
+        )
     distinct = list(dict.fromkeys(s.base.model for s in config.students))
     base_names: dict[str, str] = {}
     for student in config.students:
@@ -59,49 +90,84 @@ def candidates(run: RunFolder, config: RunConfig) -> list[Candidate]:
                 base=base_names[model],
             )
         )
+    for extra in config.evaluate.candidates:
+        found.append(
+            Candidate(extra.name, "extra", extra.model, extra.prompt or config.synth.prompt)
+        )
     return found
 
 
 def predict(
-    run: RunFolder, task: Task, candidate: Candidate, test: list[Example]
-) -> list[dict[str, Any]]:
+    run: RunFolder,
+    task: Task,
+    candidate: Candidate,
+    test: list[Example],
+    samples: int = 2000,
+    seed: int = 0,
+) -> tuple[list[dict[str, Any]], CandidateScores]:
+    """The candidate's reply to every test example, parsed and scored by the task's metrics.
+    Replies come from the call store when they are there; the model is loaded only for the
+    calls that are not."""
     prompt = candidate.prompt
     requests = chat_requests(task, prompt, test)
-    model = build_model(candidate.model, candidate.ref)
-    store = CallStore(run.calls_db)
-    try:
-        with progress_bar(f"evaluate: {candidate.name}", len(requests)) as advance:
-            replies = answer_all(model, store, requests, chunk_size(candidate.model), advance)
-    finally:
-        store.close()
-        del model
-        gc.collect()
+    replies = answer_cached(
+        run, candidate.model, requests, f"evaluate: {candidate.name}", candidate.ref
+    )
+    parsed = [task.parse(r.text or "", prompt.style, e.inputs) for e, r in zip(test, replies)]
+    loose = [
+        task.parse_flexible(r.text or "", prompt.style, e.inputs) for e, r in zip(test, replies)
+    ]
+    scores = score_candidate(task, parsed, test, samples, seed)
+    # The flexible reading only differs on some replies; only those are scored again.
+    differs = [i for i, (a, b) in enumerate(zip(parsed, loose)) if a != b]
+    rescored = task.example_scores([loose[i] for i in differs], [test[i] for i in differs])
+    flexible_scores = list(scores.per_example)
+    for i, values in zip(differs, rescored):
+        flexible_scores[i] = values
     rows = []
-    for example, reply in zip(test, replies):
-        parsed = task.parse(reply.text or "", prompt.style)
-        loose = task.parse_flexible(reply.text or "", prompt.style)
-        score = flexible = None
-        if example.reference is not None:
-            score = task.score(parsed, example.reference)
-            flexible = task.score(loose, example.reference)
+    for i, (example, reply) in enumerate(zip(test, replies)):
+        row_scores = dict(scores.per_example[i])
+        flexible = headline(task, flexible_scores[i])
+        if task.reference_match and flexible is not None:
+            # The looser reading, as its own metric, so a format failure is not mistaken for
+            # a reasoning failure (or the other way round).
+            row_scores[f"flexible_{task.metrics[0].name}"] = flexible
         rows.append(
             {
                 "id": example.id,
                 "reply": reply.text,
                 "error": reply.error,
-                "status": parsed.status if reply.error is None else "call_failed",
-                "answer": parsed.answer,
-                "raw_answer": parsed.raw_answer,
+                "status": parsed[i].status if reply.error is None else "call_failed",
+                "answer": parsed[i].answer,
+                "raw_answer": parsed[i].raw_answer,
+                "flexible_answer": loose[i].answer if loose[i].ok else None,
                 "reference": example.reference,
-                "score": score,
+                # score: the task's headline metric (accuracy for answers that are right or
+                # wrong); scores: every per-example metric, for comparisons per metric.
+                "score": headline(task, scores.per_example[i]),
                 "flexible_score": flexible,
+                "scores": row_scores,
                 "finish_reason": reply.finish_reason,
                 "completion_tokens": reply.completion_tokens,
                 "prompt_tokens": reply.prompt_tokens,
                 "latency_s": reply.latency_s,
             }
         )
-    return rows
+    return rows, scores
+
+
+def metrics(rows: list[dict[str, Any]], samples: int, seed: int) -> dict[str, Any]:
+    """Every per-example score of the rows, as a mean with its 95% bootstrap interval."""
+    names = list(dict.fromkeys(m for r in rows for m in r.get("scores", {})))
+    return {
+        name: metric_entry(
+            [r["scores"][name] for r in rows if name in r.get("scores", {})],
+            samples,
+            seed,
+            percent=name in PERCENT_METRICS,
+        )
+        for name in names
+    }
 
 
 def summarize(rows: list[dict[str, Any]], samples: int, seed: int) -> dict[str, Any]:
@@ -130,43 +196,135 @@ def summarize(rows: list[dict[str, Any]], samples: int, seed: int) -> dict[str, 
         "mean_prompt_tokens": float(np.mean([r["prompt_tokens"] for r in rows])),
         "mean_latency_s": float(np.mean(latency)),
         "p95_latency_s": float(np.quantile(latency, 0.95)),
+        "metrics": metrics(rows, samples, seed),
     }
+
+
+def compare_metrics(
+    a: list[dict[str, Any]], b: list[dict[str, Any]], samples: int, seed: int
+) -> dict[str, Any]:
+    """Each metric both candidates have, paired on the examples both have it for: a paired
+    bootstrap interval of the difference, and exact McNemar for 0/1 scores."""
+    other = {r["id"]: r.get("scores", {}) for r in b}
+    names = list(dict.fromkeys(m for r in a for m in r.get("scores", {})))
+    found: dict[str, Any] = {}
+    for name in names:
+        pairs = [
+            (r["scores"][name], other[r["id"]][name])
+            for r in a
+            if name in r.get("scores", {}) and name in other.get(r["id"], {})
+        ]
+        if not pairs:
+            continue
+        xs, ys = [x for x, _ in pairs], [y for _, y in pairs]
+        entry = paired_bootstrap(xs, ys, samples, seed)
+        if set(xs) | set(ys) <= {0.0, 1.0}:
+            entry["mcnemar_p"] = mcnemar_exact(xs, ys)
+        found[name] = entry
+    return found
+
+
+def comparisons(
+    found: list[Candidate],
+    predictions: dict[str, list[dict[str, Any]]],
+    samples: int,
+    seed: int,
+    metric: str,
+) -> list[dict[str, Any]]:
+    """Every trained student against its base student and against the teacher (both ways of
+    asking it), on the same examples."""
+    results = []
+    teachers = [c.name for c in found if c.role == "teacher"]
+    scored = any(r["score"] is not None for rows in predictions.values() for r in rows)
+    for cand in (c for c in found if c.role == "student" and scored):
+        for other in (cand.base or "base_student", *teachers):
+            a, b = predictions[cand.name], predictions[other]
+            strict = paired_comparison(
+                [r["score"] or 0.0 for r in a], [r["score"] or 0.0 for r in b], samples, seed
+            )
+            flexible = paired_comparison(
+                [r["flexible_score"] or 0.0 for r in a],
+                [r["flexible_score"] or 0.0 for r in b],
+                samples,
+                seed,
+            )
+            results.append(
+                {
+                    "a": cand.name,
+                    "b": other,
+                    "metric": metric,
+                    **strict,
+                    "flexible": flexible,
+                    "metrics": compare_metrics(a, b, samples, seed),
+                }
+            )
+    return results
 
 
 def run_evaluate(
     run: RunFolder, config: RunConfig, task: Task, test: list[Example]
 ) -> dict[str, Any]:
-    """Predict with each candidate, score, and compare students with base and teacher."""
-    per_candidate: dict[str, list[float]] = {}
-    per_candidate_flexible: dict[str, list[float]] = {}
-    results: dict[str, Any] = {"candidates": {}, "comparisons": []}
+    """Predict with each candidate, judge, score, compare, price and check for pitfalls."""
     samples, seed = config.evaluate.bootstrap_samples, config.evaluate.seed
+    headline_name = task.metrics[0].name
     found = candidates(run, config)
+    predictions: dict[str, list[dict[str, Any]]] = {}
+    task_scores: dict[str, CandidateScores] = {}
     for cand in found:
-        rows = predict(run, task, cand, test)
+        predictions[cand.name], task_scores[cand.name] = predict(
+            run, task, cand, test, samples, seed
+        )
+    judged: dict[str, Any] | None = None
+    if config.judge.enabled:
+        from potstill.evaluate.judgments import run_judge
+
+        judged = run_judge(run, config, task, test, predictions)
+        for name, records in judged["records"].items():
+            write_jsonl(run.eval_dir / "judge" / f"{name}.jsonl", records)
+    results: dict[str, Any] = {"candidates": {}}
+    for cand in found:
+        rows = predictions[cand.name]
         write_jsonl(run.eval_dir / "predictions" / f"{cand.name}.jsonl", rows)
         summary = summarize(rows, samples, seed)
+        scores = task_scores[cand.name]
+        if not task.reference_match:  # open text: no answer is right or wrong, see metrics
+            summary.update(dict.fromkeys(EXACT_KEYS))
+        # The task's own metrics (corpus ones such as macro-F1 resampled as a whole) first,
+        # then what only the rows carry (the judge's scores).
+        own = {
+            name: {**entry, "percent": name in PERCENT_METRICS}
+            for name, entry in scores.metrics.items()
+        }
+        summary["metrics"] = {
+            **own,
+            **{k: v for k, v in summary["metrics"].items() if k not in own},
+        }
+        summary.update(scores.details)
         summary.update(
             role=cand.role,
             model=cand.ref or cand.model.model,
             backend=cand.model.backend,
             prompt_style=cand.prompt.style,
             shots=len(cand.prompt.shots),
+            max_tokens=cand.prompt.max_tokens,
             procedure=cand.procedure,
+            base=cand.base,
+            **cost_and_latency(rows, cand.model, config.evaluate.local_price_per_hour),
         )
+        if judged is not None:
+            summary["judge"] = judged["candidates"][cand.name]
         results["candidates"][cand.name] = summary
-        per_candidate[cand.name] = [r["score"] or 0.0 for r in rows]
-        per_candidate_flexible[cand.name] = [r["flexible_score"] or 0.0 for r in rows]
-    for cand in (c for c in found if c.role == "student"):
-        for other in (cand.base or "base_student", "teacher"):
-            comp = paired_comparison(per_candidate[cand.name], per_candidate[other], samples, seed)
-            flexible = paired_comparison(
-                per_candidate_flexible[cand.name], per_candidate_flexible[other], samples, seed
-            )
-            results["comparisons"].append(
-                {"a": cand.name, "b": other, **comp, "flexible": flexible}
-            )
+    results["comparisons"] = comparisons(found, predictions, samples, seed, headline_name)
     results["order"] = [c.name for c in found]
+    results["task"] = task.kind
+    results["headline"] = headline_name
+    # scores.json is written with sorted keys; this keeps the task's own order for the report
+    results["metric_order"] = [m.name for m in task.metrics]
     results["calculator"] = config.task.calculator
+    results["local_price_per_hour"] = config.evaluate.local_price_per_hour
+    if judged is not None:
+        results["judge"] = {**judged["settings"], "bias": judged["bias"]}
+    pitfalls = find_pitfalls(run, config, task, results, predictions)
+    results["checks"], results["warnings"] = pitfalls["checks"], pitfalls["warnings"]
     write_json(run.eval_dir / "scores.json", results)
     return results

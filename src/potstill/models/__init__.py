@@ -16,17 +16,6 @@ __all__ = [
 ]
 
 
-def model_identity(config: ModelConfig) -> str:
-    """The identity `build_model(config)` would have, without loading or connecting."""
-    if config.backend == "openai":
-        from potstill.models.openai_backend import endpoint_identity
-
-        return endpoint_identity(config.base_url, config.model)
-    from potstill.models.local import local_identity
-
-    return local_identity(config.model)
-
-
 def chunk_size(config: ModelConfig) -> int:
     """How many calls a local model is given between commits to the call store: a few
     batches' worth (an endpoint's answers are committed one by one as they arrive)."""
@@ -53,3 +42,14 @@ def build_model(config: ModelConfig, ref: str | None = None) -> ChatModel:
     from potstill.models.local import LocalChatModel
 
     return LocalChatModel(ref or config.model, batch_size=config.batch_size)
+
+
+def model_identity(config: ModelConfig, ref: str | None = None) -> str:
+    """What `build_model(config, ref).identity` will be, without loading any weights."""
+    if config.backend == "openai":
+        from potstill.models.openai_backend import endpoint_identity
+
+        return endpoint_identity(config.base_url, ref or config.model)
+    from potstill.models.local import local_identity
+
+    return local_identity(ref or config.model)

@@ -1,12 +1,32 @@
-"""What model calls cost: prices, running totals, and a hard budget."""
+"""What model calls cost: prices, running totals, and a hard budget.
+
+Prices live on a model's config (`price_per_million_input` / `price_per_million_output`, US
+dollars per million tokens); the synth stage's bill and budget and the evaluation's cost per
+1,000 requests all price tokens through `price_of` and `call_cost`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from potstill.config import Price
+from potstill.config import ModelConfig
 from potstill.models.base import ChatRequest, ChatResponse
 from potstill.models.tokens import heuristic_prompt_tokens
+
+
+@dataclass(frozen=True)
+class Price:
+    """What a model costs, in US dollars per million tokens."""
+
+    input_per_1m: float
+    output_per_1m: float
+
+
+def price_of(model: ModelConfig) -> Price | None:
+    """The model's price from its config; None unless both prices are set."""
+    if model.price_per_million_input is None or model.price_per_million_output is None:
+        return None
+    return Price(model.price_per_million_input, model.price_per_million_output)
 
 
 def call_cost(price: Price | None, prompt_tokens: int, completion_tokens: int) -> float:

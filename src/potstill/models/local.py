@@ -15,11 +15,6 @@ from potstill.models.base import ChatRequest, ChatResponse
 from potstill.models.packaged import inference_placement, load_pretrained, resolve_local_ref
 
 
-def local_identity(ref: str) -> str:
-    """A local model's call-store identity, without loading it."""
-    return f"local:{_fingerprint(resolve_local_ref(ref))}"
-
-
 def _fingerprint(path: str) -> str:
     """Identify the weights, so a retrained model never reuses another's cached calls."""
     folder = Path(path)
@@ -30,6 +25,11 @@ def _fingerprint(path: str) -> str:
         stat = file.stat()
         digest.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     return f"{path}@{digest.hexdigest()[:12]}"
+
+
+def local_identity(ref: str) -> str:
+    """The call-store identity of a local model, known without loading its weights."""
+    return f"local:{_fingerprint(resolve_local_ref(ref))}"
 
 
 # Below this many shared tokens, computing a separate prefix cache is not worth it.

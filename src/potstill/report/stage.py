@@ -1,43 +1,59 @@
-"""The report stage: report.md and a self-contained report.html, with a plot."""
+"""The report stage: report.md and a self-contained report.html (plots inlined), from eval/."""
 
 from __future__ import annotations
 
 import base64
-import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from potstill.config import RunConfig
-from potstill.runs import RunFolder, atomic_write_bytes, atomic_write_text
+from potstill.grade.summary import human_summary, render_section
+from potstill.report.examples import disagreements
+from potstill.report.plots import cost_plot, loss_plot, metric_plot
+from potstill.runs import RunFolder, atomic_write_bytes, atomic_write_text, read_jsonl
+from potstill.tasks import build_task
+from potstill.tasks.base import task_user_text
+
+CHECK_TITLES = {
+    "parse_failure": "parse failures",
+    "format": "format",
+    "train_test_overlap": "train/test overlap",
+    "metric_disagreement": "metrics disagree",
+    "too_few_examples": "too few examples",
+    "judge_sample": "judge sample",
+    "judge_self_preference": "judge self-preference",
+    "judge_parse_failure": "judge replies",
+    "judge_position_flip": "judge position bias",
+    "judge_position_bias": "judge position bias",
+    "judge_length_bias": "judge length bias",
+}
 
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def _plot(path: Path, candidates: dict[str, Any]) -> None:
-    import matplotlib
+def _num(value: float | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}g}"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    names = list(candidates)  # already in report order
-    acc = [100 * (candidates[n]["accuracy"] or 0.0) for n in names]
-    low = [a - 100 * candidates[n]["ci_low"] for a, n in zip(acc, names)]
-    high = [100 * candidates[n]["ci_high"] - a for a, n in zip(acc, names)]
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=110)
-    ax.bar(names, acc, yerr=[low, high], capsize=6, color="#4c72b0")
-    ax.set_ylabel("accuracy (%), 95% CI")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"Test accuracy (n = {next(iter(candidates.values()))['n']})")
-    fig.tight_layout()
-    image = io.BytesIO()
-    fig.savefig(image, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, image.getvalue())
+def metric_text(entry: dict[str, Any] | None) -> str:
+    """`value [low, high]` for one entry of a candidate's `metrics` mapping."""
+    if not entry or entry.get("value") is None:
+        return "—"
+    fmt = _pct if entry.get("percent") else _num
+    return f"{fmt(entry['value'])} [{fmt(entry['ci_low'])}, {fmt(entry['ci_high'])}]"
+
+
+def markdown_cell(text: object) -> str:
+    """Text that stays inside one Markdown table cell: pipes escaped, line breaks as <br>."""
+    return str(text).replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
 
 
 def _cost(synth: dict[str, Any]) -> str:
@@ -50,43 +66,19 @@ def _cost(synth: dict[str, Any]) -> str:
 
 
 def _ordered(scores: dict[str, Any]) -> dict[str, Any]:
-    """Candidates in evaluation order: teacher, base student, trained students."""
+    """Candidates in evaluation order: teachers, base student, trained students, extras."""
     order = scores.get("order") or list(scores["candidates"])
     return {name: scores["candidates"][name] for name in order}
 
 
-def _warnings(scores: dict[str, Any]) -> list[str]:
-    found = []
-    for name, cand in scores["candidates"].items():
-        failed = cand["no_answer_rate"] + cand["malformed_rate"] + cand["call_failed_rate"]
-        if failed >= 0.05:
-            found.append(
-                f"{name}: {_pct(failed)} of replies gave no usable answer "
-                f"(no_answer {_pct(cand['no_answer_rate'])}, malformed "
-                f"{_pct(cand['malformed_rate'])}, failed calls "
-                f"{_pct(cand['call_failed_rate'])}); they count as wrong."
-            )
-        gap = (cand["flexible_accuracy"] or 0.0) - (cand["accuracy"] or 0.0)
-        if gap >= 0.10:
-            found.append(
-                f"{name}: strict accuracy {_pct(cand['accuracy'])}, flexible "
-                f"{_pct(cand['flexible_accuracy'])}: many replies hold a right answer outside "
-                "the asked format."
-            )
-    for comp in scores["comparisons"]:
-        if comp["ci_low"] <= 0 <= comp["ci_high"]:
-            found.append(
-                f"{comp['a']} vs {comp['b']}: the 95% interval of the difference "
-                "includes zero; this test split cannot tell them apart."
-            )
-    return found
+def _metric_names(candidates: dict[str, Any]) -> list[str]:
+    return list(dict.fromkeys(m for c in candidates.values() for m in c.get("metrics", {})))
 
 
-def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
-    scores = json.loads((run.eval_dir / "scores.json").read_text(encoding="utf-8"))
-    synth = json.loads((run.synth_dir / "summary.json").read_text(encoding="utf-8"))
+def _score_rows(candidates: dict[str, Any], metric_names: list[str]) -> list[dict[str, Any]]:
     rows = []
-    for name, c in _ordered(scores).items():
+    for name, c in candidates.items():
+        metrics = c.get("metrics", {})
         rows.append(
             {
                 "name": name,
@@ -94,39 +86,200 @@ def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
                 "model": c["model"],
                 "how": f"{c['prompt_style']}, {c['shots']}-shot"
                 + (f"; {c['procedure']}" if c.get("procedure") else ""),
-                "accuracy": _pct(c["accuracy"]),
-                "ci": f"[{_pct(c['ci_low'])}, {_pct(c['ci_high'])}]",
-                "flexible": f"{_pct(c['flexible_accuracy'])} "
-                f"[{_pct(c['flexible_ci_low'])}, {_pct(c['flexible_ci_high'])}]",
+                "metrics": [metric_text(metrics.get(m)) for m in metric_names],
+                "ns": [str(metrics[m]["n"]) if m in metrics else "—" for m in metric_names],
                 "n": c["n"],
                 "no_answer": _pct(c["no_answer_rate"] + c["malformed_rate"]),
-                "tokens": f"{c['mean_completion_tokens']:.1f}",
-                "prompt_tokens": f"{c['mean_prompt_tokens']:.0f}",
-                "latency": f"{c['mean_latency_s']:.3f}",
+                "call_failed": _pct(c["call_failed_rate"]),
             }
         )
-    comparisons = [
+    return rows
+
+
+def _judge_rows(candidates: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for name, c in candidates.items():
+        judge = c.get("judge")
+        if judge is None:
+            continue
+        point, pair = judge["pointwise"], judge.get("pairwise")
+        rows.append(
+            {
+                "name": name,
+                "score": metric_text(c.get("metrics", {}).get("judge_score")),
+                "scored": f"{point['scored']} of {point['judged']}",
+                "malformed": _pct(point["malformed_rate"]),
+                "distribution": " / ".join(str(point["distribution"][str(s)]) for s in range(1, 6)),
+                "wtl": f"{pair['win']} / {pair['tie']} / {pair['loss']}" if pair else "—",
+                "win_rate": metric_text(c.get("metrics", {}).get("judge_win_rate")),
+                "flip_rate": _pct(pair["flip_rate"]) if pair else "—",
+                "pair_malformed": _pct(pair["malformed_rate"]) if pair else "—",
+            }
+        )
+    return rows
+
+
+def _cost_rows(candidates: dict[str, Any]) -> list[dict[str, Any]]:
+    def money(value: float | None) -> str:
+        return "n/a" if value is None else f"${value:.4g}"
+
+    return [
+        {
+            "name": name,
+            "cost": money(c.get("cost_per_1k_requests")),
+            "basis": c.get("cost_basis", ""),
+            "seconds": _num(c.get("seconds_per_1k_requests")),
+            "latency": f"{c['mean_latency_s']:.3f}",
+            "p95": f"{c['p95_latency_s']:.3f}",
+            "tokens_per_s": _num(c.get("tokens_per_s")),
+            "tokens": f"{c['mean_prompt_tokens']:.0f} / {c['mean_completion_tokens']:.1f}",
+        }
+        for name, c in candidates.items()
+    ]
+
+
+def _comparison_rows(scores: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    strict = [
         {
             **c,
             "diff": f"{100 * c['difference']:+.1f} pts",
             "ci": f"[{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]",
-            "p": f"{c['mcnemar_p']:.3g}",
+            # McNemar needs right/wrong scores; an open-text headline (ROUGE) has none.
+            "p": "n/a" if c.get("mcnemar_p") is None else f"{c['mcnemar_p']:.3g}",
+            "a_only_correct": "n/a" if c.get("a_only_correct") is None else c["a_only_correct"],
+            "b_only_correct": "n/a" if c.get("b_only_correct") is None else c["b_only_correct"],
             "flexible_diff": f"{100 * c['flexible']['difference']:+.1f} pts "
             f"[{100 * c['flexible']['ci_low']:+.1f}, {100 * c['flexible']['ci_high']:+.1f}]",
         }
         for c in scores["comparisons"]
     ]
+    per_metric = [
+        {
+            "a": c["a"],
+            "b": c["b"],
+            "metric": metric,
+            "diff": f"{e['difference']:+.3g}",
+            "ci": f"[{e['ci_low']:+.3g}, {e['ci_high']:+.3g}]",
+            "n": e["n"],
+            "test": f"McNemar p = {e['mcnemar_p']:.3g}" if "mcnemar_p" in e else "paired bootstrap",
+        }
+        for c in scores["comparisons"]
+        for metric, e in c.get("metrics", {}).items()
+    ]
+    return strict, per_metric
+
+
+def _examples(run: RunFolder, config: RunConfig, order: list[str]) -> list[dict[str, Any]]:
+    test_path = run.data_dir / "test.jsonl"
+    if config.evaluate.report_examples == 0 or not test_path.exists():
+        return []
+    task = build_task(config.task)
+    inputs = {
+        r["id"]: task_user_text(task, r["inputs"], "zero_shot") for r in read_jsonl(test_path)
+    }
+    predictions = {n: read_jsonl(run.eval_dir / "predictions" / f"{n}.jsonl") for n in order}
+    judged: dict[str, dict[str, dict[str, Any]]] = {}
+    for name in order:
+        path = run.eval_dir / "judge" / f"{name}.jsonl"
+        if path.exists():
+            judged[name] = {r["id"]: r for r in read_jsonl(path)}
+    return disagreements(
+        order, predictions, inputs, judged, config.evaluate.report_examples, config.evaluate.seed
+    )
+
+
+def _plots(run: RunFolder, config: RunConfig, candidates: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every plot as {file, title, png}: each metric, accuracy against cost, training loss."""
+    plots = []
+    for metric in _metric_names(candidates):
+        entries = {n: c["metrics"][metric] for n, c in candidates.items() if metric in c["metrics"]}
+        plots.append(
+            {
+                "file": f"plots/metric_{metric}.png",
+                "title": f"{metric} per candidate, with 95% intervals",
+                "png": metric_plot(metric, entries),
+            }
+        )
+    points = [
+        {"name": n, "cost": c["cost_per_1k_requests"], **c["metrics"]["accuracy"]}
+        for n, c in candidates.items()
+        if c.get("cost_per_1k_requests") is not None
+        and c.get("metrics", {}).get("accuracy", {}).get("value") is not None
+    ]
+    if points:
+        plots.append(
+            {
+                "file": "plots/accuracy_vs_cost.png",
+                "title": "accuracy against cost per 1,000 requests",
+                "png": cost_plot(points),
+            }
+        )
+    logs = {
+        s.name: read_jsonl(path)
+        for s in config.students
+        if (path := run.student_dir(s.name) / "train_log.jsonl").exists()
+    }
+    if any(logs.values()):
+        plots.append(
+            {"file": "plots/training_loss.png", "title": "training loss", "png": loss_plot(logs)}
+        )
+    return plots
+
+
+def confusions(scores: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each candidate's confusion matrix (rows: reference label, columns: prediction)."""
+    found = []
+    for name, cand in _ordered(scores).items():
+        confusion = cand.get("confusion")
+        if confusion:
+            rows = [
+                {"label": label, "counts": counts}
+                for label, counts in zip(confusion["labels"], confusion["matrix"])
+            ]
+            found.append({"candidate": name, "columns": confusion["columns"], "rows": rows})
+    return found
+
+
+def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
+    scores = json.loads((run.eval_dir / "scores.json").read_text(encoding="utf-8"))
+    summary_path = run.synth_dir / "summary.json"
+    synth = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else None
+    candidates = _ordered(scores)
+    metric_names = _metric_names(candidates)
+    strict, per_metric = _comparison_rows(scores)
+    # Human grades, when a grading round has any (potstill grade RUN).
+    human = human_summary(run, config.evaluate.bootstrap_samples, config.grade.seed)
     return {
+        "human_md": render_section(human, "md") if human else None,
+        "human_html": render_section(human, "html") if human else None,
+        "confusions": confusions(scores),
         "name": config.name,
         "task": config.task,
-        "rows": rows,
-        "comparisons": comparisons,
+        "metric_names": metric_names,
+        "rows": _score_rows(candidates, metric_names),
+        "judge_rows": _judge_rows(candidates),
+        "judge": scores.get("judge"),
+        "cost_rows": _cost_rows(candidates),
+        "comparisons": strict,
+        "metric_comparisons": per_metric,
         "synth": synth,
-        "teacher_accuracy_on_train": _pct(synth["teacher_accuracy_on_train"]),
-        "synth_cost": _cost(synth),
-        "warnings": _warnings(scores),
+        "synth_cost": _cost(synth) if synth else "n/a",
+        "teacher_accuracy_on_train": _pct(synth["teacher_accuracy_on_train"]) if synth else "n/a",
+        "warnings": [
+            {"title": CHECK_TITLES.get(w["check"], w["check"]), "message": w["message"]}
+            for w in scores.get("warnings", [])
+        ],
+        "overlap": scores.get("checks", {}).get("overlap"),
+        "format_checks": [
+            (name, scores["checks"]["format"][name])
+            for name in candidates
+            if name in scores.get("checks", {}).get("format", {})
+        ],
+        "examples": _examples(run, config, list(candidates)),
         "calculator": scores.get("calculator", False),
         "target": config.synth.target,
+        "pct": _pct,
+        "num": _num,
     }
 
 
@@ -134,17 +287,19 @@ def run_report(run: RunFolder, config: RunConfig) -> Path:
     """Write report.md, report.html and plots/; returns the path of report.md."""
     context = build_context(run, config)
     scores = json.loads((run.eval_dir / "scores.json").read_text(encoding="utf-8"))
-    plot = run.root / "plots" / "accuracy.png"
-    _plot(plot, _ordered(scores))
+    plots = _plots(run, config, _ordered(scores))
+    for plot in plots:
+        atomic_write_bytes(run.root / plot["file"], plot["png"])
+        plot["data"] = base64.b64encode(plot["png"]).decode()
     env = Environment(
         loader=PackageLoader("potstill", "report/templates"),
-        autoescape=select_autoescape(["html"]),
+        autoescape=select_autoescape(["html", "html.j2"]),
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    md = env.get_template("report.md.j2").render(**context, plot="plots/accuracy.png")
-    image = base64.b64encode(plot.read_bytes()).decode()
-    html = env.get_template("report.html.j2").render(**context, plot_data=image)
+    env.filters["cell"] = markdown_cell
+    md = env.get_template("report.md.j2").render(**context, plots=plots)
+    html = env.get_template("report.html.j2").render(**context, plots=plots)
     atomic_write_text(run.root / "report.md", md)
     atomic_write_text(run.root / "report.html", html)
     return run.root / "report.md"

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from potstill.config import Price, RunConfig
+from potstill.config import RunConfig
 from potstill.models import ChatModel, build_model, chunk_size
 from potstill.models.base import ChatRequest, ChatResponse
 from potstill.models.callstore import CallStore, answer_all, request_key
-from potstill.models.cost import Budget, Spend
+from potstill.models.cost import Budget, Price, Spend, price_of
 from potstill.progress import call_meter, console
 from potstill.runs import RunFolder
 
@@ -27,7 +27,7 @@ class TeacherCalls:
 
     @classmethod
     def open(cls, run: RunFolder, config: RunConfig) -> TeacherCalls:
-        price = config.prices.get(config.teacher.model.model)
+        price = price_of(config.teacher.model)
         budget = Budget(config.budget.max_usd, price, config.budget.chars_per_token)
         return cls(
             build_model(config.teacher.model),

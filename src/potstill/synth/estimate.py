@@ -20,15 +20,15 @@ from potstill.config import RunConfig
 from potstill.models import model_identity
 from potstill.models.base import ChatRequest, Message
 from potstill.models.callstore import CallStore, request_key
-from potstill.models.cost import call_cost
+from potstill.models.cost import call_cost, price_of
 from potstill.models.tokens import heuristic_prompt_tokens, tokenizer_counter
 from potstill.progress import console
 from potstill.runs import RunFolder
 from potstill.synth.filters import screen_inputs
 from potstill.synth.generate import generation_calls, parse_generated
+from potstill.synth.overlap import input_text
 from potstill.synth.stage import sample_requests
 from potstill.tasks import Example, Task
-from potstill.tasks.base import task_user_text
 
 
 @dataclass
@@ -47,7 +47,7 @@ class _Counter:
     def __init__(self, run: RunFolder, config: RunConfig) -> None:
         self.config = config
         self.identity = model_identity(config.teacher.model)
-        self.price = config.prices.get(config.teacher.model.model)
+        self.price = price_of(config.teacher.model)
         budget = config.budget
         self.count: Callable[[Sequence[Message]], int] = (
             tokenizer_counter(budget.tokenizer)
@@ -91,7 +91,9 @@ def estimate(
     if settings is not None:
         calls = generation_calls(task, settings, train)
         lengths = [
-            counter.count([{"role": "user", "content": task_user_text(task, c.seed.inputs)}])
+            counter.count(
+                [{"role": "user", "content": input_text(task.input_fields, c.seed.inputs)}]
+            )
             for c in calls
         ]
         phases.append(counter.phase("generate", [c.request for c in calls], lengths))

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from potstill.config import RunConfig, SynthConfig
-from potstill.synth.overlap import Contamination, NearDuplicates, normalized
+from potstill.synth.overlap import Contamination, NearDuplicates, input_text, normalized
 from potstill.tasks import Example, Parsed, Task
-from potstill.tasks.base import task_user_text
 
 
 def rejection_reason(
@@ -22,6 +21,7 @@ def rejection_reason(
         return "no_rationale"
     if (
         config.synth.require_reference_match
+        and task.reference_match
         and example.reference is not None
         and task.score(parsed, example.reference) < 1.0
     ):
@@ -54,7 +54,7 @@ def screen_inputs(
     what gets dropped.
     """
     contamination = Contamination(
-        {e.id: task_user_text(task, e.inputs) for e in test},
+        {e.id: input_text(task.input_fields, e.inputs) for e in test},
         config.contamination_ngram,
         config.contamination_threshold,
     )
@@ -63,7 +63,7 @@ def screen_inputs(
     found: dict[str, tuple[str, str]] = {}
     generated_ids = {e.id for e in generated}
     for example in [*train, *generated]:
-        text = task_user_text(task, example.inputs)
+        text = input_text(task.input_fields, example.inputs)
         hit = contamination.contaminated(text)
         if hit:
             n = config.contamination_ngram

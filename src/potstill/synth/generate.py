@@ -9,8 +9,8 @@ from typing import Any
 
 from potstill.config import GenerateConfig
 from potstill.models.base import ChatRequest
+from potstill.synth.overlap import input_text
 from potstill.tasks import Example, Task
-from potstill.tasks.base import task_user_text
 
 DEFAULT_TEMPLATE = (
     "You write new inputs for a task; a model will be trained on them. The task: "
@@ -98,7 +98,7 @@ def parse_generated(
     if not all(isinstance(v, str) and v.strip() for v in inputs.values()):
         return None, "unparsable_input"
     clean = {f: str(v).strip() for f, v in inputs.items()}
-    length = len(task_user_text(task, clean))
+    length = len(input_text(task.input_fields, clean))
     if not config.min_chars <= length <= config.max_chars:
         return None, "input_length"
     return clean, None

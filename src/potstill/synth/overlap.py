@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from functools import cache
 
 import numpy as np
@@ -14,6 +15,17 @@ _PERMUTATIONS, _BANDS = 128, 32  # 32 bands of 4 rows: pairs above ~0.45 Jaccard
 # The largest prime below 2**32: (a * h + b) with a, b, h below it fits in 64 bits exactly,
 # so (a * h + b) mod p is a true universal hash and each of the 128 is a fair permutation.
 _PRIME = 4294967291
+
+
+def input_text(fields: Sequence[str], inputs: Mapping[str, str]) -> str:
+    """An input's own text, without any prompt template around it: the field's value, or
+    `Field: value` lines when the task has several input fields."""
+    missing = [f for f in fields if f not in inputs]
+    if missing:
+        raise KeyError(f"input is missing field(s) {missing}")
+    if len(fields) == 1:
+        return inputs[fields[0]]
+    return "\n".join(f"{f.capitalize()}: {inputs[f]}" for f in fields)
 
 
 def words(text: str) -> list[str]:

@@ -61,8 +61,11 @@ class Labelled:
     first_correct: float | None = None  # sample 0 alone against the reference
 
 
-def _sample_json(task: Task, config: RunConfig, i: int, r: ChatResponse) -> dict[str, Any]:
-    parsed = task.parse(r.text or "", config.teacher.prompt.style) if r.ok else None
+def _sample_json(
+    task: Task, config: RunConfig, example: Example, i: int, r: ChatResponse
+) -> dict[str, Any]:
+    style = config.teacher.prompt.style
+    parsed = task.parse(r.text or "", style, example.inputs) if r.ok else None
     return {
         "index": i,
         "reply": r.text,
@@ -125,13 +128,15 @@ def label(
         sum(call_cost(teacher.price, r.prompt_tokens, r.completion_tokens) for r in replies), 8
     )
     if len(replies) > 1:
-        record["samples"] = [_sample_json(task, config, i, r) for i, r in enumerate(replies)]
+        record["samples"] = [
+            _sample_json(task, config, example, i, r) for i, r in enumerate(replies)
+        ]
     failed = [(i, r) for i, r in enumerate(replies) if not r.ok]
     errors = [error_row(example.id, "label", i, r) for i, r in failed]
     if failed:  # voting on part of the samples would change once the rest are answered
         record.update(status="call_failed", error=failed[0][1].error, rejected="call_failed")
         return Labelled(record, None, errors)
-    parsed = [task.parse(r.text or "", style) for r in replies]
+    parsed = [task.parse(r.text or "", style, example.inputs) for r in replies]
     vote = majority_vote(parsed, [r.finish_reason for r in replies])
     chosen, reply = parsed[vote.chosen], replies[vote.chosen]
     if len(replies) > 1:
@@ -154,7 +159,7 @@ def label(
         row = None if reason else row
     record["rejected"] = reason
     correct = first = None
-    if example.reference is not None and origin == "train":
+    if example.reference is not None and task.reference_match and origin == "train":
         correct = task.score(chosen, example.reference)
         first = task.score(parsed[0], example.reference)
     return Labelled(record, row, errors, correct, first)

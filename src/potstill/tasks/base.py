@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -44,35 +45,91 @@ class Parsed:
         return self.status == "ok"
 
 
+@dataclass(frozen=True)
+class Metric:
+    """A ground-truth metric a task reports, one number per candidate with an interval."""
+
+    name: str
+    higher_is_better: bool = True
+    # A corpus metric (macro-F1) is computed over a whole set of examples, not averaged per
+    # example; its interval comes from recomputing it on resampled examples.
+    corpus: bool = False
+    # Reference-free metrics (length, entity density) are measured on every usable reply.
+    needs_reference: bool = True
+
+
 class Task(Protocol):
     """A task kind. Implementations are plain classes built from a `TaskConfig`."""
 
     kind: str
     input_fields: tuple[str, ...]
+    # Inputs an example may have but need not (a conversation's earlier turns).
+    optional_fields: tuple[str, ...]
+    # True when a reply is right or wrong against the reference (labels, letters, numbers);
+    # False for open text (summaries, conversation), compared by similarity metrics instead.
+    reference_match: bool
+    # Every ground-truth metric of the kind; the first is the headline, a per-example metric.
+    metrics: tuple[Metric, ...]
 
     def messages(self, inputs: dict[str, str], prompt: PromptConfig) -> list[Message]:
         """The chat messages that ask a model for this input in the prompt's style."""
         ...
 
-    def parse(self, reply: str, style: str) -> Parsed:
-        """Parse a reply into ok / no_answer / malformed, answer and rationale kept apart."""
+    def user_text(self, inputs: Mapping[str, str], style: str) -> str:
+        """The user turn for one input (worked examples are rendered the same way)."""
         ...
 
-    def parse_flexible(self, reply: str, style: str) -> Parsed:
+    def parse(self, reply: str, style: str, inputs: Mapping[str, str] | None = None) -> Parsed:
+        """Parse a reply into ok / no_answer / malformed, answer and rationale kept apart.
+        `inputs` lets a kind read answers that refer to the input (an option's text)."""
+        ...
+
+    def parse_flexible(
+        self, reply: str, style: str, inputs: Mapping[str, str] | None = None
+    ) -> Parsed:
         """A looser reading for the report only: the strict parse, else an answer found
         anywhere in the reply. Never used to build training data."""
         ...
 
-    def check_reference(self, reference: str) -> str | None:
+    def check_inputs(self, inputs: Mapping[str, str]) -> tuple[str, str] | None:
+        """None when an example's inputs are usable, else (field, why not)."""
+        ...
+
+    def check_reference(
+        self, reference: str, inputs: Mapping[str, str] | None = None
+    ) -> str | None:
         """None when a reference is usable, else why not (e.g. not a number)."""
         ...
 
+    def canonical_reference(self, reference: str, inputs: Mapping[str, str]) -> str:
+        """The reference in the form `score` compares against (a label's own spelling, an
+        option's letter); called once when the dataset is loaded, after `check_reference`."""
+        ...
+
     def score(self, parsed: Parsed, reference: str) -> float:
-        """1.0 when a parsed answer matches the reference, else 0.0."""
+        """1.0 when a parsed answer matches the reference, else 0.0 (reference_match kinds);
+        for open text, the headline similarity in [0, 1]."""
         ...
 
     def reply_text(self, answer: str, reason: str | None, style: str) -> str:
         """A reply in the given style: what a worked example or a training target looks like."""
+        ...
+
+    def example_scores(
+        self, parsed: Sequence[Parsed], examples: Sequence[Example]
+    ) -> list[dict[str, float]]:
+        """Per example, the value of each non-corpus metric that applies to it (metrics that
+        need a reference are left out for an example without one)."""
+        ...
+
+    def corpus_scores(
+        self, parsed: Sequence[Parsed], examples: Sequence[Example]
+    ) -> dict[str, float]:
+        """The corpus metrics over these examples (all of which have a reference)."""
+        ...
+
+    def details(self, parsed: Sequence[Parsed], examples: Sequence[Example]) -> dict[str, Any]:
+        """Non-scalar results for the report, e.g. {"confusion": {...}}; may be empty."""
         ...
 
 
@@ -91,9 +148,11 @@ def render_reply(answer: str, reason: str | None, style: str) -> str:
 
 def build_messages(system: str, user: str, prompt: PromptConfig, task: Task) -> list[Message]:
     """System instruction, worked examples as earlier turns, then the real input."""
-    messages: list[Message] = [{"role": "system", "content": system}]
+    messages: list[Message] = [{"role": "system", "content": system}] if system else []
     for shot in prompt.shots:
-        messages.append({"role": "user", "content": task_user_text(task, shot.inputs)})
+        messages.append(
+            {"role": "user", "content": task_user_text(task, shot.inputs, prompt.style)}
+        )
         messages.append(
             {
                 "role": "assistant",
@@ -104,13 +163,11 @@ def build_messages(system: str, user: str, prompt: PromptConfig, task: Task) -> 
     return messages
 
 
-def task_user_text(task: Task, inputs: dict[str, str]) -> str:
+def task_user_text(task: Task, inputs: Mapping[str, str], style: str) -> str:
     missing = [f for f in task.input_fields if f not in inputs]
     if missing:
         raise KeyError(f"input is missing field(s) {missing}")
-    if len(task.input_fields) == 1:
-        return inputs[task.input_fields[0]]
-    return "\n".join(f"{f.capitalize()}: {inputs[f]}" for f in task.input_fields)
+    return task.user_text(inputs, style)
 
 
 def chat_requests(task: Task, prompt: PromptConfig, examples: list[Example]) -> list[ChatRequest]:
@@ -118,4 +175,14 @@ def chat_requests(task: Task, prompt: PromptConfig, examples: list[Example]) -> 
     return [
         ChatRequest(task.messages(e.inputs, prompt), prompt.max_tokens, prompt.temperature)
         for e in examples
+    ]
+
+
+def exact_match_scores(
+    task: Task, parsed: Sequence[Parsed], examples: Sequence[Example]
+) -> list[dict[str, float]]:
+    """`accuracy` per example with a reference: the task's own right-or-wrong score."""
+    return [
+        {"accuracy": task.score(p, e.reference)} if e.reference is not None else {}
+        for p, e in zip(parsed, examples)
     ]

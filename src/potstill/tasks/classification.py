@@ -1,56 +1,139 @@
-"""Classification over a label set named in the config."""
+"""Classification over a label set named in the config (or the NLI preset)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from potstill.config import PromptConfig, TaskConfig
+from potstill.config import ConfigError, PromptConfig, TaskConfig
 from potstill.models.base import Message
-from potstill.tasks.base import Parsed, build_messages, render_reply, task_user_text
-from potstill.tasks.replies import split_reply
+from potstill.tasks.base import (
+    Example,
+    Metric,
+    Parsed,
+    build_messages,
+    exact_match_scores,
+    render_reply,
+    task_user_text,
+)
+from potstill.tasks.prompts import Prompts, default_user_template
+from potstill.tasks.replies import bare_answers, norm_text, split_reply
+
+NLI_LABELS = ["entailment", "neutral", "contradiction"]
+# Words models commonly answer NLI with; the preset maps them to its labels.
+NLI_SYNONYMS = {
+    "entailment": ["entails", "entailed", "entail", "true", "yes"],
+    "neutral": ["neither", "unknown", "undetermined", "maybe", "not enough information"],
+    "contradiction": ["contradicts", "contradicted", "contradictory", "false", "no"],
+}
+NLI_DESCRIPTION = (
+    "Decide whether the premise entails the hypothesis, contradicts it, or neither (neutral)."
+)
 
 
-def _norm(text: str) -> str:
-    return re.sub(r"\s+", " ", text.strip().strip(".!\"'`*").strip()).lower()
+def label_table(labels: Sequence[str], synonyms: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """Normalized label or synonym -> label. A synonym that names two labels is an error."""
+    table = {norm_text(label): label for label in labels}
+    for label, words in synonyms.items():
+        for word in words:
+            key = norm_text(word)
+            if table.get(key, label) != label:
+                raise ValueError(f"synonym {word!r} of {label!r} already names {table[key]!r}")
+            table[key] = label
+    return table
+
+
+def macro_f1(predicted: Sequence[str | None], reference: Sequence[str]) -> float:
+    """Mean F1 over the labels seen in the references or the predictions; no answer is wrong."""
+    labels = {r for r in reference} | {p for p in predicted if p is not None}
+    if not labels:
+        return float("nan")
+    total = 0.0
+    for label in labels:
+        tp = sum(1 for p, r in zip(predicted, reference) if p == label and r == label)
+        fp = sum(1 for p, r in zip(predicted, reference) if p == label and r != label)
+        fn = sum(1 for p, r in zip(predicted, reference) if p != label and r == label)
+        total += 2 * tp / (2 * tp + fp + fn)
+    return total / len(labels)
 
 
 class ClassificationTask:
     kind = "classification"
-    input_fields: tuple[str, ...] = ("text",)
+    optional_fields: tuple[str, ...] = ()
+    reference_match = True
+    metrics: tuple[Metric, ...] = (Metric("accuracy"), Metric("macro_f1", corpus=True))
 
     def __init__(self, config: TaskConfig) -> None:
-        assert config.labels  # guaranteed by TaskConfig's validator
-        self.labels = list(config.labels)
-        self._by_norm = {_norm(label): label for label in self.labels}
-        self.description = config.description or "Classify the text."
+        nli = config.preset == "nli"
+        self.labels = list(config.labels or (NLI_LABELS if nli else []))
+        unknown = sorted(set(config.synonyms) - set(self.labels))
+        if unknown:
+            raise ConfigError(f"task.synonyms: {unknown} not among the labels {self.labels}")
+        preset = NLI_SYNONYMS if nli else {}
+        synonyms = {k: v for k, v in preset.items() if k in self.labels} | dict(config.synonyms)
+        try:
+            self._by_norm = label_table(self.labels, synonyms)
+        except ValueError as exc:
+            raise ConfigError(f"task.synonyms: {exc}") from None
+        fields = config.inputs or (["premise", "hypothesis"] if nli else ["text"])
+        self.input_fields: tuple[str, ...] = tuple(fields)
+        self.description = config.description or (NLI_DESCRIPTION if nli else "Classify the text.")
+        self.prompts = Prompts(
+            config.templates,
+            default_user=default_user_template(self.input_fields),
+            variables=(*self.input_fields, "labels"),
+        )
 
-    def _system(self, style: str) -> str:
+    def _answer_format(self, style: str) -> str:
         options = ", ".join(self.labels)
         if style == "cot":
             return (
-                f"{self.description} The labels are: {options}. Think step by step, then "
-                'reply with JSON only: {"reason": "<your reasoning>", "answer": "<label>"}.'
+                f"The labels are: {options}. Think step by step, then reply with JSON only: "
+                '{"reason": "<your reasoning>", "answer": "<label>"}.'
             )
-        return f"{self.description} The labels are: {options}. Reply with only the label."
+        return f"The labels are: {options}. Reply with only the label."
+
+    def _context(self, inputs: Mapping[str, str], style: str) -> dict[str, Any]:
+        return {
+            **inputs,
+            "inputs": dict(inputs),
+            "labels": self.labels,
+            "description": self.description,
+            "answer_format": self._answer_format(style),
+        }
+
+    def user_text(self, inputs: Mapping[str, str], style: str) -> str:
+        return self.prompts.user(style, self._context(inputs, style))
 
     def messages(self, inputs: dict[str, str], prompt: PromptConfig) -> list[Message]:
-        return build_messages(
-            self._system(prompt.style), task_user_text(self, inputs), prompt, self
-        )
+        system = self.prompts.system(prompt.style, self._context(inputs, prompt.style))
+        return build_messages(system, task_user_text(self, inputs, prompt.style), prompt, self)
 
     def reply_text(self, answer: str, reason: str | None, style: str) -> str:
         return render_reply(answer, reason, style)
 
-    def parse(self, reply: str, style: str) -> Parsed:
+    def _label(self, text: str) -> str | None:
+        for candidate in bare_answers(text):
+            if candidate in self._by_norm:
+                return self._by_norm[candidate]
+        return None
+
+    def parse(self, reply: str, style: str, inputs: Mapping[str, str] | None = None) -> Parsed:
         parts = split_reply(reply)
         if parts.json_error:
             return Parsed("malformed", detail=parts.json_error)
-        raw = str(parts.answer) if parts.found_json and parts.answer is not None else None
-        if not parts.found_json:
-            raw = reply
-        if raw is None or not raw.strip():
-            return Parsed("no_answer", rationale=parts.rationale, detail="no answer")
-        label = self._by_norm.get(_norm(raw))
+        if parts.conflict:
+            return Parsed("no_answer", rationale=parts.rationale, detail="two different answers")
+        if parts.found_json:
+            if not isinstance(parts.answer, str | int | float) or not str(parts.answer).strip():
+                return Parsed("no_answer", rationale=parts.rationale, detail="no answer field")
+            raw = str(parts.answer)
+        else:
+            raw = reply.strip()
+        if not raw:
+            return Parsed("no_answer", rationale=parts.rationale, detail="empty reply")
+        label = self._label(raw)
         if label is None:
             return Parsed(
                 "no_answer",
@@ -60,8 +143,10 @@ class ClassificationTask:
             )
         return Parsed("ok", label, parts.rationale, raw)
 
-    def parse_flexible(self, reply: str, style: str) -> Parsed:
-        strict = self.parse(reply, style)
+    def parse_flexible(
+        self, reply: str, style: str, inputs: Mapping[str, str] | None = None
+    ) -> Parsed:
+        strict = self.parse(reply, style, inputs)
         if strict.ok:
             return strict
         text = reply.lower()
@@ -74,12 +159,44 @@ class ClassificationTask:
             return strict
         return Parsed("ok", found.pop(), None, reply.strip(), detail="flexible")
 
-    def check_reference(self, reference: str) -> str | None:
-        if _norm(reference) in self._by_norm:
+    def check_inputs(self, inputs: Mapping[str, str]) -> tuple[str, str] | None:
+        return None
+
+    def check_reference(
+        self, reference: str, inputs: Mapping[str, str] | None = None
+    ) -> str | None:
+        if norm_text(reference) in self._by_norm:
             return None
         return f"label {reference!r} is not in the label set {self.labels}"
+
+    def canonical_reference(self, reference: str, inputs: Mapping[str, str] | None = None) -> str:
+        return self._by_norm.get(norm_text(reference), reference)
 
     def score(self, parsed: Parsed, reference: str) -> float:
         if not parsed.ok or parsed.answer is None:
             return 0.0
-        return float(_norm(parsed.answer) == _norm(reference))
+        return float(parsed.answer == self.canonical_reference(reference))
+
+    def example_scores(
+        self, parsed: Sequence[Parsed], examples: Sequence[Example]
+    ) -> list[dict[str, float]]:
+        return exact_match_scores(self, parsed, examples)
+
+    def corpus_scores(
+        self, parsed: Sequence[Parsed], examples: Sequence[Example]
+    ) -> dict[str, float]:
+        predicted = [p.answer if p.ok else None for p in parsed]
+        reference = [self.canonical_reference(e.reference or "") for e in examples]
+        return {"macro_f1": macro_f1(predicted, reference)}
+
+    def details(self, parsed: Sequence[Parsed], examples: Sequence[Example]) -> dict[str, Any]:
+        """The confusion matrix: rows are references, columns predictions (+ no answer)."""
+        columns = [*self.labels, "no answer"]
+        matrix = [[0] * len(columns) for _ in self.labels]
+        for p, e in zip(parsed, examples):
+            if e.reference is None:
+                continue
+            row = self.labels.index(self.canonical_reference(e.reference))
+            column = self.labels.index(p.answer) if p.ok and p.answer else len(self.labels)
+            matrix[row][column] += 1
+        return {"confusion": {"labels": self.labels, "columns": columns, "matrix": matrix}}

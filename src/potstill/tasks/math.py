@@ -1,13 +1,28 @@
-"""Math word problems with a numeric answer, optionally worked out by a calculator."""
+"""Math problems with a numeric answer (integers, decimals, fractions, negative numbers),
+optionally worked out by a calculator."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from potstill.config import PromptConfig, TaskConfig
 from potstill.models.base import Message
-from potstill.tasks.base import Parsed, build_messages, render_reply, task_user_text
+from potstill.tasks.base import (
+    Example,
+    Metric,
+    Parsed,
+    build_messages,
+    exact_match_scores,
+    render_reply,
+    task_user_text,
+)
+from potstill.tasks.prompts import Prompts, default_user_template
 from potstill.tasks.replies import (
     calculate,
+    find_boxed,
     find_expression,
+    find_marked_answers,
     format_number,
     last_number,
     parse_number,
@@ -17,13 +32,22 @@ from potstill.tasks.replies import (
 
 class MathTask:
     kind = "math"
-    input_fields: tuple[str, ...] = ("question",)
+    optional_fields: tuple[str, ...] = ()
+    reference_match = True
+    metrics: tuple[Metric, ...] = (Metric("accuracy"),)
 
     def __init__(self, config: TaskConfig) -> None:
         self.calculator = config.calculator
+        self.tolerance = config.tolerance
+        self.input_fields: tuple[str, ...] = tuple(config.inputs or ["question"])
         self.description = config.description or "Solve the math word problem."
+        self.prompts = Prompts(
+            config.templates,
+            default_user=default_user_template(self.input_fields),
+            variables=self.input_fields,
+        )
 
-    def _system(self, style: str) -> str:
+    def _answer_format(self, style: str) -> str:
         if self.calculator:
             what = "an arithmetic expression that computes the answer, such as 12 + 7"
             slot = '"<arithmetic expression>"'
@@ -32,15 +56,25 @@ class MathTask:
             slot = "<number>"
         if style == "cot":
             return (
-                f"{self.description} Think step by step, then reply with JSON only: "
+                "Think step by step, then reply with JSON only: "
                 f'{{"reason": "<your reasoning>", "answer": {slot}}}. The answer is {what}.'
             )
-        return f"{self.description} Reply with only {what}."
+        return f"Reply with only {what}."
+
+    def _context(self, inputs: Mapping[str, str], style: str) -> dict[str, Any]:
+        return {
+            **inputs,
+            "inputs": dict(inputs),
+            "description": self.description,
+            "answer_format": self._answer_format(style),
+        }
+
+    def user_text(self, inputs: Mapping[str, str], style: str) -> str:
+        return self.prompts.user(style, self._context(inputs, style))
 
     def messages(self, inputs: dict[str, str], prompt: PromptConfig) -> list[Message]:
-        return build_messages(
-            self._system(prompt.style), task_user_text(self, inputs), prompt, self
-        )
+        system = self.prompts.system(prompt.style, self._context(inputs, prompt.style))
+        return build_messages(system, task_user_text(self, inputs, prompt.style), prompt, self)
 
     def reply_text(self, answer: str, reason: str | None, style: str) -> str:
         return render_reply(answer, reason, style)
@@ -51,15 +85,31 @@ class MathTask:
             value = calculate(text)
         return value
 
-    def parse(self, reply: str, style: str) -> Parsed:
+    def _marked(self, reply: str) -> Parsed | None:
+        """An answer behind a final-answer marker (\\boxed{}, `#### `), if the reply has one."""
+        marked = find_boxed(reply) or find_marked_answers(reply)
+        if not marked:
+            return None
+        values = {self._value(m) for m in marked}
+        if None in values:
+            return Parsed("no_answer", raw_answer=marked[-1], detail="marked answer not a number")
+        if len(values) > 1:
+            return Parsed("no_answer", raw_answer=marked[-1], detail="two different answers")
+        value = values.pop()
+        assert value is not None
+        return Parsed("ok", format_number(value), None, marked[-1])
+
+    def parse(self, reply: str, style: str, inputs: Mapping[str, str] | None = None) -> Parsed:
         parts = split_reply(reply)
         if parts.json_error:
             return Parsed("malformed", detail=parts.json_error)
         if parts.found_json:
+            if parts.conflict:
+                return Parsed("no_answer", rationale=parts.rationale, detail="two answers")
             if parts.answer is None or str(parts.answer).strip() == "":
                 return Parsed("no_answer", rationale=parts.rationale, detail="no answer field")
             raw = str(parts.answer)
-            value = self._value(raw)
+            value = None if isinstance(parts.answer, bool | list | dict) else self._value(raw)
             if value is None:
                 return Parsed(
                     "malformed",
@@ -71,13 +121,19 @@ class MathTask:
         raw = reply.strip()
         if not raw:
             return Parsed("no_answer", detail="empty reply")
-        value = self._value(raw)
-        if value is None:
-            return Parsed("no_answer", detail="no numeric answer in the reply")
-        return Parsed("ok", format_number(value), None, raw)
+        marked = self._marked(raw)
+        if marked is not None:
+            return marked
+        for candidate in (raw, raw.splitlines()[0].strip()):
+            value = self._value(candidate)
+            if value is not None:
+                return Parsed("ok", format_number(value), None, candidate)
+        return Parsed("no_answer", detail="no numeric answer in the reply")
 
-    def parse_flexible(self, reply: str, style: str) -> Parsed:
-        strict = self.parse(reply, style)
+    def parse_flexible(
+        self, reply: str, style: str, inputs: Mapping[str, str] | None = None
+    ) -> Parsed:
+        strict = self.parse(reply, style, inputs)
         if strict.ok:
             return strict
         value = find_expression(reply) if self.calculator else None
@@ -87,8 +143,16 @@ class MathTask:
             return strict
         return Parsed("ok", format_number(value), None, reply.strip(), detail="flexible")
 
-    def check_reference(self, reference: str) -> str | None:
+    def check_inputs(self, inputs: Mapping[str, str]) -> tuple[str, str] | None:
+        return None
+
+    def check_reference(
+        self, reference: str, inputs: Mapping[str, str] | None = None
+    ) -> str | None:
         return None if parse_number(reference) is not None else f"{reference!r} is not a number"
+
+    def canonical_reference(self, reference: str, inputs: Mapping[str, str]) -> str:
+        return reference
 
     def score(self, parsed: Parsed, reference: str) -> float:
         if not parsed.ok or parsed.answer is None:
@@ -97,4 +161,17 @@ class MathTask:
         got = parse_number(parsed.answer)
         if ref is None or got is None:
             return 0.0
-        return float(abs(got - ref) <= 1e-6 * max(1.0, abs(ref)))
+        return float(abs(got - ref) <= self.tolerance * max(1.0, abs(ref)))
+
+    def example_scores(
+        self, parsed: Sequence[Parsed], examples: Sequence[Example]
+    ) -> list[dict[str, float]]:
+        return exact_match_scores(self, parsed, examples)
+
+    def corpus_scores(
+        self, parsed: Sequence[Parsed], examples: Sequence[Example]
+    ) -> dict[str, float]:
+        return {}
+
+    def details(self, parsed: Sequence[Parsed], examples: Sequence[Example]) -> dict[str, Any]:
+        return {}

@@ -1,0 +1,1 @@
+"""Human grading: a web app for blind grading, and the agreement figures it yields."""

@@ -1,0 +1,83 @@
+"""Prompt templates: Jinja2 for the system message and the user turn, overridable in YAML."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from jinja2 import StrictUndefined, Template, TemplateError, meta
+from jinja2.sandbox import SandboxedEnvironment
+
+from potstill.config import ConfigError, TemplatesConfig
+
+# Every template may use these, besides the task's input fields and its own extras.
+COMMON_VARIABLES = ("inputs", "description", "answer_format", "style")
+DEFAULT_SYSTEM = "{{ description }} {{ answer_format }}"
+
+_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+def default_user_template(fields: Iterable[str]) -> str:
+    """One field: its text alone. Several: one `Field: text` line each."""
+    slots = {name: "{{ inputs[" + json.dumps(name) + "] }}" for name in fields}
+    if len(slots) == 1:
+        return next(iter(slots.values()))
+    return "\n".join(f"{name.capitalize()}: {slot}" for name, slot in slots.items())
+
+
+class Prompts:
+    """The templates of one task: the kind's defaults, overridden by `task.templates`.
+
+    Unknown variables are a config error naming the key (`task.templates.cot.system`), found
+    when the task is built rather than halfway through a run.
+    """
+
+    def __init__(
+        self,
+        overrides: TemplatesConfig,
+        *,
+        default_user: str,
+        variables: Iterable[str],
+        default_system: str = DEFAULT_SYSTEM,
+    ) -> None:
+        self._variables = set(COMMON_VARIABLES) | set(variables)
+        self._templates: dict[tuple[str, str], tuple[str, Template]] = {}
+        sources = {
+            ("*", "system"): ("task.templates.system", overrides.system or default_system),
+            ("*", "user"): ("task.templates.user", overrides.user or default_user),
+        }
+        for style in ("zero_shot", "cot", "chain_of_density"):
+            own = getattr(overrides, style)
+            for part in ("system", "user"):
+                text = getattr(own, part) if own is not None else None
+                if text is not None:
+                    sources[(style, part)] = (f"task.templates.{style}.{part}", text)
+        for slot, (key, text) in sources.items():
+            self._templates[slot] = (key, self._compile(key, text))
+
+    def _compile(self, key: str, text: str) -> Template:
+        try:
+            tree = _ENV.parse(text)
+        except TemplateError as exc:
+            raise ConfigError(f"{key}: not a valid Jinja2 template ({exc})") from None
+        unknown = sorted(meta.find_undeclared_variables(tree) - self._variables)
+        if unknown:
+            raise ConfigError(
+                f"{key}: unknown template variable(s) {unknown}; this task offers "
+                f"{sorted(self._variables)}"
+            )
+        return _ENV.from_string(text)
+
+    def _render(self, style: str, part: str, context: Mapping[str, Any]) -> str:
+        key, template = self._templates.get((style, part)) or self._templates[("*", part)]
+        try:
+            return template.render(**context).strip()
+        except TemplateError as exc:
+            raise ConfigError(f"{key}: the template failed to render ({exc})") from None
+
+    def system(self, style: str, context: Mapping[str, Any]) -> str:
+        return self._render(style, "system", {**context, "style": style})
+
+    def user(self, style: str, context: Mapping[str, Any]) -> str:
+        return self._render(style, "user", {**context, "style": style})

@@ -1,0 +1,158 @@
+"""Each pitfall check turns a misleading situation into numbers and a warning."""
+
+from typing import Any
+
+from potstill.config import TaskConfig
+from potstill.evaluate.pitfalls import (
+    format_check,
+    format_warnings,
+    judge_warnings,
+    overlap_check,
+    overlap_warnings,
+    parse_failures,
+    ranking_disagreements,
+    reply_shape,
+    too_few_examples,
+)
+from potstill.tasks import Example, build_task
+
+
+def _row(
+    reply: str, status: str = "ok", flexible: str | None = "1", finish: str = "stop"
+) -> dict[str, Any]:
+    return {"reply": reply, "status": status, "flexible_answer": flexible, "finish_reason": finish}
+
+
+def test_parse_failures_warn_from_five_percent() -> None:
+    cand = {"no_answer_rate": 0.03, "malformed_rate": 0.01, "call_failed_rate": 0.0}
+    assert parse_failures("s", cand) == []
+    cand["malformed_rate"] = 0.03
+    [warning] = parse_failures("s", cand)
+    assert "6.0% of replies gave no usable answer" in warning["message"]
+
+
+def test_format_drift_against_the_training_targets() -> None:
+    rows = [_row("12 + 5")] * 6 + [
+        _row('{"answer": "12 + 5"}\nmore text', "malformed", "17", "length")
+    ] * 4
+    check = format_check(rows, targets=["3 + 4", "9 * 2", "8 - 1"], max_tokens=24)
+    assert check["off_format_rate"] == 0.4 and check["cut_off_rate"] == 0.4
+    assert check["target_shape"] == "text on one line" and check["shape_mismatch_rate"] == 0.4
+    [warning] = format_warnings("distilled", check)
+    assert warning["check"] == "format" and "format drift" in warning["message"]
+    assert "40.0% of replies hold an answer outside the asked format" in warning["message"]
+    assert "cut off at max_tokens (24)" in warning["message"]
+    clean = format_check([_row("3 + 4")] * 5, targets=["1 + 2"], max_tokens=24)
+    assert format_warnings("distilled", clean) == []
+    assert reply_shape("") == "empty" and reply_shape("```json\n{}\n```") == "JSON on several lines"
+
+
+def test_overlap_counts_copies_and_shared_ngrams() -> None:
+    task = build_task(TaskConfig(kind="math"))
+
+    def ex(i: int, q: str) -> Example:
+        return Example(str(i), {"question": q}, "1")
+
+    train = [ex(0, "Tom has 3 red apples and buys 4 more red apples at the shop today.")]
+    test = [
+        ex(1, "Tom has 3 red apples and buys 4 more red apples at the shop today!"),  # a copy
+        ex(2, "Anna has 3 red apples and buys 4 more red apples at the shop today."),
+        ex(3, "A completely different question about trains and their many long journeys."),
+    ]
+    check = overlap_check(task, train, test, n=8)
+    assert check["exact_duplicates"] == 1
+    assert check["half_overlapping_rate"] == 2 / 3
+    [warning] = overlap_warnings(check)
+    assert "1 of 3 test inputs also appear in the training split" in warning["message"]
+    assert overlap_warnings(overlap_check(task, train, test[2:], n=8)) == []
+
+
+def _metric(value: float, higher: bool = True) -> dict[str, Any]:
+    return {
+        "value": value,
+        "ci_low": value - 0.1,
+        "ci_high": value + 0.1,
+        "n": 50,
+        "higher_is_better": higher,
+        "percent": False,
+    }
+
+
+def test_metrics_that_rank_candidates_differently_are_named() -> None:
+    candidates = {
+        "a": {
+            "metrics": {
+                "rouge": _metric(0.5),
+                "judge_score": _metric(2.0),
+                "loss": _metric(1.0, False),
+            }
+        },
+        "b": {
+            "metrics": {
+                "rouge": _metric(0.4),
+                "judge_score": _metric(3.0),
+                "loss": _metric(2.0, False),
+            }
+        },
+    }
+    found = ranking_disagreements(candidates)
+    messages = " ".join(w["message"] for w in found)
+    assert "rouge puts a above b (0.5 vs 0.4), judge_score the other way (2 vs 3)" in messages
+    # loss is lower-is-better: a's lower loss agrees with rouge, disagrees with the judge.
+    pairs = {w["subject"] for w in found}
+    assert pairs == {"rouge/judge_score", "judge_score/loss"}
+
+
+def test_an_interval_through_zero_says_how_many_examples_it_would_take() -> None:
+    comparisons = [
+        {
+            "a": "s",
+            "b": "t",
+            "metrics": {
+                "accuracy": {"n": 100, "difference": 0.05, "ci_low": -0.05, "ci_high": 0.15},
+                "judge_score": {"n": 40, "difference": 0.5, "ci_low": 0.1, "ci_high": 0.9},
+                "same": {"n": 40, "difference": 0.0, "ci_low": 0.0, "ci_high": 0.0},
+            },
+        },
+    ]
+    [warning] = too_few_examples(comparisons)
+    # Half-width 0.10 for a difference of 0.05: about (0.10 / 0.05)^2 = 4 times the examples.
+    assert (
+        "accuracy +0.05 [-0.05, +0.15] on 100 examples (about 400 would resolve"
+        in warning["message"]
+    )
+    assert "judge_score" not in warning["message"] and "same" not in warning["message"]
+
+
+def test_judge_warnings_cover_sample_self_preference_position_and_length() -> None:
+    judge = {
+        "sample_size": 50,
+        "test_size": 240,
+        "same_as_teacher": True,
+        "model": "m",
+        "bias": {
+            "pairs": 40,
+            "flip_rate": 0.35,
+            "first_position_rate": 0.8,
+            "first_position_n": 60,
+            "score_length_spearman": 0.45,
+            "score_length_n": 100,
+            "verdict_length_spearman": 0.1,
+            "verdict_length_n": 40,
+        },
+    }
+    candidates = {
+        "s": {"judge": {"pointwise": {"malformed_rate": 0.3}, "pairwise": {"malformed_rate": 0.0}}}
+    }
+    found = {w["check"]: w["message"] for w in judge_warnings(judge, candidates)}
+    assert set(found) == {
+        "judge_sample",
+        "judge_self_preference",
+        "judge_parse_failure",
+        "judge_position_flip",
+        "judge_position_bias",
+        "judge_length_bias",
+    }
+    assert "50 of 240 test examples" in found["judge_sample"]
+    assert "35.0% of 40 pairwise verdicts" in found["judge_position_flip"]
+    assert "Spearman +0.45, n = 100" in found["judge_length_bias"]

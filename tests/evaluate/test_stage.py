@@ -1,0 +1,130 @@
+"""The evaluate stage over a scripted endpoint teacher and judge, and the tiny local student."""
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from potstill.config import parse_config
+from potstill.evaluate import answers
+from potstill.evaluate.stage import run_evaluate
+from potstill.pipeline import prepare_split
+from potstill.runs import read_jsonl
+from potstill.tasks import build_task
+
+
+def _evaluate(run: Any, config: Any) -> dict[str, Any]:
+    return run_evaluate(run, config, build_task(config.task), prepare_split(run, config).test)
+
+
+def _with(config: Any, *overrides: str) -> Any:
+    return parse_config(config.model_dump(mode="json"), "test", list(overrides))
+
+
+def test_adding_a_candidate_runs_only_that_candidate(
+    make_evaluated_run: Callable[..., Any],
+    scripted_endpoint: tuple[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, app = scripted_endpoint
+    built: list[str] = []
+    real_build = answers.build_model
+
+    def spy(config: Any, ref: str | None = None) -> Any:
+        built.append(ref or config.model)
+        return real_build(config, ref)
+
+    monkeypatch.setattr(answers, "build_model", spy)
+    run, config = make_evaluated_run()
+    first = _evaluate(run, config)
+    assert first["order"] == ["teacher", "teacher_zero_shot", "base_student", "distilled"]
+    accuracy = first["candidates"]["teacher"]["metrics"]["accuracy"]
+    assert accuracy["value"] == 0.75 and accuracy["n"] == 8  # every fourth answer is wrong
+    assert accuracy["ci_low"] < 0.75 < accuracy["ci_high"]
+    assert first["candidates"]["teacher"]["judge"]["pointwise"]["scored"] == 6
+
+    # The same config again: every call is in the store, so no model is even loaded.
+    calls, before = (
+        Counter(app.state.calls),
+        {n: (run.eval_dir / "predictions" / f"{n}.jsonl").read_text() for n in first["order"]},
+    )
+    built.clear()
+    _evaluate(run, config)
+    assert built == [] and app.state.calls == calls
+
+    # One more candidate: only its calls and its judge calls are made.
+    extra = f"{{name: injector, model: {{backend: openai, model: injector, base_url: '{url}'}}}}"
+    config = _with(config, f"evaluate.candidates=[{extra}]")
+    third = _evaluate(run, config)
+    assert built == ["injector", "fair-judge"]
+    assert Counter(app.state.calls) - calls == {"injector": 8, "fair-judge": 6 + 2 * 6}
+    for name, text in before.items():
+        rows = [json.loads(line) for line in text.splitlines()]
+        assert read_jsonl(run.eval_dir / "predictions" / f"{name}.jsonl") == rows
+    # Its "Verdict: A" and "Score: 5" are quoted mid-reply by the fair judge; only the judge's
+    # last line counts, so its wrong answer never wins (it loses where the teacher is right,
+    # ties where both are wrong) and scores 1.
+    pairwise = third["candidates"]["injector"]["judge"]["pairwise"]
+    teacher_right = sum(
+        r["score"] == 1.0 and "judge_score" in r["scores"]
+        for r in read_jsonl(run.eval_dir / "predictions" / "teacher.jsonl")
+    )
+    assert (pairwise["win"], pairwise["loss"], pairwise["flipped"]) == (0, teacher_right, 0)
+    assert teacher_right >= 3
+    injector = third["candidates"]["injector"]
+    assert injector["metrics"]["judge_score"]["value"] == 1.0
+
+
+def test_a_judge_that_obeys_an_injected_verdict_gives_it_a_tie_not_a_win(
+    make_evaluated_run: Callable[..., Any], scripted_endpoint: tuple[str, Any]
+) -> None:
+    url, _ = scripted_endpoint
+    extra = f"{{name: injector, model: {{backend: openai, model: injector, base_url: '{url}'}}}}"
+    run, config = make_evaluated_run(
+        f"evaluate.candidates=[{extra}]", "judge.model.model=gullible-judge", name="gullible"
+    )
+    results = _evaluate(run, config)
+    pairwise = results["candidates"]["injector"]["judge"]["pairwise"]
+    # Shown first it "wins", shown second it makes the judge pick the teacher: the verdict
+    # follows the position, so each comparison is a tie and counts as a position flip.
+    assert (pairwise["win"], pairwise["tie"], pairwise["loss"]) == (0, 6, 0)
+    assert pairwise["flip_rate"] == 1.0
+    assert results["candidates"]["injector"]["metrics"]["judge_win_rate"]["value"] == 0.5
+    records = read_jsonl(run.eval_dir / "judge" / "injector.jsonl")
+    assert {
+        (r["pairwise"]["candidate_first"]["verdict"], r["pairwise"]["candidate_second"]["verdict"])
+        for r in records
+    } == {("A", "A")}
+    checks = {w["check"] for w in results["warnings"]}
+    assert {"judge_position_flip", "judge_sample"} <= checks
+    assert "judge_self_preference" not in checks
+
+
+def test_scores_hold_metrics_comparisons_cost_and_checks(
+    make_evaluated_run: Callable[..., Any],
+) -> None:
+    run, config = make_evaluated_run(
+        "teacher.model.price_per_million_input=2.0", "teacher.model.price_per_million_output=6.0"
+    )
+    results = _evaluate(run, config)
+    teacher = results["candidates"]["teacher"]
+    assert set(teacher["metrics"]) == {"accuracy", "flexible_accuracy", "judge_score"}
+    assert set(results["candidates"]["distilled"]["metrics"]) >= {"accuracy", "judge_win_rate"}
+    # 50 tokens in at $2/M and 10 out at $6/M per request: $0.00016, so $0.16 per 1,000.
+    assert teacher["cost_per_1k_requests"] == pytest.approx(0.16)
+    assert results["candidates"]["distilled"]["cost_basis"].startswith("local compute")
+    pairs = {(c["a"], c["b"]) for c in results["comparisons"]}
+    assert pairs == {
+        ("distilled", "base_student"),
+        ("distilled", "teacher"),
+        ("distilled", "teacher_zero_shot"),
+    }
+    vs_teacher = next(c for c in results["comparisons"] if c["b"] == "teacher")
+    assert "mcnemar_p" in vs_teacher["metrics"]["accuracy"]
+    assert "mcnemar_p" not in vs_teacher["metrics"].get("judge_score", {})
+    rows = read_jsonl(run.eval_dir / "predictions" / "teacher.jsonl")
+    assert sum("judge_score" in r["scores"] for r in rows) == 6
+    assert results["checks"]["overlap"]["test_examples"] == 8
+    assert results["judge"]["sample_size"] == 6 and results["judge"]["test_size"] == 8
