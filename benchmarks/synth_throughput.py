@@ -3,9 +3,9 @@
 A local OpenAI-compatible server on 127.0.0.1 (its own process) answers every chat request
 after exactly `--latency` seconds. Through it go:
 
-- the synth stage itself (`run_synth`: requests, call store with a commit per answer,
-  retries, progress bar, parsing, filters, output files) for `--requests` training inputs at
-  `--concurrency` requests in flight;
+- the synth stage itself (`run_synth`: requests, call store committing answers as they
+  arrive, retries, progress bar, parsing, filters, output files) for `--requests` training
+  inputs at `--concurrency` requests in flight;
 - a bare asyncio + openai loop at the same concurrency, no store (the ceiling for a client);
 - a sequential loop (one request at a time) over `--sequential` requests.
 

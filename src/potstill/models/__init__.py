@@ -18,7 +18,7 @@ __all__ = [
 
 def chunk_size(config: ModelConfig) -> int:
     """How many calls a local model is given between commits to the call store: a few
-    batches' worth (an endpoint's answers are committed one by one as they arrive)."""
+    batches' worth (an endpoint's answers are committed as they arrive)."""
     return 4 * (config.batch_size if config.backend == "local" else config.max_concurrency)
 
 

@@ -34,8 +34,8 @@ def request_key(model: str, request: ChatRequest) -> str:
 class CallStore:
     """SQLite in WAL mode; one writer (the process's event loop).
 
-    Each answer is committed on its own as it arrives. A commit survives the process being
-    killed at any moment (SQLite's WAL makes it atomic); `synchronous=NORMAL` skips the
+    Answers are committed as they arrive (see `answer_all`). A commit survives the process
+    being killed at any moment (SQLite's WAL makes it atomic); `synchronous=NORMAL` skips the
     fsync per commit, so a power cut (not a crash) may lose the last few, which a re-run
     then asks again.
     """
@@ -97,10 +97,11 @@ def answer_all(
 ) -> list[ChatResponse]:
     """Answer requests through the store: stored ones are read, the rest are sent.
 
-    A model that streams (an endpoint) has each successful answer committed the moment it
-    arrives, so a crash loses only the calls in flight; a local model gets chunks of
-    `chunk_size`, each committed before the next. Failed calls are returned but not stored,
-    so a re-run retries them. `admit(i)` may hold request i back (a budget);
+    A model that streams (an endpoint) has its successful answers committed as they arrive
+    (those that arrive in the same turn of the event loop in one transaction, before the
+    loop next waits on the network), so a crash loses only the calls in flight; a local
+    model gets chunks of `chunk_size`, each committed before the next. Failed calls are
+    returned but not stored, so a re-run retries them. `admit(i)` may hold request i back;
     `on_answer(i, response, fresh)` sees every answer, stored ones first (fresh=False).
     """
     keys = [request_key(model.identity, r) for r in requests]
@@ -112,9 +113,7 @@ def answer_all(
     if on_progress:
         on_progress(len(requests) - len(missing))
 
-    def record(i: int, answer: ChatResponse, commit: bool = True) -> None:
-        if commit and answer.ok:
-            store.put_many([(keys[i], model.identity, requests[i], answer)])
+    def record(i: int, answer: ChatResponse) -> None:
         results[i] = answer
         if on_answer:
             on_answer(i, answer, True)
@@ -122,7 +121,12 @@ def answer_all(
             on_progress(1)
 
     if isinstance(model, StreamingChatModel):
-        asyncio.run(_stream(model, requests, missing, admit, record))
+
+        def commit(done: list[int]) -> None:
+            ok = [(keys[i], model.identity, requests[i], results[i]) for i in done]
+            store.put_many([(k, m, q, a) for k, m, q, a in ok if a is not None and a.ok])
+
+        asyncio.run(_stream(model, requests, missing, admit, record, commit))
     else:
         _in_chunks(model, store, requests, keys, missing, chunk_size, admit, record)
     return [r for r in results if r is not None]
@@ -133,13 +137,32 @@ async def _stream(
     requests: Sequence[ChatRequest],
     missing: list[int],
     admit: Admit | None,
-    record: Callable[[int, ChatResponse, bool], None],
+    record: Callable[[int, ChatResponse], None],
+    commit: Callable[[list[int]], None],
 ) -> None:
+    """Take each answer as it arrives; commit the answers of one turn of the event loop
+    together, before the loop next waits on the network (a group commit: one transaction
+    for the answers that arrived at once, instead of one per answer)."""
     local_admit = (lambda j: admit(missing[j])) if admit else None
-    # Nothing awaits between an answer's arrival and its commit in `record`.
-    async with aclosing(model.stream([requests[i] for i in missing], local_admit)) as answers:
-        async for j, answer in answers:
-            record(missing[j], answer, True)
+    loop = asyncio.get_running_loop()
+    pending: list[int] = []
+
+    def flush() -> None:
+        if pending:
+            done = pending.copy()
+            pending.clear()
+            commit(done)
+
+    try:
+        async with aclosing(model.stream([requests[i] for i in missing], local_admit)) as answers:
+            async for j, answer in answers:
+                record(missing[j], answer)
+                if not pending:
+                    # Runs at the loop's next turn, ahead of any wait on the network.
+                    loop.call_soon(flush)
+                pending.append(missing[j])
+    finally:
+        flush()  # the last answers, and those that came before an error
 
 
 def _in_chunks(
@@ -150,7 +173,7 @@ def _in_chunks(
     missing: list[int],
     chunk_size: int,
     admit: Admit | None,
-    record: Callable[[int, ChatResponse, bool], None],
+    record: Callable[[int, ChatResponse], None],
 ) -> None:
     for start in range(0, len(missing), chunk_size):
         idx = []
@@ -160,11 +183,11 @@ def _in_chunks(
                 idx.append(i)
             else:
                 held = ChatResponse(None, "error", error=reason, error_kind="not_sent")
-                record(i, held, False)
+                record(i, held)
         answers = asyncio.run(model.generate([requests[i] for i in idx])) if idx else []
         # One commit for the chunk, then hooks in order.
         store.put_many(
             [(keys[i], model.identity, requests[i], a) for i, a in zip(idx, answers) if a.ok]
         )
         for i, answer in zip(idx, answers):
-            record(i, answer, False)
+            record(i, answer)
