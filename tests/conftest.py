@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import Request  # at module level: FastAPI resolves the handler's annotations here
 from hypothesis import HealthCheck, settings
 
 # Property-based tests: CI runs the same bounded, derandomized examples every time; the
@@ -108,6 +109,216 @@ def start_server() -> Iterator[Callable[[Any], str]]:
     for server, thread in started:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+POSITIVE = ("great", "lovely", "superb", "fine", "wonderful")
+
+
+class FakeTeacher:
+    """A scripted OpenAI-compatible teacher over real HTTP, for tests.
+
+    It labels review texts (a text with a positive word is `good`, else `bad`, as cot JSON),
+    writes new reviews when asked for new inputs, injects faults per request and attempt,
+    counts how often it answered each request (keyed as potstill's call store keys it), and
+    can SIGKILL its client once it has answered a given number of requests.
+    """
+
+    def __init__(
+        self,
+        latency_s: float = 0.02,
+        faults: Callable[[str, int], str | None] | None = None,
+        tokenizer: Any = None,
+        hang_s: float = 2.0,
+    ) -> None:
+        import asyncio
+        from collections import Counter
+
+        from fastapi import FastAPI
+        from fastapi.responses import JSONResponse
+
+        self.latency_s, self.faults, self.tokenizer, self.hang_s = (
+            latency_s,
+            faults,
+            tokenizer,
+            hang_s,
+        )
+        self.base_url = ""
+        self.attempts: Counter[str] = Counter()
+        self.answered: Counter[str] = Counter()
+        self.log: list[tuple[float, str, str]] = []  # (time, key, outcome)
+        self.usage: list[tuple[dict[str, Any], int, int]] = []  # (body, prompt, completion)
+        self.kills: list[dict[str, set[str]]] = []
+        self._kill_at: tuple[int, int, Path] | None = None
+        self._within_s = 2.0
+        self._holding = False
+        self._release = asyncio.Event()
+        self.app = FastAPI()
+
+        self.in_flight = self.max_in_flight = 0
+
+        @self.app.post("/v1/chat/completions")
+        async def chat(request: Request) -> Any:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                return await respond(await request.json())
+            finally:
+                self.in_flight -= 1
+
+        async def respond(body: dict[str, Any]) -> Any:
+            key = self.key(body)
+            self.attempts[key] += 1
+            fault = self.faults(key, self.attempts[key]) if self.faults else None
+            self.log.append((time.monotonic(), key, fault or "ok"))
+            if fault == "timeout":  # the client gives up first; this answer never counts
+                await asyncio.sleep(self.hang_s)
+                return JSONResponse({"error": {"message": "too late"}}, status_code=500)
+            if fault is not None:
+                return self._fault_response(fault)
+            await asyncio.sleep(self.latency_s)
+            if self._holding:  # a kill is coming: nothing more is answered
+                await self._release.wait()
+                return JSONResponse({"error": {"message": "gone"}}, status_code=503)
+            response = self._complete(body)
+            self.answered[key] += 1
+            if self._kill_at and sum(self.answered.values()) >= self._kill_at[0]:
+                self._holding = True
+                asyncio.get_running_loop().create_task(self._kill_when_committed())
+            return response
+
+    def key(self, body: dict[str, Any]) -> str:
+        from potstill.models.base import ChatRequest
+
+        request = ChatRequest(
+            body["messages"], body["max_tokens"], body["temperature"], body.get("seed", 0)
+        )
+        return self.key_of(request, body["model"])
+
+    def key_of(self, request: Any, model: str) -> str:
+        """The call-store key a client of this server gives `request` for `model`."""
+        from potstill.models.callstore import request_key
+        from potstill.models.openai_backend import endpoint_identity
+
+        return request_key(endpoint_identity(self.base_url, model), request)
+
+    @staticmethod
+    def _fault_response(fault: str) -> Any:
+        from fastapi.responses import JSONResponse
+
+        if fault == "429":
+            headers = {"retry-after-ms": "200", "retry-after": "1"}
+            body = {"error": {"message": "slow down", "type": "requests", "code": "rate_limit"}}
+            return JSONResponse(body, status_code=429, headers=headers)
+        if fault == "quota":
+            body = {
+                "error": {
+                    "message": "You exceeded your current quota",
+                    "code": "insufficient_quota",
+                    "type": "insufficient_quota",
+                }
+            }
+            return JSONResponse(body, status_code=429)
+        status = int(fault)
+        return JSONResponse({"error": {"message": f"injected {status}"}}, status_code=status)
+
+    def _tokens(self, messages: list[dict[str, str]], reply: str) -> tuple[int, int]:
+        if self.tokenizer is None:
+            prompt = 3 + sum(4 + len(m["content"]) // 4 for m in messages)
+            return prompt, max(1, len(reply) // 4)
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+        return len(ids), len(self.tokenizer(reply)["input_ids"]) + 1
+
+    def reply_text(self, body: dict[str, Any]) -> str:
+        import json
+        import zlib
+
+        text = body["messages"][-1]["content"]
+        if "You write new inputs" in text:
+            shown = [json.loads(line) for line in text.split("\n") if line.startswith("{")]
+            number = 1000 + zlib.crc32(f"{shown[0]['text']}|{body['seed']}".encode()) % 9000
+            word = ("superb", "awful")[number % 2]
+            return json.dumps({"text": f"Review {number}: the kettle was {word}."})
+        label = "good" if any(w in text for w in POSITIVE) else "bad"
+        # A second sample sometimes disagrees, so that only the vote gets every answer right.
+        if body["temperature"] > 0 and body.get("seed") == 1 and zlib.crc32(text.encode()) % 3 == 0:
+            label = "bad" if label == "good" else "good"
+        reason = f"The review calls it {text.split()[-1].strip('.')}, which is {label}."
+        return json.dumps({"reason": reason, "answer": label})
+
+    def _complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        content = self.reply_text(body)
+        prompt, completion = self._tokens(body["messages"], content)
+        self.usage.append((body, prompt, completion))
+        return {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": content},
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
+        }
+
+    def usage_of(self, which: Callable[[dict[str, Any]], bool]) -> list[tuple[int, int]]:
+        """(prompt, completion) tokens of the answers given to requests `which` picks."""
+        return [(p, c) for body, p, c in self.usage if which(body)]
+
+    def kill_after(self, answered: int, pid: int, calls_db: Path, within_s: float = 2.0) -> None:
+        """SIGKILL `pid` once `answered` requests are answered in all: stop answering, wait
+        until every answer given is committed to `calls_db` (`within_s` at most), then kill.
+
+        Keep `within_s` below the time a client needs to give up on the held calls, so a
+        client that commits only when a whole batch is done cannot pass."""
+        self._kill_at = (answered, pid, calls_db)
+        self._within_s = within_s
+        self._holding = False
+        self._release.clear()
+
+    async def _kill_when_committed(self) -> None:
+        import asyncio
+        import os
+        import signal
+        import sqlite3
+
+        assert self._kill_at is not None
+        _, pid, calls_db = self._kill_at
+        answered = set(self.answered)
+        deadline = time.monotonic() + self._within_s
+        committed: set[str] = set()
+        while time.monotonic() < deadline:
+            with sqlite3.connect(f"file:{calls_db}?mode=ro", uri=True) as db:
+                committed = {k for (k,) in db.execute("SELECT key FROM calls")}
+            if answered <= committed:
+                break
+            await asyncio.sleep(0.02)
+        self.kills.append({"answered": answered, "committed": committed})
+        os.kill(pid, signal.SIGKILL)
+        self._kill_at = None
+        await asyncio.sleep(0.2)  # let the killed client's sockets close first
+        self._holding = False
+        self._release.set()
+
+
+@pytest.fixture
+def fake_teacher(start_server: Callable[[Any], str]) -> Callable[..., FakeTeacher]:
+    """Start a FakeTeacher on 127.0.0.1; its `base_url` is set."""
+
+    def make(**kwargs: Any) -> FakeTeacher:
+        teacher = FakeTeacher(**kwargs)
+        teacher.base_url = start_server(teacher.app)
+        return teacher
+
+    return make
 
 
 # --- A scripted OpenAI-compatible endpoint: a math teacher and two kinds of judge ---------

@@ -107,3 +107,22 @@ def test_a_key_written_into_the_config_is_refused_and_not_repeated(tmp_path: Pat
         load_config(path)
     assert "teacher.model.api_key: unknown key" in str(err.value)
     assert secret not in str(err.value)
+
+
+def test_several_samples_need_a_temperature_and_a_budget_needs_a_price() -> None:
+    with pytest.raises(ConfigError, match=r"teacher\.prompt\.temperature"):
+        parse_config({**MINIMAL, "synth": {"samples": 3}}, "t.yaml")
+    sampled = {**MINIMAL, "synth": {"samples": 3}, "teacher": {"prompt": {"temperature": 0.7}}}
+    assert parse_config(sampled, "t.yaml").synth.samples == 3
+    with pytest.raises(ConfigError, match=r"teacher\.model\.price_per_million_input"):
+        parse_config(
+            {**MINIMAL, "teacher": {"model": {"model": "gpt-x"}}, "budget": {"max_usd": 5}},
+            "t.yaml",
+        )
+    price = {"price_per_million_input": 2.5, "price_per_million_output": 10}
+    priced = {
+        **MINIMAL,
+        "teacher": {"model": {"model": "gpt-x", **price}},
+        "budget": {"max_usd": 5},
+    }
+    assert parse_config(priced, "t.yaml").teacher.model.price_per_million_output == 10

@@ -98,6 +98,8 @@ def test_endpoint_teacher_run_keeps_the_key_out_of_every_file(
                 "model": "big-teacher",
                 "base_url": url,
                 "api_key_env": "POTSTILL_TEST_TEACHER_KEY",
+                "price_per_million_input": 2.0,
+                "price_per_million_output": 8.0,
             },
             "prompt": {"style": "cot", "max_tokens": 32},
         },
@@ -125,17 +127,26 @@ def test_endpoint_teacher_run_keeps_the_key_out_of_every_file(
     path.write_text(yaml.safe_dump(config))
     runs = tmp_path / "runs"
     # The installed command in its own process, so every log line it writes is captured.
-    result = _potstill("run", str(path), "--runs-dir", str(runs))
+    # The first call is refused (401, the key quoted back): the stage stops at once, and the
+    # message shows the key redacted.
+    refused = _potstill("run", str(path), "--runs-dir", str(runs))
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "invalid credentials: Bearer ***" in refused.stdout + refused.stderr
+    result = _potstill("run", str(path), "--runs-dir", str(runs))  # the key works now
     assert result.returncode == 0, result.stderr[-3000:]
 
     run = runs / "endpoint"
     summary = json.loads((run / "synth" / "summary.json").read_text())
-    assert summary["accepted"] == 7 and summary["failed_calls"] == 1  # the refused first call
-    assert summary["teacher_accuracy_on_train"] == 7 / 8
+    assert summary["accepted"] == 8 and summary["failed_calls"] == 0
+    assert summary["teacher_accuracy_on_train"] == 1.0
     rows = [json.loads(line) for line in (run / "synth" / "train.jsonl").read_text().splitlines()]
     assert {r["completion"][0]["content"] for r in rows} <= {"positive", "negative"}
-    (refused,) = [json.loads(line) for line in (run / "synth" / "rejected.jsonl").open()]
-    assert "401" in refused["error"] and "invalid credentials: Bearer ***" in refused["error"]
+    # 8 calls of 40 prompt and 12 completion tokens at $2 and $8 per million
+    report = (run / "report.md").read_text()
+    assert "Teacher cost of the synthetic data: $0.0014 (8 calls, 320 + 96 tokens)" in report
+    assert json.loads((run / "manifest.json").read_text())["stages"]["synth"]["cost_usd"] == (
+        0.001408
+    )
     scores = json.loads((run / "eval" / "scores.json").read_text())
     assert scores["candidates"]["teacher"]["accuracy"] == 1.0
     assert scores["judge"]["calls"] > 0 and scores["judge"]["same_as_teacher"]
@@ -143,7 +154,7 @@ def test_endpoint_teacher_run_keeps_the_key_out_of_every_file(
     assert all(h == f"Bearer {SENTINEL}" for h in api.state.seen)
 
     # Grading and a re-rendered report: grades.sqlite and the report join the scan.
-    logs = [result.stdout, result.stderr]
+    logs = [refused.stdout, refused.stderr, result.stdout, result.stderr]
     for args in (["grade", str(run), "--add-grader", "ann"], ["report", str(run)]):
         done = _potstill(*args)
         assert done.returncode == 0, done.stderr[-3000:]

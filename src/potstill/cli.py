@@ -14,10 +14,10 @@ from rich.text import Text
 from potstill.config import ConfigError, builtin_config_path, load_config
 from potstill.data.loading import DatasetError
 from potstill.grade.rounds import GradeError
-from potstill.models.openai_backend import MissingKeyError
+from potstill.models.openai_backend import EndpointRefused, MissingKeyError
 from potstill.models.packaged import ModelRefError
 from potstill.progress import console
-from potstill.runs import StageOrderError
+from potstill.runs import StageIncomplete, StageOrderError
 from potstill.train.lint import TrainingDataError
 
 app = typer.Typer(
@@ -35,10 +35,13 @@ USER_ERRORS = (
     DatasetError,
     ModelRefError,
     MissingKeyError,
+    EndpointRefused,
     GradeError,
     StageOrderError,
     TrainingDataError,
 )
+# A stage that wrote its files but left work to retry (failed calls) exits with this code.
+EXIT_INCOMPLETE = 3
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder that holds run folders.")]
 Overrides = Annotated[
@@ -69,11 +72,16 @@ def _storage_message(exc: OSError) -> str | None:
 
 def _guard(action: Callable[[], T]) -> T:
     """Bad input, a full disk or a read-only folder end with one clear message and exit
-    code 2, not a traceback."""
+    code 2, not a traceback; a stage with failed calls to retry ends with exit code 3."""
     try:
         return action()
     except USER_ERRORS as exc:
         message = str(exc)
+    except StageIncomplete as exc:
+        console.print(
+            Text.assemble(("incomplete:", "yellow"), " ", str(exc)), highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(EXIT_INCOMPLETE) from None
     except OSError as exc:
         found = _storage_message(exc)
         if found is None:
@@ -129,9 +137,29 @@ def _one_stage(stage: str, run_dir: Path) -> None:
 
 
 @app.command()
-def synth(run_dir: RunArg) -> None:
-    """Have the teacher label the training inputs; writes synth/ (train.jsonl, card.md)."""
-    _one_stage("synth", run_dir)
+def synth(
+    run_dir: RunArg,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Estimate the calls, tokens and cost; call nothing, write nothing."
+        ),
+    ] = False,
+) -> None:
+    """Have the teacher label the training inputs; writes synth/ (train.jsonl, card.md).
+    Exit code 3 when some teacher calls failed: run it again to retry them."""
+    if not dry_run:
+        _one_stage("synth", run_dir)
+        return
+    from potstill.pipeline import estimate_synth
+    from potstill.runs import RunFolder
+    from potstill.synth.estimate import print_estimate
+
+    def action() -> None:
+        folder = RunFolder(run_dir)
+        print_estimate(estimate_synth(folder, folder.load_config()))
+
+    _guard(action)
 
 
 @app.command()

@@ -45,9 +45,16 @@ class ModelConfig(Strict):
     batch_size: int = Field(8, ge=1)
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(4, ge=0)
-    # What an endpoint charges, in dollars per million tokens; the report's cost per 1,000
-    # requests uses them. Local models are priced by measured compute time instead
-    # (`evaluate.local_price_per_hour`).
+    # openai backend manners: optional rate limits (tokens count the prompt estimate plus
+    # max_tokens, as providers do), the longest single back-off, and the total time one call
+    # may spend retrying before it is recorded as failed.
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    retry_max_wait_s: float = Field(60.0, gt=0)
+    retry_total_s: float = Field(600.0, gt=0)
+    # What an endpoint charges, in dollars per million tokens: the synth stage's cost, its
+    # budget and dry-run estimate, and the report's cost per 1,000 requests use them. Local
+    # models are priced by measured compute time instead (`evaluate.local_price_per_hour`).
     price_per_million_input: float | None = Field(None, ge=0)
     price_per_million_output: float | None = Field(None, ge=0)
 
@@ -277,6 +284,32 @@ class StudentConfig(Strict):
         return value
 
 
+DEFAULT_VARIATIONS = [
+    "similar in difficulty to the examples",
+    "with different names, objects and numbers",
+    "slightly harder than the examples",
+    "set in a different everyday situation",
+]
+
+
+class GenerateConfig(Strict):
+    """Synthetic inputs: the teacher writes new task inputs from seed examples."""
+
+    # New inputs asked for per seed example; each request uses the next variation in turn.
+    per_seed: int = Field(1, ge=1)
+    # How many training examples serve as seeds (the first ones of the split); all when unset.
+    seeds: int | None = Field(None, ge=1)
+    # Training examples shown in each request: the seed and the ones after it.
+    examples_per_prompt: int = Field(3, ge=1)
+    variations: list[str] = Field(default_factory=lambda: list(DEFAULT_VARIATIONS), min_length=1)
+    # The instruction; placeholders: {description} {examples} {variation} {format}.
+    template: str | None = None
+    max_tokens: int = Field(256, ge=1)
+    temperature: float = Field(1.0, ge=0.0)
+    min_chars: int = Field(8, ge=1)
+    max_chars: int = Field(4000, ge=1)
+
+
 class SynthConfig(Strict):
     # answer: the rationale helps the teacher and is dropped; rationale_answer: the student
     # learns the reasoning too.
@@ -285,6 +318,35 @@ class SynthConfig(Strict):
     require_reference_match: bool = True
     # How the student is asked, in its training rows and in evaluation (base and trained alike).
     prompt: PromptConfig = PromptConfig(style="zero_shot", max_tokens=32)
+    # Teacher samples per input (sampled at teacher.prompt.temperature); with more than one,
+    # the answer is the majority vote and the row keeps a rationale that agrees with it.
+    samples: int = Field(1, ge=1)
+    generate: GenerateConfig | None = None
+    # Bounds on the training completion (what the student learns), in characters.
+    min_completion_chars: int | None = Field(None, ge=0)
+    max_completion_chars: int | None = Field(None, ge=1)
+    # Generated inputs this similar (Jaccard of word 3-grams) to an earlier input are dropped.
+    near_duplicate_threshold: float = Field(0.85, gt=0.0, le=1.0)
+    # An input is contaminated when this share of its word n-grams occurs in one test item.
+    contamination_ngram: int = Field(8, ge=1)
+    contamination_threshold: float = Field(0.8, gt=0.0, le=1.0)
+    # The stage counts as done while failed calls stay at or under this share of all calls;
+    # above it, the stage exits with code 3 and a re-run retries them.
+    max_failed_fraction: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class BudgetConfig(Strict):
+    # The most the synth stage may spend on teacher calls, counted over all its calls
+    # (those answered in earlier runs too). Needs the teacher's price
+    # (teacher.model.price_per_million_input/output).
+    max_usd: float | None = Field(None, gt=0)
+    # For `potstill synth RUN --dry-run`: prompt tokens are counted with `tokenizer` (a local
+    # folder, packaged:NAME or hub id whose chat template matches the teacher's) when given,
+    # else estimated as characters / chars_per_token plus 4 per message and 3 per request.
+    tokenizer: str | None = None
+    chars_per_token: float = Field(4.0, gt=0)
+    # Completion tokens expected per labelling reply; max_tokens (an upper bound) when unset.
+    expected_completion_tokens: int | None = Field(None, ge=1)
 
 
 class ExtraCandidateConfig(Strict):
@@ -420,6 +482,7 @@ class RunConfig(Strict):
     students: list[StudentConfig] = Field(default_factory=lambda: [StudentConfig()], min_length=1)
     synth: SynthConfig = SynthConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    budget: BudgetConfig = BudgetConfig()
     grade: GradeConfig = GradeConfig()
     judge: JudgeConfig = JudgeConfig()
 
@@ -441,6 +504,22 @@ class RunConfig(Strict):
         names = [s.name for s in self.students]
         if len(set(names)) != len(names):
             raise ValueError(f"student names must be unique, got {names}")
+        return self
+
+    @model_validator(mode="after")
+    def _synth_needs(self) -> RunConfig:
+        if self.synth.samples > 1 and self.teacher.prompt.temperature == 0:
+            raise ValueError(
+                "synth.samples > 1 needs teacher.prompt.temperature > 0, or every sample "
+                "is the same"
+            )
+        teacher = self.teacher.model
+        priced = None not in (teacher.price_per_million_input, teacher.price_per_million_output)
+        if self.budget.max_usd is not None and not priced:
+            raise ValueError(
+                "budget.max_usd needs the teacher's price: set teacher.model."
+                "price_per_million_input and teacher.model.price_per_million_output"
+            )
         return self
 
     @model_validator(mode="after")

@@ -17,6 +17,7 @@ from potstill.progress import console
 from potstill.runs import (
     STAGES,
     RunFolder,
+    StageIncomplete,
     StageOrderError,
     atomic_write_text,
     is_main_process,
@@ -139,7 +140,7 @@ def _do_synth(run: RunFolder, config: RunConfig) -> dict[str, Any]:
     from potstill.synth.stage import run_synth
 
     split = prepare_split(run, config)
-    return run_synth(run, config, build_task(config.task), split.train)
+    return run_synth(run, config, build_task(config.task), split.train, split.test)
 
 
 def _do_train(run: RunFolder, config: RunConfig) -> dict[str, Any]:
@@ -187,11 +188,29 @@ def run_stage(run: RunFolder, config: RunConfig, stage: str) -> dict[str, Any]:
         )
     fp = fingerprint(run, config, stage)
     console.rule(f"[bold]{stage}")
-    with timed() as elapsed:
-        result = STAGE_FUNCS[stage](run, config)
+    try:
+        with timed() as elapsed:
+            result = STAGE_FUNCS[stage](run, config)
+    except StageIncomplete as exc:
+        if is_main_process():
+            run.mark_incomplete(stage, fp, elapsed[0], result=exc.result, **_cost(exc.result))
+        raise
     if is_main_process():
-        run.mark_done(stage, fp, elapsed[0], result=result)
+        run.mark_done(stage, fp, elapsed[0], result=result, **_cost(result))
     return result
+
+
+def _cost(result: dict[str, Any]) -> dict[str, Any]:
+    """A stage's spending, lifted to the top of its manifest record."""
+    return {"cost_usd": result["cost_usd"]} if "cost_usd" in result else {}
+
+
+def estimate_synth(run: RunFolder, config: RunConfig) -> dict[str, Any]:
+    """What the synth stage would send and cost, without calling the teacher."""
+    from potstill.synth.estimate import estimate
+
+    split = prepare_split(run, config)
+    return estimate(run, config, build_task(config.task), split.train, split.test)
 
 
 def stale_stages(run: RunFolder, config: RunConfig) -> list[str]:

@@ -27,6 +27,14 @@ class StageOrderError(ValueError):
     """A stage asked for before the stage it reads from has finished."""
 
 
+class StageIncomplete(RuntimeError):
+    """A stage wrote its files, but part of its work failed; a re-run retries that part."""
+
+    def __init__(self, message: str, result: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 # mkstemp makes files 0600; finished files get the permissions an ordinary open() would.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -189,9 +197,18 @@ class RunFolder:
             write_json(self.manifest_path, updated)
 
     def mark_done(self, stage: str, fingerprint: str, seconds: float, **extra: Any) -> None:
+        self._mark(stage, "done", fingerprint, seconds, **extra)
+
+    def mark_incomplete(self, stage: str, fingerprint: str, seconds: float, **extra: Any) -> None:
+        """Record a stage that must run again (it is never current, so the next run retries)."""
+        self._mark(stage, "incomplete", fingerprint, seconds, **extra)
+
+    def _mark(
+        self, stage: str, status: str, fingerprint: str, seconds: float, **extra: Any
+    ) -> None:
         manifest = self.manifest()
         manifest["stages"][stage] = {
-            "status": "done",
+            "status": status,
             "fingerprint": fingerprint,
             "seconds": round(seconds, 2),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

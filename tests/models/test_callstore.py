@@ -3,14 +3,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from potstill.models.base import ChatRequest, ChatResponse
+from potstill.models.base import ChatRequest, ChatResponse, StreamingChatModel
 from potstill.models.callstore import CallStore, answer_all, request_key
 
 if TYPE_CHECKING:
@@ -89,3 +89,91 @@ def test_a_full_disk_keeps_every_committed_answer(small_disk: SmallDisk) -> None
     answers = answer_all(model, store, _requests("a", "b", *"cdefgh"), chunk_size=3)
     assert [a.text for a in answers] == [t.upper() for t in "abcdefgh"]
     assert len(model.sent) == 6 and store.count() == 8
+
+
+def _committed(db: Path) -> int:
+    with sqlite3.connect(db) as other:  # another process's view of the file
+        return int(other.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
+
+
+class StreamingModel:
+    """Answers one request at a time, waiting (as on the network) before each; after the
+    wait it records what the store holds. `burst` answers come at once, with no wait."""
+
+    identity = "streaming"
+
+    def __init__(self, db: Path, burst: int = 1) -> None:
+        self.db = db
+        self.burst = burst
+        self.committed_before: list[int] = []
+
+    async def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
+        raise AssertionError("a streaming model is streamed")
+
+    async def stream(
+        self, requests: Sequence[ChatRequest], admit: Any = None
+    ) -> AsyncGenerator[tuple[int, ChatResponse], None]:
+        for i, request in enumerate(requests):
+            if i % self.burst == 0:
+                await asyncio.sleep(0)
+                self.committed_before.append(_committed(self.db))
+            reason = admit(i) if admit else None
+            if reason:
+                yield i, ChatResponse(None, "error", error=reason, error_kind="not_sent")
+                continue
+            yield i, ChatResponse(text=request.messages[0]["content"].upper())
+
+
+def test_a_streamed_answer_is_committed_before_the_next_wait(tmp_path: Path) -> None:
+    store = CallStore(tmp_path / "calls.sqlite")
+    model = StreamingModel(tmp_path / "calls.sqlite")
+    assert isinstance(model, StreamingChatModel)
+    seen: list[tuple[int, bool]] = []
+    answers = answer_all(
+        model,
+        store,
+        _requests("a", "b", "c", "d"),
+        chunk_size=100,
+        admit=lambda i: "over budget" if i == 2 else None,
+        on_answer=lambda i, r, fresh: seen.append((i, fresh)),
+    )
+    assert model.committed_before == [0, 1, 2, 2]  # each answer on disk before the next wait
+    assert [a.text for a in answers] == ["A", "B", None, "D"]
+    assert answers[2].error_kind == "not_sent"
+    store.close()
+    store = CallStore(tmp_path / "calls.sqlite")
+    seen.clear()
+    again = answer_all(
+        model,
+        store,
+        _requests("a", "b", "c", "d"),
+        100,
+        on_answer=lambda i, r, f: seen.append((i, f)),
+    )
+    assert [a.text for a in again] == ["A", "B", "C", "D"]
+    assert seen == [(0, False), (1, False), (3, False), (2, True)]  # stored first, then fresh
+
+
+def test_answers_that_arrive_together_are_committed_together(tmp_path: Path) -> None:
+    store = CallStore(tmp_path / "calls.sqlite")
+    commits: list[int] = []
+    put_many = store.put_many
+
+    def counted(items: Any) -> None:
+        commits.append(len(items))
+        put_many(items)
+
+    store.put_many = counted  # type: ignore[method-assign]
+    model = StreamingModel(tmp_path / "calls.sqlite", burst=3)
+    answers = answer_all(model, store, _requests(*"abcdefg"), chunk_size=100)
+    assert [a.text for a in answers] == list("ABCDEFG")
+    assert commits == [3, 3, 1]  # one transaction per burst
+    assert model.committed_before == [0, 3, 6]  # each burst on disk before the next wait
+
+
+def test_a_held_back_request_is_not_sent_to_a_batching_model(tmp_path: Path) -> None:
+    store = CallStore(tmp_path / "calls.sqlite")
+    model = CountingModel()
+    answers = answer_all(model, store, _requests("a", "b"), 8, admit=lambda i: "no" if i else None)
+    assert [r.messages[0]["content"] for r in model.sent] == ["a"]
+    assert answers[1].error == "no" and store.count() == 1

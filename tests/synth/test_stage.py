@@ -1,5 +1,16 @@
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from potstill.cli import app
 from potstill.config import parse_config
-from potstill.synth.stage import rejection_reason, training_row
+from potstill.runs import RunFolder
+from potstill.synth.stage import rejection_reason, sample_requests, training_row
 from potstill.tasks import Example, build_task
 
 CONFIG = parse_config(
@@ -52,3 +63,147 @@ def test_training_row_keeps_the_teachers_expression_and_drops_the_reason() -> No
     )
     content = training_row(TASK, with_reason, EXAMPLE, parsed)["completion"][0]["content"]
     assert TASK.parse(content, "cot").rationale == "gives away, so subtract"
+
+
+# The whole stage against the FakeTeacher over real HTTP (tests/conftest.py).
+
+
+def _invoke(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args))
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_votes_new_inputs_and_a_card_that_accounts_for_every_row(
+    fake_teacher: Callable[..., Any], review_run: Callable[..., RunFolder]
+) -> None:
+    teacher = fake_teacher()
+    run = review_run(
+        teacher.base_url,
+        synth={"samples": 3, "generate": {"per_seed": 2, "seeds": 3}},
+        model={"price_per_million_input": 3.0, "price_per_million_output": 15.0},
+    )
+    result = _invoke("synth", str(run.root))
+    assert result.exit_code == 0, result.output
+    records = _jsonl(run.synth_dir / "teacher.jsonl")
+    contract = {"id", "inputs", "reference", "reply", "status", "answer", "raw_answer"}
+    contract |= {"rationale", "finish_reason", "error", "completion_tokens", "rejected"}
+    assert all(contract <= set(r) for r in records)
+    train = [r for r in records if r["origin"] == "train"]
+    generated = [r for r in records if r["origin"] == "generated"]
+    assert len(train) == 20 and len(generated) == 6
+    assert all(r["seed_id"] in {t["id"] for t in train[:3]} for r in generated)
+    split = [r for r in records if len(r["votes"]) == 2]  # the second sample disagreed
+    assert split and all(r["votes"][r["answer"]] == 2 for r in split)
+    assert all(r["answer"] == r["reference"] for r in train)  # the vote is right every time
+    for r in records:  # the kept reply agrees with the vote and its rationale goes with it
+        chosen = r["samples"][r["chosen_sample"]]
+        assert chosen["answer"] == r["answer"] and chosen["reply"] == r["reply"]
+        assert r["rationale"] in r["reply"]
+    rows = _jsonl(run.synth_dir / "train.jsonl")
+    assert [r["id"] for r in rows] == [r["id"] for r in records if r["rejected"] is None]
+    summary = json.loads((run.synth_dir / "summary.json").read_text())
+    assert summary["teacher_accuracy_on_train"] == 1.0 and summary["generated_inputs"] == 6
+    assert summary["calls"] == 6 + 26 * 3 == len(teacher.answered)
+    expected_cost = sum(r["cost_usd"] for r in records) + sum(  # labelling + writing inputs
+        (3.0 * p + 15.0 * c) / 1e6
+        for p, c in teacher.usage_of(lambda body: "You write new inputs" in str(body))
+    )
+    assert abs(summary["cost_usd"] - expected_cost) < 1e-6 and summary["cost_usd"] > 0
+    manifest = json.loads(run.manifest_path.read_text())
+    assert manifest["stages"]["synth"]["cost_usd"] == summary["cost_usd"]
+    card = (run.synth_dir / "card.md").read_text()
+    assert "| accepted | 26 | 100.0% |" in card and "majority vote" in card
+    assert f"teacher cost: ${summary['cost_usd']:.4f}" in card
+    assert "## Synthetic inputs" in card
+
+
+def test_failed_calls_go_to_errors_jsonl_exit_3_and_are_retried_next_run(
+    fake_teacher: Callable[..., Any], review_run: Callable[..., RunFolder]
+) -> None:
+    broken: set[str] = set()
+
+    def faults(key: str, attempt: int) -> str | None:
+        return "500" if key in broken else ("400" if key in refused else None)
+
+    refused: set[str] = set()
+    teacher = fake_teacher(faults=faults)
+    run = review_run(teacher.base_url, model={"max_retries": 1, "retry_max_wait_s": 0.01})
+    requests = sample_requests(
+        build_task(run.load_config().task), run.load_config(), _train_examples(run)
+    )
+    broken.add(teacher.key_of(requests[0], "fake-405b"))
+    refused.add(teacher.key_of(requests[1], "fake-405b"))
+    result = _invoke("synth", str(run.root))
+    assert result.exit_code == 3, result.output
+    assert "2 teacher call(s) failed" in result.output and "again to retry" in result.output
+    errors = _jsonl(run.synth_dir / "errors.jsonl")
+    assert [(e["status"], e["attempts"], e["phase"]) for e in errors] == [
+        ("http_500", 2, "label"),
+        ("http_400", 1, "label"),
+    ]
+    assert all("injected" in e["reason"] for e in errors)
+    manifest = json.loads(run.manifest_path.read_text())["stages"]["synth"]
+    assert manifest["status"] == "incomplete" and manifest["result"]["failed_calls"] == 2
+    summary = json.loads((run.synth_dir / "summary.json").read_text())
+    assert summary["failed_rows"] == 2 and summary["rejected"]["call_failed"] == 2
+    assert summary["accepted"] == 18
+
+    broken.clear()
+    refused.clear()
+    answered = sum(teacher.answered.values())
+    again = _invoke("synth", str(run.root))
+    assert again.exit_code == 0, again.output
+    assert sum(teacher.answered.values()) == answered + 2  # only the failed calls
+    assert (run.synth_dir / "errors.jsonl").read_text() == ""
+    assert json.loads(run.manifest_path.read_text())["stages"]["synth"]["status"] == "done"
+
+
+def test_the_budget_stops_new_calls_and_a_bigger_one_finishes_the_rest(
+    fake_teacher: Callable[..., Any], review_run: Callable[..., RunFolder]
+) -> None:
+    teacher = fake_teacher()
+    prices = {"price_per_million_input": 1000.0, "price_per_million_output": 1000.0}
+    run = review_run(teacher.base_url, model=prices, budget={"max_usd": 1.0})
+    result = _invoke("synth", str(run.root))
+    assert result.exit_code == 3, result.output
+    summary = json.loads((run.synth_dir / "summary.json").read_text())
+    sent = len(teacher.answered)
+    assert 0 < sent < 20 and summary["cost_usd"] <= 1.0
+    errors = _jsonl(run.synth_dir / "errors.jsonl")
+    assert len(errors) == 20 - sent and {e["status"] for e in errors} == {"not_sent"}
+    assert "budget.max_usd $1 reached" in errors[0]["reason"]
+
+    config = yaml.safe_load(run.config_path.read_text())
+    config["budget"]["max_usd"] = 10.0
+    run.config_path.write_text(yaml.safe_dump(config))
+    again = _invoke("synth", str(run.root))
+    assert again.exit_code == 0, again.output
+    assert len(teacher.answered) == 20 and max(teacher.answered.values()) == 1
+    assert json.loads((run.synth_dir / "summary.json").read_text())["cost_usd"] <= 10.0
+
+
+@pytest.mark.parametrize("fault", ["401", "quota"])
+def test_a_refused_key_or_spent_quota_stops_the_stage_at_once(
+    fake_teacher: Callable[..., Any],
+    review_run: Callable[..., RunFolder],
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
+) -> None:
+    teacher = fake_teacher(faults=lambda key, attempt: fault)
+    monkeypatch.setenv("STAGE_TEST_KEY", "sk-stage-secret-91")
+    run = review_run(teacher.base_url, rows=60, model={"api_key_env": "STAGE_TEST_KEY"})
+    result = _invoke("synth", str(run.root))
+    assert result.exit_code == 2
+    assert "no retry can help" in result.output and "Traceback" not in result.output
+    assert "sk-stage-secret-91" not in result.output
+    assert sum(teacher.attempts.values()) <= 8  # what was in flight; nothing retried
+    assert json.loads(run.manifest_path.read_text())["stages"] == {}
+
+
+def _train_examples(run: RunFolder) -> list[Example]:
+    from potstill.pipeline import prepare_split
+
+    return prepare_split(run, run.load_config()).train

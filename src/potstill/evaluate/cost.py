@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from potstill.config import ModelConfig
+from potstill.models.cost import call_cost, price_of
 
 
 def cost_and_latency(
@@ -38,13 +39,13 @@ def cost_and_latency(
         )
         found["cost_basis"] = f"local compute at ${local_price_per_hour:g}/hour"
         return found
-    price_in, price_out = model.price_per_million_input, model.price_per_million_output
-    if price_in is None or price_out is None:
+    price = price_of(model)
+    if price is None:
         found["cost_basis"] = "no price in the config (price_per_million_input/output)"
         return found
-    per_request = (in_tokens * price_in + out_tokens * price_out) / 1e6 / len(done)
-    found["cost_per_1k_requests"] = 1000 * per_request
+    found["cost_per_1k_requests"] = 1000 * call_cost(price, in_tokens, out_tokens) / len(done)
     found["cost_basis"] = (
-        f"endpoint prices ${price_in:g} / ${price_out:g} per million tokens in / out"
+        f"endpoint prices ${price.input_per_1m:g} / ${price.output_per_1m:g} per million "
+        "tokens in / out"
     )
     return found

@@ -17,7 +17,8 @@ __all__ = [
 
 
 def chunk_size(config: ModelConfig) -> int:
-    """How many calls to send between commits to the call store: a few batches' worth."""
+    """How many calls a local model is given between commits to the call store: a few
+    batches' worth (an endpoint's answers are committed as they arrive)."""
     return 4 * (config.batch_size if config.backend == "local" else config.max_concurrency)
 
 
@@ -33,6 +34,10 @@ def build_model(config: ModelConfig, ref: str | None = None) -> ChatModel:
             max_concurrency=config.max_concurrency,
             timeout_s=config.timeout_s,
             max_retries=config.max_retries,
+            requests_per_minute=config.requests_per_minute,
+            tokens_per_minute=config.tokens_per_minute,
+            retry_max_wait_s=config.retry_max_wait_s,
+            retry_total_s=config.retry_total_s,
         )
     from potstill.models.local import LocalChatModel
 

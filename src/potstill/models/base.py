@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Protocol, runtime_checkable
 
 Message = dict[str, str]
+# Asked before the request at this index is first sent: None sends it, a reason holds it back.
+Admit = Callable[[int], str | None]
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,10 @@ class ChatResponse:
     completion_tokens: int = 0
     latency_s: float = 0.0
     error: str | None = None
+    # What kind of failure (timeout, connection, http_500, not_sent, ...) when `error` is set.
+    error_kind: str | None = None
+    # Requests sent for this answer: 1, plus one per retry.
+    attempts: int = 1
 
     @property
     def ok(self) -> bool:
@@ -55,4 +61,16 @@ class ChatModel(Protocol):
 
     async def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
         """Answer every request, in order; failures come back as responses with `error`."""
+        ...
+
+
+@runtime_checkable
+class StreamingChatModel(ChatModel, Protocol):
+    """A chat model that answers requests concurrently and hands each over as it arrives,
+    so the caller can store it at once (an endpoint: a crash loses only calls in flight)."""
+
+    def stream(
+        self, requests: Sequence[ChatRequest], admit: Admit | None = None
+    ) -> AsyncGenerator[tuple[int, ChatResponse], None]:
+        """Yield (index, response) for every request, in the order answers arrive."""
         ...

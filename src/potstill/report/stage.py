@@ -56,6 +56,15 @@ def markdown_cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
 
 
+def _cost(synth: dict[str, Any]) -> str:
+    """The teacher's bill for the synthetic data, from synth/summary.json."""
+    cost = synth.get("cost")
+    if not cost:
+        return "not recorded"
+    tokens = f"{cost['calls']} calls, {cost['prompt_tokens']} + {cost['completion_tokens']} tokens"
+    return f"${cost['usd']:.4f} ({tokens})" if cost["priced"] else f"no price set ({tokens})"
+
+
 def _ordered(scores: dict[str, Any]) -> dict[str, Any]:
     """Candidates in evaluation order: teachers, base student, trained students, extras."""
     order = scores.get("order") or list(scores["candidates"])
@@ -258,6 +267,7 @@ def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
         "comparisons": strict,
         "metric_comparisons": per_metric,
         "synth": synth,
+        "synth_cost": _cost(synth) if synth else "n/a",
         "teacher_accuracy_on_train": _pct(synth["teacher_accuracy_on_train"]) if synth else "n/a",
         "warnings": [
             {"title": CHECK_TITLES.get(w["check"], w["check"]), "message": w["message"]}

@@ -1,39 +1,26 @@
-"""The synth stage: the teacher labels the training inputs; filtered rows become train.jsonl."""
+"""The synth stage: the teacher labels the training inputs (and new ones it writes from seed
+examples); filtered rows become train.jsonl, with a data card that accounts for every row."""
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, replace
 from typing import Any
 
 from potstill.config import RunConfig
-from potstill.models import build_model, chunk_size
-from potstill.models.callstore import CallStore, answer_all
-from potstill.progress import console, progress_bar
-from potstill.runs import RunFolder, atomic_write_text, write_json, write_jsonl
+from potstill.models.base import ChatRequest, ChatResponse
+from potstill.models.cost import call_cost
+from potstill.progress import console
+from potstill.runs import RunFolder, StageIncomplete, atomic_write_text, write_json, write_jsonl
+from potstill.synth.calls import TeacherCalls
+from potstill.synth.card import render_card
+from potstill.synth.filters import length_reason, rejection_reason, screen_inputs
+from potstill.synth.generate import generation_calls, parse_generated
+from potstill.synth.vote import majority_vote
 from potstill.tasks import Example, Parsed, Task
 from potstill.tasks.base import chat_requests
 
-
-def rejection_reason(
-    parsed: Parsed, finish: str, error: str | None, example: Example, task: Task, config: RunConfig
-) -> str | None:
-    """Why a teacher reply cannot be a training row, or None when it can."""
-    if error:
-        return "call_failed"
-    if finish != "stop":
-        return f"finish_{finish}"
-    if parsed.status != "ok":
-        return parsed.status
-    if config.synth.target == "rationale_answer" and not parsed.rationale:
-        return "no_rationale"
-    if (
-        config.synth.require_reference_match
-        and task.reference_match
-        and example.reference is not None
-        and task.score(parsed, example.reference) < 1.0
-    ):
-        return "disagrees_with_reference"
-    return None
+__all__ = ["rejection_reason", "run_synth", "sample_requests", "training_row"]
 
 
 def training_row(task: Task, config: RunConfig, example: Example, parsed: Parsed) -> dict[str, Any]:
@@ -52,92 +39,264 @@ def training_row(task: Task, config: RunConfig, example: Example, parsed: Parsed
     }
 
 
-def run_synth(
-    run: RunFolder, config: RunConfig, task: Task, train: list[Example]
+def sample_requests(task: Task, config: RunConfig, examples: list[Example]) -> list[ChatRequest]:
+    """`synth.samples` teacher requests per example, grouped by example; sample 0 is the
+    request a single-sample run makes, so its stored answers stay valid."""
+    n = config.synth.samples
+    return [
+        replace(request, sample_index=s)
+        for request in chat_requests(task, config.teacher.prompt, examples)
+        for s in range(n)
+    ]
+
+
+@dataclass
+class Labelled:
+    """Everything the stage decided about one input."""
+
+    record: dict[str, Any]  # its teacher.jsonl line
+    row: dict[str, Any] | None  # its train.jsonl line, when accepted
+    errors: list[dict[str, Any]]  # its errors.jsonl lines (failed calls)
+    correct: float | None = None  # voted answer against the reference
+    first_correct: float | None = None  # sample 0 alone against the reference
+
+
+def _sample_json(
+    task: Task, config: RunConfig, example: Example, i: int, r: ChatResponse
 ) -> dict[str, Any]:
-    """Label `train` with the teacher; write teacher.jsonl, rejected.jsonl, train.jsonl, card."""
-    requests = chat_requests(task, config.teacher.prompt, train)
-    teacher = build_model(config.teacher.model)
-    store = CallStore(run.calls_db)
-    try:
-        with progress_bar("synth: teacher labels training inputs", len(requests)) as advance:
-            replies = answer_all(
-                teacher, store, requests, chunk_size(config.teacher.model), advance
-            )
-    finally:
-        store.close()
-    outputs: list[dict[str, Any]] = []
-    rejected: list[dict[str, Any]] = []
-    rows: list[dict[str, Any]] = []
-    correct: list[float] = []
-    reasons: Counter[str] = Counter()
-    for example, reply in zip(train, replies):
-        parsed = task.parse(reply.text or "", config.teacher.prompt.style, example.inputs)
-        if example.reference is not None and task.reference_match:
-            correct.append(task.score(parsed, example.reference))
-        reason = rejection_reason(parsed, reply.finish_reason, reply.error, example, task, config)
-        record = {
-            "id": example.id,
-            "inputs": example.inputs,
-            "reference": example.reference,
+    style = config.teacher.prompt.style
+    parsed = task.parse(r.text or "", style, example.inputs) if r.ok else None
+    return {
+        "index": i,
+        "reply": r.text,
+        "status": parsed.status if parsed else "call_failed",
+        "answer": parsed.answer if parsed else None,
+        "finish_reason": r.finish_reason,
+        "prompt_tokens": r.prompt_tokens,
+        "completion_tokens": r.completion_tokens,
+        "error": r.error,
+    }
+
+
+def error_row(key: str, phase: str, sample: int, response: ChatResponse) -> dict[str, Any]:
+    """An errors.jsonl line: which call failed, how (`status`) and why (`reason`)."""
+    return {
+        "id": key,
+        "phase": phase,
+        "sample": sample,
+        "status": response.error_kind or "error",
+        "reason": response.error,
+        "attempts": response.attempts,
+    }
+
+
+def _base_record(example: Example, origin: str) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "id": example.id,
+        "origin": origin,
+        "inputs": example.inputs,
+        "reference": example.reference,
+        "reply": None,
+        "status": None,
+        "answer": None,
+        "raw_answer": None,
+        "rationale": None,
+        "finish_reason": None,
+        "error": None,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost_usd": 0.0,
+        "rejected": None,
+    }
+    if origin == "generated":
+        record["seed_id"] = example.id.split("~gen")[0]
+    return record
+
+
+def label(
+    task: Task,
+    config: RunConfig,
+    example: Example,
+    origin: str,
+    replies: list[ChatResponse],
+    teacher: TeacherCalls,
+) -> Labelled:
+    """Vote over an input's samples, apply the reply filters, build its rows."""
+    style = config.teacher.prompt.style
+    record = _base_record(example, origin)
+    record["cost_usd"] = round(
+        sum(call_cost(teacher.price, r.prompt_tokens, r.completion_tokens) for r in replies), 8
+    )
+    if len(replies) > 1:
+        record["samples"] = [
+            _sample_json(task, config, example, i, r) for i, r in enumerate(replies)
+        ]
+    failed = [(i, r) for i, r in enumerate(replies) if not r.ok]
+    errors = [error_row(example.id, "label", i, r) for i, r in failed]
+    if failed:  # voting on part of the samples would change once the rest are answered
+        record.update(status="call_failed", error=failed[0][1].error, rejected="call_failed")
+        return Labelled(record, None, errors)
+    parsed = [task.parse(r.text or "", style, example.inputs) for r in replies]
+    vote = majority_vote(parsed, [r.finish_reason for r in replies])
+    chosen, reply = parsed[vote.chosen], replies[vote.chosen]
+    if len(replies) > 1:
+        record["votes"] = vote.votes
+        record["chosen_sample"] = vote.chosen
+    record.update(
+        reply=reply.text,
+        status=chosen.status,
+        answer=chosen.answer,
+        raw_answer=chosen.raw_answer,
+        rationale=chosen.rationale,
+        finish_reason=reply.finish_reason,
+        prompt_tokens=reply.prompt_tokens,
+        completion_tokens=reply.completion_tokens,
+    )
+    reason = rejection_reason(chosen, reply.finish_reason, None, example, task, config)
+    row = None if reason else training_row(task, config, example, chosen)
+    if row is not None:
+        reason = length_reason(row["completion"][0]["content"], config.synth)
+        row = None if reason else row
+    record["rejected"] = reason
+    correct = first = None
+    if example.reference is not None and task.reference_match and origin == "train":
+        correct = task.score(chosen, example.reference)
+        first = task.score(parsed[0], example.reference)
+    return Labelled(record, row, errors, correct, first)
+
+
+def _generate(
+    task: Task, config: RunConfig, train: list[Example], teacher: TeacherCalls
+) -> tuple[list[Example], list[dict[str, Any]], list[dict[str, Any]]]:
+    """New inputs written by the teacher: the examples, generated.jsonl lines, errors."""
+    settings = config.synth.generate
+    if settings is None:
+        return [], [], []
+    calls = generation_calls(task, settings, train)
+    replies = teacher.answer("synth: new inputs", [c.request for c in calls])
+    examples, records, errors = [], [], []
+    for call, reply in zip(calls, replies):
+        record: dict[str, Any] = {
+            "id": call.id,
+            "seed_id": call.seed.id,
             "reply": reply.text,
-            "status": parsed.status,
-            "answer": parsed.answer,
-            "raw_answer": parsed.raw_answer,
-            "rationale": parsed.rationale,
-            "finish_reason": reply.finish_reason,
-            "error": reply.error,
-            "completion_tokens": reply.completion_tokens,
-            "rejected": reason,
+            "inputs": None,
+            "rejected": None,
         }
-        outputs.append(record)
-        if reason:
-            reasons[reason] += 1
-            rejected.append(record)
+        if not reply.ok:
+            record["rejected"] = "call_failed"
+            errors.append(error_row(call.id, "generate", call.index, reply))
         else:
-            rows.append(training_row(task, config, example, parsed))
-    summary = {
+            inputs, why = parse_generated(task, settings, reply.text or "")
+            record.update(inputs=inputs, rejected=why)
+            if inputs is not None:
+                examples.append(Example(call.id, inputs, None))
+        records.append(record)
+    return examples, records, errors
+
+
+def _accuracy(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def run_synth(
+    run: RunFolder,
+    config: RunConfig,
+    task: Task,
+    train: list[Example],
+    test: list[Example] | None = None,
+) -> dict[str, Any]:
+    """Label `train` (and generated inputs) with the teacher; write teacher.jsonl,
+    rejected.jsonl, errors.jsonl, generated.jsonl, train.jsonl, summary.json and card.md.
+
+    Inputs that overlap the `test` split are never labelled. Raises StageIncomplete (after
+    writing every file) when more calls failed than `synth.max_failed_fraction` allows.
+    """
+    teacher = TeacherCalls.open(run, config)
+    try:
+        generated, gen_records, gen_errors = _generate(task, config, train, teacher)
+        screened = screen_inputs(task, config.synth, train, generated, test or [])
+        inputs = [(e, "train") for e in train] + [(e, "generated") for e in generated]
+        to_label = [e for e, _ in inputs if e.id not in screened]
+        replies = teacher.answer("synth: labels", sample_requests(task, config, to_label))
+    finally:
+        teacher.close()
+    n = config.synth.samples
+    by_id = {e.id: replies[k * n : (k + 1) * n] for k, e in enumerate(to_label)}
+    results = []
+    for example, origin in inputs:
+        if example.id in screened:
+            record = _base_record(example, origin)
+            record["rejected"], record["rejected_detail"] = screened[example.id]
+            results.append(Labelled(record, None, []))
+        else:
+            results.append(label(task, config, example, origin, by_id[example.id], teacher))
+    calls = len(gen_records) + len(replies)
+    return _write_outputs(run, config, train, results, gen_records, gen_errors, teacher, calls)
+
+
+def _write_outputs(
+    run: RunFolder,
+    config: RunConfig,
+    train: list[Example],
+    results: list[Labelled],
+    gen_records: list[dict[str, Any]],
+    gen_errors: list[dict[str, Any]],
+    teacher: TeacherCalls,
+    calls: int,
+) -> dict[str, Any]:
+    records = [r.record for r in results]
+    rows = [r.row for r in results if r.row is not None]
+    rejected = [r for r in records if r["rejected"]]
+    errors = gen_errors + [e for r in results for e in r.errors]
+    reasons = Counter(r["rejected"] for r in rejected)
+    gen_reasons = Counter(g["rejected"] for g in gen_records if g["rejected"])
+    summary: dict[str, Any] = {
         "inputs": len(train),
+        "generated_inputs": sum(g["inputs"] is not None for g in gen_records),
         "accepted": len(rows),
         "rejected": dict(reasons),
-        "teacher_accuracy_on_train": sum(correct) / len(correct) if correct else None,
-        "failed_calls": reasons.get("call_failed", 0),
-        "teacher_completion_tokens": sum(r.completion_tokens for r in replies),
+        "generation_rejected": dict(gen_reasons),
+        "samples": config.synth.samples,
+        "teacher_accuracy_on_train": _accuracy([r.correct for r in results]),
+        "calls": calls,
+        "failed_calls": len(errors),
+        "failed_rows": reasons.get("call_failed", 0),
+        "teacher_completion_tokens": sum(r.record["completion_tokens"] for r in results),
+        "cost_usd": round(teacher.total.usd, 6),
+        "cost": {
+            **teacher.total.to_json(),
+            "sent_this_run": teacher.sent.to_json(),
+            "priced": teacher.price is not None,
+            "max_usd": config.budget.max_usd,
+        },
     }
-    write_jsonl(run.synth_dir / "teacher.jsonl", outputs)
-    write_jsonl(run.synth_dir / "rejected.jsonl", rejected)
-    write_jsonl(run.synth_dir / "train.jsonl", rows)
-    write_json(run.synth_dir / "summary.json", summary)
-    atomic_write_text(run.synth_dir / "card.md", _card(config, summary, rejected))
-    console.print(f"synth: {len(rows)} of {len(train)} rows accepted; rejected: {dict(reasons)}")
+    if config.synth.samples > 1:
+        summary["teacher_accuracy_on_train_first_sample"] = _accuracy(
+            [r.first_correct for r in results]
+        )
+    synth = run.synth_dir
+    write_jsonl(synth / "teacher.jsonl", records)
+    write_jsonl(synth / "rejected.jsonl", rejected)
+    write_jsonl(synth / "errors.jsonl", errors)
+    write_jsonl(synth / "generated.jsonl", gen_records)
+    write_jsonl(synth / "train.jsonl", rows)
+    write_json(synth / "summary.json", summary)
+    atomic_write_text(synth / "card.md", render_card(config, summary, rejected, gen_records))
+    console.print(
+        f"synth: {len(rows)} of {len(records)} rows accepted; rejected: {dict(reasons)}; "
+        f"failed calls: {len(errors)}; cost ${teacher.total.usd:.4f}"
+    )
+    allowed = config.synth.max_failed_fraction * max(1, calls)
+    if errors and len(errors) > allowed:
+        raise StageIncomplete(
+            f"synth: {len(errors)} teacher call(s) failed (see {synth / 'errors.jsonl'}); "
+            f"run `potstill synth {run.root}` again to retry them",
+            summary,
+        )
     if not rows:
         raise RuntimeError(
-            "synth: the teacher produced no usable training row; see "
-            f"{run.synth_dir / 'rejected.jsonl'}"
+            f"synth: the teacher produced no usable training row; see {synth / 'rejected.jsonl'}"
         )
     return summary
-
-
-def _card(config: RunConfig, summary: dict[str, Any], rejected: list[dict[str, Any]]) -> str:
-    acc = summary["teacher_accuracy_on_train"]
-    lines = [
-        "# Synthetic data card",
-        "",
-        f"- teacher: `{config.teacher.model.model}` ({config.teacher.model.backend}), "
-        f"prompt style `{config.teacher.prompt.style}`, {len(config.teacher.prompt.shots)} shots",
-        f"- procedure: {config.teacher.procedure or 'as configured'}",
-        f"- training target: `{config.synth.target}`",
-        f"- inputs: {summary['inputs']}, accepted: {summary['accepted']}",
-        f"- teacher accuracy against the references: {'n/a' if acc is None else f'{acc:.1%}'}",
-        "",
-        "| rejected because | rows |",
-        "|---|---|",
-        *[f"| {k} | {v} |" for k, v in sorted(summary["rejected"].items())],
-        "",
-        "## Examples of rejected rows",
-        "",
-    ]
-    for row in rejected[:5]:
-        reply = (row["reply"] or row["error"] or "").replace("\n", " ")[:200]
-        lines.append(f"- `{row['id']}` ({row['rejected']}): {reply}")
-    return "\n".join(lines) + "\n"

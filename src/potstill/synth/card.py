@@ -1,0 +1,107 @@
+"""synth/card.md: where every input went, what the teacher got right, and what it cost."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from potstill.config import RunConfig
+
+EXAMPLES_PER_REASON = 2
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _cost_lines(summary: dict[str, Any]) -> list[str]:
+    cost = summary["cost"]
+    tokens = f"{cost['prompt_tokens']} prompt + {cost['completion_tokens']} completion tokens"
+    if not cost["priced"]:
+        return [f"- teacher calls: {cost['calls']}, {tokens} (no price configured)"]
+    sent = cost["sent_this_run"]
+    lines = [
+        f"- teacher cost: ${cost['usd']:.4f} for {cost['calls']} calls, {tokens}; "
+        f"sent in the last run: {sent['calls']} calls, ${sent['usd']:.4f}"
+    ]
+    if cost["max_usd"] is not None:
+        lines.append(f"- budget: ${cost['max_usd']:g}")
+    return lines
+
+
+def _yield_table(summary: dict[str, Any], total: int) -> list[str]:
+    lines = ["| outcome | rows | share |", "|---|---|---|"]
+    lines.append(f"| accepted | {summary['accepted']} | {summary['accepted'] / total:.1%} |")
+    for reason, count in sorted(summary["rejected"].items(), key=lambda kv: (-kv[1], kv[0])):
+        lines.append(f"| rejected: {reason} | {count} | {count / total:.1%} |")
+    return lines
+
+
+def _examples(rejected: list[dict[str, Any]]) -> list[str]:
+    by_reason: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rejected:
+        if len(by_reason[row["rejected"]]) < EXAMPLES_PER_REASON:
+            by_reason[row["rejected"]].append(row)
+    lines = []
+    for reason in sorted(by_reason):
+        for row in by_reason[reason]:
+            what = row["reply"] or row["error"] or row.get("rejected_detail") or ""
+            if reason in ("contamination", "duplicate", "near_duplicate"):
+                what = f"{row.get('rejected_detail')}: {next(iter(row['inputs'].values()))}"
+            lines.append(f"- `{row['id']}` ({reason}): {what.replace(chr(10), ' ')[:200]}")
+    return lines
+
+
+def render_card(
+    config: RunConfig,
+    summary: dict[str, Any],
+    rejected: list[dict[str, Any]],
+    generated: list[dict[str, Any]],
+) -> str:
+    total = summary["accepted"] + sum(summary["rejected"].values())
+    samples = summary["samples"]
+    lines = [
+        "# Synthetic data card",
+        "",
+        f"- teacher: `{config.teacher.model.model}` ({config.teacher.model.backend}), "
+        f"prompt style `{config.teacher.prompt.style}`, {len(config.teacher.prompt.shots)} shots",
+        f"- procedure: {config.teacher.procedure or 'as configured'}",
+        f"- samples per input: {samples}"
+        + (
+            f" at temperature {config.teacher.prompt.temperature:g}; the answer is the "
+            "majority vote"
+            if samples > 1
+            else ""
+        ),
+        f"- training target: `{config.synth.target}`",
+        f"- inputs: {summary['inputs']} from the training split, "
+        f"{summary['generated_inputs']} written by the teacher; accepted: {summary['accepted']}",
+        f"- teacher accuracy against the references on the training split: "
+        f"{_pct(summary['teacher_accuracy_on_train'])}"
+        + (
+            f" (first sample alone: {_pct(summary['teacher_accuracy_on_train_first_sample'])})"
+            if samples > 1
+            else ""
+        ),
+        f"- failed calls: {summary['failed_calls']} of {summary['calls']}",
+        *_cost_lines(summary),
+        "",
+        "## Yield",
+        "",
+        *(_yield_table(summary, total) if total else ["No inputs."]),
+        "",
+    ]
+    if generated:
+        lines += [
+            "## Synthetic inputs",
+            "",
+            f"{len(generated)} requests for new inputs; {summary['generated_inputs']} parsed "
+            "into inputs (then screened and labelled like the others above).",
+            "",
+            "| not an input because | requests |",
+            "|---|---|",
+            *[f"| {k} | {v} |" for k, v in sorted(summary["generation_rejected"].items())],
+            "",
+        ]
+    lines += ["## Examples of rejected rows", "", *(_examples(rejected) or ["- none"])]
+    return "\n".join(lines) + "\n"
