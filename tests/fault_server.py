@@ -139,8 +139,8 @@ class FaultServer:
                 keep = await self._respond(path, body, writer)
                 if not keep:
                     break
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # the client went away, or the server is stopping
         finally:
             if not writer.is_closing():
                 writer.close()

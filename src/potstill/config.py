@@ -372,6 +372,10 @@ class EvaluateConfig(Strict):
     overlap_ngram: int = Field(8, ge=1)
     # Side-by-side examples in the report where candidates disagree.
     report_examples: int = Field(6, ge=0)
+    # The stage counts as done while failed calls (candidates' replies and judge calls) stay
+    # at or under this share of all its calls; above it, it exits with code 3 after writing
+    # everything, and a re-run retries them.
+    max_failed_fraction: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class Criterion(Strict):

@@ -3,6 +3,7 @@ sees, faults are reproducible per request, and only whole answers count as answe
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 
@@ -104,3 +105,32 @@ def test_keep_alive_serves_many_requests_on_one_connection() -> None:
         server.stop()
     assert texts == [json.dumps(f"q{i}") for i in range(20)]
     assert sum(server.answered.values()) == 20 and server.connections == 1
+
+
+def test_the_openai_backend_gets_an_answer_past_every_fault() -> None:
+    """Each fault once, then an answer: every one is retried (a malformed 200 too) except a
+    reply cut at the length limit, which is an answer, kept with its finish reason."""
+    from potstill.models.base import ChatRequest
+    from potstill.models.openai_backend import OpenAIChatModel
+
+    questions = {f"q{i}": fault for i, fault in enumerate(FAULTS)}
+    by_key = {request_key({"model": "m", "messages": [_user(q)]}): f for q, f in questions.items()}
+    server = FaultServer(
+        reply=lambda b: '{"reason": "r", "answer": "positive"}',
+        script=lambda key, attempt: by_key.get(key) if attempt == 1 else None,
+        hang_s=1.5,
+    )
+    url = server.start()
+    model = OpenAIChatModel("m", base_url=url, timeout_s=0.5, retry_max_wait_s=0.05)
+    try:
+        answers = asyncio.run(model.generate([ChatRequest([_user(q)], 32) for q in questions]))
+    finally:
+        server.stop()
+    got = {fault: (a.ok, a.attempts, a.finish_reason) for fault, a in zip(FAULTS, answers)}
+    answered_at_once = {"length": (True, 1, "length"), "slow": (True, 1, "stop")}
+    assert got == {f: answered_at_once.get(f, (True, 2, "stop")) for f in FAULTS}
+    assert server.injected() == {f: 1 for f in FAULTS}
+
+
+def _user(text: str) -> dict[str, str]:
+    return {"role": "user", "content": text}

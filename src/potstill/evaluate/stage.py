@@ -20,7 +20,7 @@ from potstill.evaluate.stats import (
     paired_bootstrap,
     paired_comparison,
 )
-from potstill.runs import RunFolder, write_json, write_jsonl
+from potstill.runs import RunFolder, StageIncomplete, write_json, write_jsonl
 from potstill.tasks import Example, Task
 from potstill.tasks.base import chat_requests
 
@@ -137,6 +137,8 @@ def predict(
                 "id": example.id,
                 "reply": reply.text,
                 "error": reply.error,
+                "error_kind": reply.error_kind,
+                "attempts": reply.attempts,
                 "status": parsed[i].status if reply.error is None else "call_failed",
                 "answer": parsed[i].answer,
                 "raw_answer": parsed[i].raw_answer,
@@ -326,5 +328,59 @@ def run_evaluate(
         results["judge"] = {**judged["settings"], "bias": judged["bias"]}
     pitfalls = find_pitfalls(run, config, task, results, predictions)
     results["checks"], results["warnings"] = pitfalls["checks"], pitfalls["warnings"]
+    errors = failed_calls(predictions, judged)
+    calls = sum(len(rows) for rows in predictions.values())
+    if judged is not None:
+        calls += judged["settings"]["calls"]
+    results["failed_calls"], results["calls"] = len(errors), calls
+    write_jsonl(run.eval_dir / "errors.jsonl", errors)
     write_json(run.eval_dir / "scores.json", results)
+    if errors and len(errors) > config.evaluate.max_failed_fraction * max(1, calls):
+        raise StageIncomplete(
+            f"evaluate: {len(errors)} of {calls} call(s) failed (see "
+            f"{run.eval_dir / 'errors.jsonl'}); run `potstill evaluate {run.root}` again to "
+            "retry them",
+            results,
+        )
     return results
+
+
+def failed_calls(
+    predictions: dict[str, list[dict[str, Any]]], judged: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """The eval/errors.jsonl lines: every call that failed (a candidate's reply or a judge
+    call), with its status and reason. Failed calls are not stored, so a re-run retries them."""
+    errors = [
+        {
+            "id": row["id"],
+            "candidate": name,
+            "phase": "predict",
+            "status": row.get("error_kind") or "error",
+            "reason": row["error"],
+            "attempts": row.get("attempts"),
+        }
+        for name, rows in predictions.items()
+        for row in rows
+        if row.get("error") is not None
+    ]
+    for name, records in (judged or {}).get("records", {}).items():
+        for record in records:
+            asked = [("judge_pointwise", record.get("pointwise"))]
+            pair = record.get("pairwise") or {}
+            asked += [
+                (f"judge_pairwise_{k}", pair.get(k))
+                for k in ("candidate_first", "candidate_second")
+            ]
+            for phase, entry in asked:
+                if entry and entry.get("error") is not None:
+                    errors.append(
+                        {
+                            "id": record["id"],
+                            "candidate": name,
+                            "phase": phase,
+                            "status": entry.get("error_kind") or "error",
+                            "reason": entry["error"],
+                            "attempts": entry.get("attempts"),
+                        }
+                    )
+    return errors

@@ -149,23 +149,35 @@ async def _stream(
     local_admit = (lambda j: admit(missing[j])) if admit else None
     loop = asyncio.get_running_loop()
     pending: list[int] = []
+    # An error in a loop callback would only be logged; the commit's error (a full disk)
+    # is kept here and raised where the answers are taken, so the stage stops with it.
+    failed: list[Exception] = []
 
     def flush() -> None:
-        if pending:
+        if pending and not failed:
             done = pending.copy()
             pending.clear()
-            commit(done)
+            try:
+                commit(done)
+            except Exception as exc:
+                failed.append(exc)
 
     try:
         async with aclosing(model.stream([requests[i] for i in missing], local_admit)) as answers:
             async for j, answer in answers:
+                if failed:
+                    raise failed[0]
                 record(missing[j], answer)
                 if not pending:
                     # Runs at the loop's next turn, ahead of any wait on the network.
                     loop.call_soon(flush)
                 pending.append(missing[j])
-    finally:
-        flush()  # the last answers, and those that came before an error
+    except BaseException:
+        flush()  # the answers that came before an error are kept
+        raise
+    flush()  # the last answers
+    if failed:
+        raise failed[0]
 
 
 def _in_chunks(

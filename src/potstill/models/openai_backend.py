@@ -37,6 +37,10 @@ def redact(text: str, secret: str | None) -> str:
 QUOTA_CODES = {"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"}
 
 
+class BadReply(Exception):
+    """A 200 reply that is not a chat completion (not JSON, or no choices)."""
+
+
 @dataclass(frozen=True)
 class Failure:
     """One failed request, classified."""
@@ -50,10 +54,13 @@ class Failure:
 
 def classify(exc: Exception) -> Failure:
     """Sort an SDK error into retry (429, 408, 409, 5xx, timeouts, resets), stop the stage
-    (401, 403, 404, spent quota) or fail this call only (other 4xx, unreadable answers)."""
+    (401, 403, 404, spent quota) or fail this call only (other 4xx, errors the SDK cannot
+    read). A 200 that is not a chat completion (`BadReply`) is retried."""
     import openai
 
     message = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, BadReply):  # a server or proxy hiccup; the next try may be whole
+        return Failure("bad_response", str(exc), retryable=True)
     if isinstance(exc, openai.APITimeoutError):
         return Failure("timeout", message, retryable=True)
     if isinstance(exc, openai.APIConnectionError):
@@ -131,15 +138,11 @@ class OpenAIChatModel:
         start = time.perf_counter()
         data = await client.post("/chat/completions", cast_to=object, body=body)
         latency = time.perf_counter() - start
-        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(data, dict):  # e.g. a proxy's HTML page with status 200
+            raise BadReply(f"the endpoint's reply is not a JSON object: {str(data)[:80]!r}")
+        choices = data.get("choices")
         if not choices or not isinstance(choices[0], dict):
-            return ChatResponse(
-                text=None,
-                finish_reason="error",
-                latency_s=latency,
-                error="the endpoint returned no choices",
-                error_kind="bad_response",
-            )
+            raise BadReply("the endpoint returned no choices")
         choice = choices[0]
         usage = data.get("usage") or {}
         return ChatResponse(
@@ -162,7 +165,7 @@ class OpenAIChatModel:
             await limiter.acquire(tokens)
             try:
                 response = await self._attempt(client, req)
-            except OpenAIError as exc:
+            except (OpenAIError, BadReply) as exc:
                 failure = classify(exc)
             else:
                 response.attempts = attempt
@@ -170,7 +173,7 @@ class OpenAIChatModel:
             message = redact(failure.message, self._key)
             if failure.fatal:
                 raise EndpointRefused(
-                    f"the teacher endpoint {self.base_url or 'default'} refused model "
+                    f"the endpoint {self.base_url or 'default'} refused model "
                     f"{self.model!r} ({failure.kind}); stopping, no retry can help: {message}"
                 )
             if failure.kind == "rate_limited" and failure.retry_after is not None:
