@@ -13,10 +13,11 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 from fault_server import FaultServer
+from review_task import endpoint, reply, reviews
 
 from potstill.config import parse_config
 from potstill.pipeline import run_pipeline
@@ -24,45 +25,6 @@ from potstill.runs import RunFolder, StageIncomplete, read_jsonl
 
 if TYPE_CHECKING:
     from conftest import Tally
-
-ITEMS = ["lamp", "kettle", "chair", "phone", "jacket", "blender", "tent", "watch", "desk", "bike"]
-GOOD = ["great", "lovely", "sturdy", "excellent", "reliable"]
-BAD = ["awful", "flimsy", "broken", "useless", "noisy"]
-
-
-def reviews() -> list[dict[str, str]]:
-    rows = []
-    for i, item in enumerate(ITEMS):
-        for j, word in enumerate(GOOD + BAD):
-            label = "positive" if word in GOOD else "negative"
-            rows.append({"text": f"Review {i}-{j}: the {item} was {word}.", "label": label})
-    return rows
-
-
-def reply(body: dict[str, Any]) -> str:
-    """A teacher that knows the labels, and a judge with the reply format potstill parses."""
-    system = body["messages"][0]["content"]
-    user = body["messages"][-1]["content"]
-    if body["model"] == "judge":
-        if "comparing two answers" in system:
-            return "Reason: both answers give the label.\nVerdict: tie"
-        return "Reason: the label fits the review.\nScore: 4"
-    label = "positive" if any(f" {w}." in user for w in GOOD) else "negative"
-    if "JSON" in system:
-        return json.dumps({"reason": "the review's own words say so", "answer": label})
-    return label
-
-
-def endpoint(url: str, model: str) -> dict[str, Any]:
-    return {
-        "backend": "openai",
-        "model": model,
-        "base_url": url,
-        "max_concurrency": 8,
-        "timeout_s": 2.0,  # a hang (3 s) is a timeout
-        "max_retries": 6,
-        "retry_max_wait_s": 0.05,
-    }
 
 
 def check_synth(run: RunFolder) -> dict[str, int]:
@@ -115,7 +77,7 @@ def test_a_run_at_a_30_percent_fault_rate_loses_nothing_and_pays_nothing_twice(
         "name": "faults",
         "task": {"kind": "classification", "labels": ["positive", "negative"]},
         "dataset": {"path": str(data), "test_size": 30},
-        "teacher": {"model": endpoint(url, "teacher"), "prompt": {"style": "cot"}},
+        "teacher": {"model": endpoint(url, "teacher"), "prompt": {"style": "cot"}},  # hangs: 3 s
         "students": [
             {
                 "name": "distilled",
