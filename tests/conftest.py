@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from fastapi import Request  # at module level: FastAPI resolves the handler's annotations here
+from fault_server import completion
 from hypothesis import HealthCheck, settings
 
 # Property-based tests: CI runs the same bounded, derandomized examples every time; the
@@ -248,26 +249,9 @@ class FakeTeacher:
 
     def _complete(self, body: dict[str, Any]) -> dict[str, Any]:
         content = self.reply_text(body)
-        prompt, completion = self._tokens(body["messages"], content)
-        self.usage.append((body, prompt, completion))
-        return {
-            "id": "x",
-            "object": "chat.completion",
-            "created": 0,
-            "model": body["model"],
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": content},
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-            },
-        }
+        prompt, reply_tokens = self._tokens(body["messages"], content)
+        self.usage.append((body, prompt, reply_tokens))
+        return completion(body["model"], content, prompt, reply_tokens)
 
     def usage_of(self, which: Callable[[dict[str, Any]], bool]) -> list[tuple[int, int]]:
         """(prompt, completion) tokens of the answers given to requests `which` picks."""
@@ -373,20 +357,7 @@ def scripted_app() -> Any:
             style = "cot" if "step by step" in system else "plain"
             answers = app.state.answers[model]
             content = answers.get((style, user)) or answers.get(("any", user), "no idea")
-        return {
-            "id": "x",
-            "object": "chat.completion",
-            "created": 0,
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": content},
-                }
-            ],
-            "usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60},
-        }
+        return completion(model, content, 50, 10)
 
     return app
 

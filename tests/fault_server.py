@@ -45,6 +45,39 @@ Script = Callable[[str, int], "str | None"]
 Reply = Callable[[dict[str, Any]], str]
 
 
+def completion(
+    model: str,
+    content: str,
+    prompt_tokens: int | None = 20,
+    completion_tokens: int = 5,
+    finish_reason: str = "stop",
+    completion_id: str = "x",
+) -> dict[str, Any]:
+    """An OpenAI chat-completion body with one choice (usage left out when prompt_tokens is
+    None), as every fake endpoint in the tests answers."""
+    body: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": finish_reason,
+                "message": {"role": "assistant", "content": content},
+            }
+        ],
+    }
+    if prompt_tokens is not None:
+        total = prompt_tokens + completion_tokens
+        body["usage"] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": total,
+        }
+    return body
+
+
 def request_key(body: dict[str, Any]) -> str:
     """Which question a request asks: its model and messages (not its sampling settings)."""
     raw = json.dumps([body.get("model"), body.get("messages")], sort_keys=True)
@@ -183,22 +216,15 @@ class FaultServer:
             text, finish = text[: max(1, len(text) // 2)], "length"
         if fault == "slow":
             await asyncio.sleep(self.slow_s)
-        choices = [
-            {
-                "index": 0,
-                "finish_reason": finish,
-                "message": {"role": "assistant", "content": text},
-            }
-        ]
-        completion = {
-            "id": f"chatcmpl-{key}-{attempt}",
-            "object": "chat.completion",
-            "created": 0,
-            "model": body.get("model", ""),
-            "choices": [] if fault == "empty_choices" else choices,
-            "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25},
-        }
-        payload = json.dumps(completion).encode()
+        answer = completion(
+            body.get("model", ""),
+            text,
+            finish_reason=finish,
+            completion_id=f"chatcmpl-{key}-{attempt}",
+        )
+        if fault == "empty_choices":
+            answer["choices"] = []
+        payload = json.dumps(answer).encode()
         if fault == "truncated":
             head = _head(200, len(payload), {}, "application/json")
             writer.write(head + payload[: len(payload) // 2])

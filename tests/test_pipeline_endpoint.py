@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from fault_server import completion
 
 if TYPE_CHECKING:
     from conftest import Tally
@@ -51,20 +52,7 @@ def _labelling_server() -> Any:
         review = body["messages"][-1]["content"]
         label = REVIEWS.get(review, "positive")
         content = json.dumps({"reason": "the reviewer's words", "answer": label})
-        return {
-            "id": "x",
-            "object": "chat.completion",
-            "created": 0,
-            "model": body["model"],
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": content},
-                }
-            ],
-            "usage": {"prompt_tokens": 40, "completion_tokens": 12, "total_tokens": 52},
-        }
+        return completion(body["model"], content, 40, 12)
 
     app.state.seen = seen
     return app

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from fault_server import completion
 
 from potstill.models.base import ChatRequest, ChatResponse
 from potstill.models.openai_backend import EndpointRefused, MissingKeyError, OpenAIChatModel
@@ -27,19 +28,7 @@ def _echo_server() -> Any:
 
     @app.post("/v1/chat/completions")
     async def chat(body: dict[str, Any], authorization: str = Header("")) -> dict[str, Any]:
-        return {
-            "id": "x",
-            "object": "chat.completion",
-            "created": 0,
-            "model": body["model"],
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": authorization},
-                }
-            ],
-        }
+        return completion(body["model"], authorization, prompt_tokens=None)
 
     @app.post("/fail/{code}/v1/chat/completions")
     async def fail(code: int, request: Request) -> Any:

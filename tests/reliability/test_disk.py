@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from fault_server import completion
 
 from potstill.config import load_config
 
@@ -54,20 +55,7 @@ def _teacher(disk: SmallDisk) -> Any:
             disk.fill()
         label = REVIEWS.get(body["messages"][-1]["content"], "positive")
         content = json.dumps({"reason": "the reviewer's words", "answer": label})
-        return {
-            "id": "x",
-            "object": "chat.completion",
-            "created": 0,
-            "model": body["model"],
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": content},
-                }
-            ],
-            "usage": {"prompt_tokens": 40, "completion_tokens": 12, "total_tokens": 52},
-        }
+        return completion(body["model"], content, 40, 12)
 
     return api
 
