@@ -67,6 +67,11 @@ def test_shared_prefix_cache_gives_the_same_answers(
 def test_a_hub_id_goes_to_the_hub_and_fails_with_the_ref_named(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # this machine has no hub; the code path is real
+    # This machine has no hub; the code path is real. The variable is read when
+    # huggingface_hub is imported, so the constant is set too (else each call retries online).
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelRefError, match=r"cannot load model 'potstill-test/no-such-model'"):
         LocalChatModel("potstill-test/no-such-model")
