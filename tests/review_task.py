@@ -1,5 +1,6 @@
-"""A small review-classification task for whole-run reliability tests: its rows, a teacher
-and judge that answer it (for tests/fault_server.py), and endpoint settings for them."""
+"""A small review-classification task for whole-run tests: its rows (100 generated ones,
+or twelve short ones), a teacher and judge that answer it (for tests/fault_server.py), and
+endpoint settings for them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,21 @@ ITEMS = ["lamp", "kettle", "chair", "phone", "jacket", "blender", "tent", "watch
 GOOD = ["great", "lovely", "sturdy", "excellent", "reliable"]
 BAD = ["awful", "flimsy", "broken", "useless", "noisy"]
 LABELS = ["positive", "negative"]
+# Twelve short reviews with their labels, for runs that need only a handful of rows.
+REVIEWS = {
+    "Works great, I love it.": "positive",
+    "Broke after a day.": "negative",
+    "Fantastic sound and battery.": "positive",
+    "Cheap plastic, cracked at once.": "negative",
+    "Exactly as described, happy.": "positive",
+    "Arrived damaged and late.": "negative",
+    "My kids adore it.": "positive",
+    "Waste of money.": "negative",
+    "Best purchase this year.": "positive",
+    "Stopped charging in a week.": "negative",
+    "Comfortable and light.": "positive",
+    "The zipper fell off.": "negative",
+}
 
 
 def reviews() -> list[dict[str, str]]:

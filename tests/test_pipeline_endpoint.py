@@ -11,24 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from fault_server import completion
+from review_task import REVIEWS
 
 if TYPE_CHECKING:
     from conftest import Tally
 
-REVIEWS = {
-    "Works great, I love it.": "positive",
-    "Broke after a day.": "negative",
-    "Fantastic sound and battery.": "positive",
-    "Cheap plastic, cracked at once.": "negative",
-    "Exactly as described, happy.": "positive",
-    "Arrived damaged and late.": "negative",
-    "My kids adore it.": "positive",
-    "Waste of money.": "negative",
-    "Best purchase this year.": "positive",
-    "Stopped charging in a week.": "negative",
-    "Comfortable and light.": "positive",
-    "The zipper fell off.": "negative",
-}
 SENTINEL = "sk-potstill-sentinel-4f9a"
 DECOY = "sk-potstill-decoy-4f9a"  # in OPENAI_API_KEY, which the config does not name
 POTSTILL = Path(sys.executable).with_name("potstill")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 from fault_server import completion
+from review_task import REVIEWS
 
 from potstill.config import load_config
 
@@ -24,20 +25,6 @@ if TYPE_CHECKING:
     from conftest import SmallDisk, Tally
 
 POTSTILL = Path(sys.executable).with_name("potstill")
-REVIEWS = {
-    "Works great, I love it.": "positive",
-    "Broke after a day.": "negative",
-    "Fantastic sound and battery.": "positive",
-    "Cheap plastic, cracked at once.": "negative",
-    "Exactly as described, happy.": "positive",
-    "Arrived damaged and late.": "negative",
-    "My kids adore it.": "positive",
-    "Waste of money.": "negative",
-    "Best purchase this year.": "positive",
-    "Stopped charging in a week.": "negative",
-    "Comfortable and light.": "positive",
-    "The zipper fell off.": "negative",
-}
 
 
 def _teacher(disk: SmallDisk) -> Any:
