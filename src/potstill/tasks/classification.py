@@ -6,18 +6,14 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from potstill.config import ConfigError, PromptConfig, TaskConfig
-from potstill.models.base import Message
+from potstill.config import ConfigError, TaskConfig
 from potstill.tasks.base import (
     Example,
     Metric,
     Parsed,
-    build_messages,
     exact_match_scores,
-    render_reply,
-    task_user_text,
 )
-from potstill.tasks.prompts import Prompts, default_user_template
+from potstill.tasks.prompts import Prompts, TemplatedTask, default_user_template
 from potstill.tasks.replies import bare_answers, norm_text, split_reply
 
 NLI_LABELS = ["entailment", "neutral", "contradiction"]
@@ -58,7 +54,7 @@ def macro_f1(predicted: Sequence[str | None], reference: Sequence[str]) -> float
     return total / len(labels)
 
 
-class ClassificationTask:
+class ClassificationTask(TemplatedTask):
     kind = "classification"
     optional_fields: tuple[str, ...] = ()
     reference_match = True
@@ -102,16 +98,6 @@ class ClassificationTask:
             "description": self.description,
             "answer_format": self._answer_format(style),
         }
-
-    def user_text(self, inputs: Mapping[str, str], style: str) -> str:
-        return self.prompts.user(style, self._context(inputs, style))
-
-    def messages(self, inputs: dict[str, str], prompt: PromptConfig) -> list[Message]:
-        system = self.prompts.system(prompt.style, self._context(inputs, prompt.style))
-        return build_messages(system, task_user_text(self, inputs, prompt.style), prompt, self)
-
-    def reply_text(self, answer: str, reason: str | None, style: str) -> str:
-        return render_reply(answer, reason, style)
 
     def _label(self, text: str) -> str | None:
         for candidate in bare_answers(text):

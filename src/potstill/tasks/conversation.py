@@ -9,9 +9,9 @@ from typing import Any
 
 from potstill.config import PromptConfig, TaskConfig
 from potstill.models.base import Message
-from potstill.tasks.base import Example, Metric, Parsed, build_messages, task_user_text
+from potstill.tasks.base import Example, Metric, Parsed
 from potstill.tasks.embedding import similarity
-from potstill.tasks.prompts import Prompts, default_user_template
+from potstill.tasks.prompts import Prompts, TemplatedTask, default_user_template
 from potstill.tasks.text_metrics import open_text_scores
 
 ROLES = ("user", "assistant")
@@ -47,7 +47,7 @@ def parse_history(text: str) -> list[Message]:
     return messages
 
 
-class ConversationTask:
+class ConversationTask(TemplatedTask):
     kind = "conversation"
     input_fields: tuple[str, ...] = ("message",)
     optional_fields: tuple[str, ...] = ("history",)
@@ -75,12 +75,8 @@ class ConversationTask:
             "answer_format": "",
         }
 
-    def user_text(self, inputs: Mapping[str, str], style: str) -> str:
-        return self.prompts.user(style, self._context(inputs, style))
-
     def messages(self, inputs: dict[str, str], prompt: PromptConfig) -> list[Message]:
-        system = self.prompts.system(prompt.style, self._context(inputs, prompt.style))
-        messages = build_messages(system, task_user_text(self, inputs, prompt.style), prompt, self)
+        messages = super().messages(inputs, prompt)
         history = parse_history(inputs.get("history", ""))
         return [*messages[:-1], *history, messages[-1]]
 

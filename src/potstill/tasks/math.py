@@ -6,18 +6,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from potstill.config import PromptConfig, TaskConfig
-from potstill.models.base import Message
+from potstill.config import TaskConfig
 from potstill.tasks.base import (
     Example,
     Metric,
     Parsed,
-    build_messages,
     exact_match_scores,
-    render_reply,
-    task_user_text,
 )
-from potstill.tasks.prompts import Prompts, default_user_template
+from potstill.tasks.prompts import Prompts, TemplatedTask, default_user_template
 from potstill.tasks.replies import (
     calculate,
     find_boxed,
@@ -30,7 +26,7 @@ from potstill.tasks.replies import (
 )
 
 
-class MathTask:
+class MathTask(TemplatedTask):
     kind = "math"
     optional_fields: tuple[str, ...] = ()
     reference_match = True
@@ -68,16 +64,6 @@ class MathTask:
             "description": self.description,
             "answer_format": self._answer_format(style),
         }
-
-    def user_text(self, inputs: Mapping[str, str], style: str) -> str:
-        return self.prompts.user(style, self._context(inputs, style))
-
-    def messages(self, inputs: dict[str, str], prompt: PromptConfig) -> list[Message]:
-        system = self.prompts.system(prompt.style, self._context(inputs, prompt.style))
-        return build_messages(system, task_user_text(self, inputs, prompt.style), prompt, self)
-
-    def reply_text(self, answer: str, reason: str | None, style: str) -> str:
-        return render_reply(answer, reason, style)
 
     def _value(self, text: str) -> float | None:
         value = parse_number(text)

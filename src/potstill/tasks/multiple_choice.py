@@ -7,18 +7,14 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from potstill.config import PromptConfig, TaskConfig
-from potstill.models.base import Message
+from potstill.config import TaskConfig
 from potstill.tasks.base import (
     Example,
     Metric,
     Parsed,
-    build_messages,
     exact_match_scores,
-    render_reply,
-    task_user_text,
 )
-from potstill.tasks.prompts import Prompts
+from potstill.tasks.prompts import Prompts, TemplatedTask
 from potstill.tasks.replies import bare_answers, norm_text, split_reply
 
 LETTERS = "ABCDE"
@@ -49,7 +45,7 @@ def parse_options(text: str) -> list[str]:
     return [_OPTION_PREFIX.sub("", line, count=1) for line in lines]
 
 
-class MultipleChoiceTask:
+class MultipleChoiceTask(TemplatedTask):
     kind = "multiple_choice"
     input_fields: tuple[str, ...] = ("question", "options")
     optional_fields: tuple[str, ...] = ()
@@ -79,16 +75,6 @@ class MultipleChoiceTask:
             "description": self.description,
             "answer_format": self._answer_format(style),
         }
-
-    def user_text(self, inputs: Mapping[str, str], style: str) -> str:
-        return self.prompts.user(style, self._context(inputs, style))
-
-    def messages(self, inputs: dict[str, str], prompt: PromptConfig) -> list[Message]:
-        system = self.prompts.system(prompt.style, self._context(inputs, prompt.style))
-        return build_messages(system, task_user_text(self, inputs, prompt.style), prompt, self)
-
-    def reply_text(self, answer: str, reason: str | None, style: str) -> str:
-        return render_reply(answer, reason, style)
 
     def _letter(self, text: str, options: list[str]) -> tuple[str | None, str]:
         """The letter a stated answer names, or (None, why not)."""

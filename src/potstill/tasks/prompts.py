@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from jinja2 import StrictUndefined, Template, TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
-from potstill.config import ConfigError, TemplatesConfig
+from potstill.config import ConfigError, PromptConfig, TemplatesConfig
+from potstill.models.base import Message
 
 # Every template may use these, besides the task's input fields and its own extras.
 COMMON_VARIABLES = ("inputs", "description", "answer_format", "style")
@@ -81,3 +82,29 @@ class Prompts:
 
     def user(self, style: str, context: Mapping[str, Any]) -> str:
         return self._render(style, "user", {**context, "style": style})
+
+
+class TemplatedTask:
+    """What every task kind does the same way: its system and user turns are its templates
+    (`self.prompts`) filled with its `_context`, worked examples come before the real input,
+    and a worked answer is written in the reply format of the style."""
+
+    prompts: Prompts
+
+    def _context(self, inputs: Mapping[str, str], style: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def user_text(self, inputs: Mapping[str, str], style: str) -> str:
+        return self.prompts.user(style, self._context(inputs, style))
+
+    def messages(self, inputs: dict[str, str], prompt: PromptConfig) -> list[Message]:
+        from potstill.tasks.base import Task, build_messages, task_user_text
+
+        task = cast(Task, self)  # every subclass is a whole Task
+        system = self.prompts.system(prompt.style, self._context(inputs, prompt.style))
+        return build_messages(system, task_user_text(task, inputs, prompt.style), prompt, task)
+
+    def reply_text(self, answer: str, reason: str | None, style: str) -> str:
+        from potstill.tasks.base import render_reply
+
+        return render_reply(answer, reason, style)

@@ -8,17 +8,13 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from potstill.config import PromptConfig, TaskConfig
-from potstill.models.base import Message
+from potstill.config import TaskConfig
 from potstill.tasks.base import (
     Example,
     Metric,
     Parsed,
-    build_messages,
-    render_reply,
-    task_user_text,
 )
-from potstill.tasks.prompts import Prompts, default_user_template
+from potstill.tasks.prompts import Prompts, TemplatedTask, default_user_template
 from potstill.tasks.replies import balanced, fenced_body, find_json_list, split_reply
 from potstill.tasks.text_metrics import open_text_scores, rouge
 
@@ -38,7 +34,7 @@ def _one_line(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-class SummarizationTask:
+class SummarizationTask(TemplatedTask):
     kind = "summarization"
     optional_fields: tuple[str, ...] = ()
     reference_match = False
@@ -93,16 +89,9 @@ class SummarizationTask:
             "answer_format": self._answer_format(style),
         }
 
-    def user_text(self, inputs: Mapping[str, str], style: str) -> str:
-        return self.prompts.user(style, self._context(inputs, style))
-
-    def messages(self, inputs: dict[str, str], prompt: PromptConfig) -> list[Message]:
-        system = self.prompts.system(prompt.style, self._context(inputs, prompt.style))
-        return build_messages(system, task_user_text(self, inputs, prompt.style), prompt, self)
-
     def reply_text(self, answer: str, reason: str | None, style: str) -> str:
         if style != "chain_of_density":
-            return render_reply(answer, reason, style)
+            return super().reply_text(answer, reason, style)
         rounds: list[dict[str, Any]] = []
         if reason:
             loaded = json.loads(reason)
