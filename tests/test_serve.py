@@ -1,6 +1,7 @@
 """The openai backend against real HTTP servers on 127.0.0.1."""
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import Callable
@@ -116,3 +117,47 @@ def test_failures_come_back_as_errors_with_the_key_redacted(
     (answer,) = asyncio.run(client.generate([ChatRequest([{"role": "user", "content": "x"}])]))
     assert answer.text is None and answer.error
     assert "sk-sentinel-123" not in answer.error
+
+
+@pytest.mark.slow
+def test_a_student_distilled_on_synonyms_serves_the_label(
+    fake_teacher: Callable[..., Any],
+    tiny_model_dir: Path,
+    start_server: Callable[[Any], str],
+    tmp_path: Path,
+) -> None:
+    """The teacher answers with synonyms (good / bad); the student learns, and so serves, the
+    labels themselves (positive / negative)."""
+    import yaml
+    from synth.conftest import review_config, write_reviews
+    from typer.testing import CliRunner
+
+    from potstill.cli import app
+    from potstill.runs import RunFolder
+
+    teacher = fake_teacher()
+    data = write_reviews(tmp_path / "reviews.jsonl", 12)
+    tree = review_config(data, teacher.base_url, {}, {}, {"prompt": {"style": "zero_shot"}})
+    tree["task"] = {
+        "kind": "classification",
+        "labels": ["positive", "negative"],
+        "synonyms": {"positive": ["good"], "negative": ["bad"]},
+    }
+    train = {"method": "full", "epochs": 40, "learning_rate": 1e-2, "batch_size": 4}
+    tree["students"] = [{"name": "s", "base": {"model": str(tiny_model_dir)}, "train": train}]
+    config_path = tmp_path / "reviews.yaml"
+    config_path.write_text(yaml.safe_dump(tree))
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(
+        app, ["run", str(config_path), "--runs-dir", str(runs), "--stop-after", "train"]
+    )
+    assert result.exit_code == 0, result.output
+    run = RunFolder(runs / "reviews")
+    rows = [json.loads(line) for line in (run.synth_dir / "train.jsonl").read_text().splitlines()]
+    assert {r["completion"][0]["content"] for r in rows} == {"positive", "negative"}
+    student = LocalChatModel(str(run.student_dir("s") / "final"))
+    url = start_server(create_app(student, "s"))
+    client = OpenAIChatModel("s", base_url=url)
+    answers = asyncio.run(client.generate([ChatRequest(r["prompt"], 4) for r in rows]))
+    assert all(a.error is None for a in answers)
+    assert {(a.text or "").strip() for a in answers} <= {"positive", "negative"}

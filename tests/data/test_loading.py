@@ -203,3 +203,37 @@ def test_generator_answers_match_expressions_and_never_repeat() -> None:
         assert eval(p["expr"]) == p["answer"]  # the generator's own trusted expressions
     assert {p["op"] for p in problems} == {"add", "sub", "mul", "div"}
     assert make_problems(20, seed=7) == make_problems(20, seed=7)
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"answer": "label"}, r"dataset.fields.answer names column 'label'"),
+        ({"id": "ticket"}, r"dataset.fields.id names column 'ticket'"),
+    ],
+)
+def test_a_mapped_column_that_no_row_has_is_an_error(
+    tmp_path: Path, fields: dict[str, str], named: str
+) -> None:
+    """A reference column mapped to nothing would leave every reference null and accuracy out
+    of the report without a word."""
+    path = _write(tmp_path / "d.jsonl", [{"question": "1+1?", "answer": "2"}, {"question": "2+2?"}])
+    with pytest.raises(
+        DatasetError,
+        match=rf"d.jsonl: {named}, which no row has; the columns "
+        r"are \['question', 'answer'\]",
+    ):
+        load_examples(DatasetConfig(path=str(path), fields=fields), MATH)
+
+
+def test_optional_columns_mapped_to_nothing_are_an_error(tmp_path: Path) -> None:
+    path = _write(tmp_path / "d.jsonl", [{"message": "Hi", "answer": "Hello"}])
+    cfg = DatasetConfig(path=str(path), fields={"history": ["turn_1", "turn_2"]})
+    with pytest.raises(DatasetError, match=r"dataset.fields.history names columns \['turn_1'"):
+        load_examples(cfg, CHAT)
+
+
+def test_rows_without_a_reference_beside_rows_with_one_still_load(tmp_path: Path) -> None:
+    path = _write(tmp_path / "d.jsonl", [{"q": "1+1?", "a": "2"}, {"q": "2+2?"}])
+    cfg = DatasetConfig(path=str(path), fields={"question": "q", "answer": "a"})
+    assert [e.reference for e in load_examples(cfg, MATH)] == ["2", None]

@@ -11,6 +11,8 @@ from potstill.evaluate.pitfalls import (
     overlap_warnings,
     parse_failures,
     ranking_disagreements,
+    reference_check,
+    reference_warnings,
     reply_shape,
     too_few_examples,
 )
@@ -156,3 +158,16 @@ def test_judge_warnings_cover_sample_self_preference_position_and_length() -> No
     assert "50 of 240 test examples" in found["judge_sample"]
     assert "35.0% of 40 pairwise verdicts" in found["judge_position_flip"]
     assert "Spearman +0.45, n = 100" in found["judge_length_bias"]
+
+
+def test_test_examples_without_a_reference_are_counted_and_warned_about() -> None:
+    math = build_task(TaskConfig(kind="math"))
+    test = [Example(f"e{i}", {"question": "q"}, "1" if i % 2 else None) for i in range(6)]
+    check = reference_check(test)
+    assert check == {"examples": 6, "without_reference": 3}
+    (warning,) = reference_warnings(math, check)
+    assert warning["check"] == "references"
+    assert "3 of 6 test examples have no reference" in warning["message"]
+    none = reference_check([Example("e", {"question": "q"}, None)])
+    assert "dataset.fields.answer" in reference_warnings(math, none)[0]["message"]
+    assert reference_warnings(math, reference_check(test[1::2])) == []

@@ -11,7 +11,7 @@ from potstill.config import parse_config
 from potstill.evaluate import answers
 from potstill.evaluate.stage import run_evaluate
 from potstill.pipeline import prepare_split
-from potstill.runs import read_jsonl
+from potstill.runs import read_jsonl, write_jsonl
 from potstill.tasks import build_task
 
 
@@ -128,3 +128,18 @@ def test_scores_hold_metrics_comparisons_cost_and_checks(
     assert sum("judge_score" in r["scores"] for r in rows) == 6
     assert results["checks"]["overlap"]["test_examples"] == 8
     assert results["judge"]["sample_size"] == 6 and results["judge"]["test_size"] == 8
+
+
+def test_a_test_split_without_references_is_said_so_and_the_judge_not_said_to_see_them(
+    make_evaluated_run: Callable[..., Any],
+) -> None:
+    run, config = make_evaluated_run(name="unreferenced")
+    test = read_jsonl(run.data_dir / "test.jsonl")
+    write_jsonl(run.data_dir / "test.jsonl", [{**r, "reference": None} for r in test])
+    results = _evaluate(run, config)
+    assert results["judge"]["use_reference"] is False
+    assert results["judge"]["shown_reference"] == 0
+    assert results["checks"]["references"] == {"examples": 8, "without_reference": 8}
+    (warning,) = [w for w in results["warnings"] if w["check"] == "references"]
+    assert "none of the 8 test examples has a reference" in warning["message"]
+    assert "accuracy" not in results["candidates"]["teacher"]["metrics"]

@@ -65,6 +65,48 @@ def test_training_row_keeps_the_teachers_expression_and_drops_the_reason() -> No
     assert TASK.parse(content, "cot").rationale == "gives away, so subtract"
 
 
+@pytest.mark.parametrize(
+    ("task", "inputs", "reply", "target"),
+    [
+        (
+            {
+                "kind": "classification",
+                "labels": ["billing", "shipping"],
+                "synonyms": {"billing": ["payment"]},
+            },
+            {"text": "Charged twice."},
+            '{"reason": "money", "answer": "Payment"}',
+            "billing",
+        ),
+        (
+            {"kind": "multiple_choice"},
+            {"question": "Capital of France?", "options": "A) Rome\nB) Paris"},
+            '{"reason": "known", "answer": "B) Paris"}',
+            "B",
+        ),
+        ({"kind": "math"}, {"question": "Price?"}, '{"reason": "sum", "answer": "$1,200"}', "1200"),
+    ],
+)
+def test_training_rows_hold_the_canonical_answer_not_the_teachers_spelling(
+    task: dict[str, Any], inputs: dict[str, str], reply: str, target: str
+) -> None:
+    """A student trained on the teacher's synonym would serve the synonym, not the label."""
+    config = parse_config(
+        {
+            "name": "t",
+            "task": task,
+            "dataset": {"path": "x.jsonl"},
+            "synth": {"prompt": {"style": "zero_shot"}},
+        },
+        "t.yaml",
+    )
+    built = build_task(config.task)
+    parsed = built.parse(reply, "cot", inputs)
+    assert parsed.ok and parsed.raw_answer != target
+    row = training_row(built, config, Example("e", inputs, None), parsed)
+    assert row["completion"] == [{"role": "assistant", "content": target}]
+
+
 # The whole stage against the FakeTeacher over real HTTP (tests/conftest.py).
 
 
@@ -207,3 +249,27 @@ def _train_examples(run: RunFolder) -> list[Example]:
     from potstill.pipeline import prepare_split
 
     return prepare_split(run, run.load_config()).train
+
+
+def test_training_inputs_without_a_reference_are_counted_in_the_card(
+    fake_teacher: Callable[..., Any], tmp_path: Path
+) -> None:
+    from synth.conftest import review_config, write_reviews
+
+    from potstill.pipeline import open_run
+
+    data = write_reviews(tmp_path / "reviews.jsonl", 12)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    for row in rows[::3]:
+        del row["label"]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    teacher = fake_teacher()
+    config = parse_config(review_config(data, teacher.base_url, {}, {}, {}), "test config")
+    run = open_run(config, tmp_path / "runs")
+    result = _invoke("synth", str(run.root))
+    assert result.exit_code == 0, result.output
+    missing = sum(r["reference"] is None for r in _jsonl(run.data_dir / "train.jsonl"))
+    summary = json.loads((run.synth_dir / "summary.json").read_text())
+    assert missing > 0 and summary["inputs_without_reference"] == missing
+    card = (run.synth_dir / "card.md").read_text()
+    assert f"training inputs without a reference: {missing} of {summary['inputs']}" in card

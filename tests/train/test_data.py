@@ -1,5 +1,6 @@
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,3 +125,72 @@ def test_train_stage_writes_each_students_rows(tmp_path: Path) -> None:
     with pytest.raises(TrainingDataError, match="no training rows"):
         train_student(run, config, build_task(config.task), config.students[0])
     assert read_jsonl(run.student_dir("s") / "train.jsonl") == []
+
+
+# The paper's matrix of students (configs/paper-matrix.yaml) on an open-text task and on a
+# labelled one: every teacher variant gets rows, because synth and the variants share one rule.
+
+MATRIX = Path(__file__).parents[2] / "configs" / "paper-matrix.yaml"
+TASKS = {
+    "summarization": (
+        {"kind": "summarization"},
+        {"document": "The council met on Monday and voted to reopen the old library."},
+        "The council voted to reopen the library.",
+        '{"reason": "The vote is the news.", "answer": "Council votes to reopen library."}',
+    ),
+    "classification": (
+        {
+            "kind": "classification",
+            "labels": ["billing", "shipping"],
+            "synonyms": {"billing": ["payment"], "shipping": ["delivery"]},
+        },
+        {"text": "I was charged twice for one order."},
+        "billing",
+        '{"reason": "A double charge is about money.", "answer": "payment"}',
+    ),
+}
+
+
+def _matrix_config(kind: str) -> Any:
+    import yaml
+
+    raw = yaml.safe_load(MATRIX.read_text())
+    task, *_ = TASKS[kind]
+    raw.update(task=task, dataset={"path": "x.jsonl"})
+    raw["synth"]["prompt"] = {"style": "zero_shot", "max_tokens": 64}
+    return parse_config(raw, str(MATRIX))
+
+
+@pytest.mark.parametrize("kind", sorted(TASKS))
+def test_every_teacher_variant_of_the_paper_matrix_gets_rows(tmp_path: Path, kind: str) -> None:
+    from potstill.models.base import ChatResponse
+    from potstill.synth.stage import label
+
+    config = _matrix_config(kind)
+    task = build_task(config.task)
+    _, inputs, reference, reply = TASKS[kind]
+    records = []
+    for i in range(3):
+        example = Example(f"e{i}", inputs, reference)
+        labelled = label(task, config, example, "train", [ChatResponse(reply)], _Unpriced())
+        records.append(labelled.record)
+    run = RunFolder(tmp_path / "run")
+    write_jsonl(run.synth_dir / "teacher.jsonl", records)
+    write_jsonl(run.data_dir / "train.jsonl", [Example("g", inputs, reference).to_json()])
+    for student in config.students:
+        found = student_rows(run, config, task, student)
+        assert found.rows, (student.name, found.describe())
+        if found.source == "teacher" and kind == "classification":
+            # The label itself, never the teacher's synonym for it.
+            assert all(
+                task.parse(r["completion"][0]["content"], "cot").answer == "billing"
+                for r in found.rows
+            )
+            assert all(
+                "payment" not in r["completion"][0]["content"].split('"answer"')[-1]
+                for r in found.rows
+            )
+
+
+class _Unpriced:
+    price = None

@@ -182,7 +182,9 @@ def load_examples(config: DatasetConfig, task: Task, base_dir: Path = Path()) ->
     columns: dict[str, str | list[str]] = {f: config.fields.get(f, f) for f in known}
     examples: list[Example] = []
     seen: dict[str, str] = {}
+    file_columns: dict[str, None] = {}  # every column any row has, in order of appearance
     for where, row in rows:
+        file_columns.update(dict.fromkeys(row))
         example = _example(where, row, columns, task, config.max_chars)
         if example.id in seen:
             what = "id" if _cell(row, columns["id"]) is not None else "input (no id column)"
@@ -193,7 +195,24 @@ def load_examples(config: DatasetConfig, task: Task, base_dir: Path = Path()) ->
         examples.append(example)
     if not examples:
         raise DatasetError(f"{source}: no examples")
+    _check_mapped_columns(source, config.fields, list(file_columns))
     return examples
+
+
+def _check_mapped_columns(
+    source: str, fields: dict[str, str | list[str]], file_columns: list[str]
+) -> None:
+    """A field mapped in `dataset.fields` to a column that no row has is an error: otherwise
+    every reference (or option, or id) would silently be missing."""
+    for name, column in fields.items():
+        wanted = column if isinstance(column, list) else [column]
+        if any(c in file_columns for c in wanted):
+            continue
+        what = "columns" if isinstance(column, list) else "column"
+        raise DatasetError(
+            f"{source}: dataset.fields.{name} names {what} {column!r}, which no row has; "
+            f"the columns are {file_columns}"
+        )
 
 
 def _field_text(where: str, label: str, value: Any, max_chars: int) -> str:

@@ -203,7 +203,12 @@ def run_judge(
             "test_size": len(test),
             "seed": judge.seed,
             "worked_examples": judge.worked_examples,
-            "use_reference": judge.use_reference,
+            # What the judge was really shown: none when no sampled example has a reference.
+            "use_reference": judge.use_reference
+            and any(test[i].reference is not None for i in sample),
+            "shown_reference": sum(test[i].reference is not None for i in sample)
+            if judge.use_reference
+            else 0,
             "same_as_teacher": same_model(judge.model, config.teacher.model),
             "calls": len(answers),
             "compute_s": float(sum(a.latency_s for a in answers)),

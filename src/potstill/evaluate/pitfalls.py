@@ -304,6 +304,31 @@ def judge_warnings(judge: dict[str, Any], candidates: dict[str, Any]) -> list[Fi
     return found
 
 
+def reference_check(test: list[Example]) -> dict[str, Any]:
+    """How many evaluation examples have a reference to score against."""
+    missing = sum(e.reference is None for e in test)
+    return {"examples": len(test), "without_reference": missing}
+
+
+def reference_warnings(task: Task, check: dict[str, Any]) -> list[Finding]:
+    """Examples without a reference are never silently left out of the ground-truth metrics."""
+    n, missing = check["examples"], check["without_reference"]
+    if not missing:
+        return []
+    if missing == n:
+        message = (
+            f"none of the {n} test examples has a reference, so no ground-truth metric "
+            "(accuracy, ROUGE, ...) can be computed; map the answer column with "
+            "dataset.fields.answer"
+        )
+        return [_warn("references", "test", message)] if task.reference_match else []
+    message = (
+        f"{missing} of {n} test examples have no reference: ground-truth metrics cover only "
+        f"the {n - missing} that do (reference-free metrics and the judge cover all {n})"
+    )
+    return [_warn("references", "test", message)]
+
+
 def _targets(run: RunFolder) -> list[str]:
     path = run.synth_dir / "train.jsonl"  # the default training set every student learns from
     if not path.exists():
@@ -332,6 +357,8 @@ def find_pitfalls(
     if train_path.exists() and test_path.exists():
         train = [Example.from_json(r) for r in read_jsonl(train_path)]
         test = [Example.from_json(r) for r in read_jsonl(test_path)]
+        checks["references"] = reference_check(test)
+        warnings += reference_warnings(task, checks["references"])
         checks["overlap"] = overlap_check(task, train, test, config.evaluate.overlap_ngram)
         warnings += overlap_warnings(checks["overlap"])
     warnings += ranking_disagreements(results["candidates"])

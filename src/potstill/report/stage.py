@@ -22,6 +22,7 @@ CHECK_TITLES = {
     "parse_failure": "parse failures",
     "format": "format",
     "train_test_overlap": "train/test overlap",
+    "references": "missing references",
     "metric_disagreement": "metrics disagree",
     "too_few_examples": "too few examples",
     "judge_sample": "judge sample",

@@ -29,6 +29,16 @@ def _cost_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _reference_lines(summary: dict[str, Any]) -> list[str]:
+    missing, total = summary.get("inputs_without_reference", 0), summary["inputs"]
+    if not missing:
+        return []
+    return [
+        f"- training inputs without a reference: {missing} of {total} (the reference check "
+        "cannot reject their replies, and teacher accuracy covers only the others)"
+    ]
+
+
 def _yield_table(summary: dict[str, Any], total: int) -> list[str]:
     lines = ["| outcome | rows | share |", "|---|---|---|"]
     lines.append(f"| accepted | {summary['accepted']} | {summary['accepted'] / total:.1%} |")
@@ -83,6 +93,7 @@ def render_card(
             if samples > 1
             else ""
         ),
+        *_reference_lines(summary),
         f"- failed calls: {summary['failed_calls']} of {summary['calls']}",
         *_cost_lines(summary),
         "",

@@ -6,6 +6,12 @@ from potstill.config import RunConfig, SynthConfig
 from potstill.synth.overlap import Contamination, NearDuplicates, input_text, normalized
 from potstill.tasks import Example, Parsed, Task
 
+# Rejections that depend on the settings a student variant may change (`target`,
+# `require_reference_match`, the completion's length bounds); a variant judges these afresh.
+# Every other reason (failed call, cut-off or unparseable reply, screened input) keeps a
+# teacher reply out of every student's data.
+SETTING_REASONS = frozenset({"no_rationale", "disagrees_with_reference", "too_short", "too_long"})
+
 
 def rejection_reason(
     parsed: Parsed, finish: str, error: str | None, example: Example, task: Task, config: RunConfig

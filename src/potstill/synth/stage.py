@@ -20,15 +20,15 @@ from potstill.synth.vote import majority_vote
 from potstill.tasks import Example, Parsed, Task
 from potstill.tasks.base import chat_requests
 
-__all__ = ["rejection_reason", "run_synth", "sample_requests", "training_row"]
+__all__ = ["accepted_row", "rejection_reason", "run_synth", "sample_requests", "training_row"]
 
 
 def training_row(task: Task, config: RunConfig, example: Example, parsed: Parsed) -> dict[str, Any]:
     """A conversational prompt/completion row, in the form TRL's SFTTrainer takes."""
     prompt = config.synth.prompt
-    # The student learns the answer as the teacher wrote it (an expression, when a
-    # calculator is in use), with the rationale only for target=rationale_answer.
-    answer = parsed.raw_answer if parsed.raw_answer is not None else str(parsed.answer)
+    # The student learns the task's own form of the answer (a label, not the teacher's
+    # synonym), with the rationale only for target=rationale_answer.
+    answer = task.target_answer(parsed)
     reason = parsed.rationale if config.synth.target == "rationale_answer" else None
     return {
         "id": example.id,
@@ -37,6 +37,24 @@ def training_row(task: Task, config: RunConfig, example: Example, parsed: Parsed
             {"role": "assistant", "content": task.reply_text(answer.strip(), reason, prompt.style)}
         ],
     }
+
+
+def accepted_row(
+    task: Task,
+    config: RunConfig,
+    example: Example,
+    parsed: Parsed,
+    finish: str,
+    error: str | None = None,
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The training row a teacher reply makes under `config.synth`, or why it makes none:
+    the one rejection rule, for the synth stage and for every student variant alike."""
+    reason = rejection_reason(parsed, finish, error, example, task, config)
+    if reason:
+        return None, reason
+    row = training_row(task, config, example, parsed)
+    reason = length_reason(row["completion"][0]["content"], config.synth)
+    return (None, reason) if reason else (row, None)
 
 
 def sample_requests(task: Task, config: RunConfig, examples: list[Example]) -> list[ChatRequest]:
@@ -152,11 +170,7 @@ def label(
         prompt_tokens=reply.prompt_tokens,
         completion_tokens=reply.completion_tokens,
     )
-    reason = rejection_reason(chosen, reply.finish_reason, None, example, task, config)
-    row = None if reason else training_row(task, config, example, chosen)
-    if row is not None:
-        reason = length_reason(row["completion"][0]["content"], config.synth)
-        row = None if reason else row
+    row, reason = accepted_row(task, config, example, chosen, reply.finish_reason)
     record["rejected"] = reason
     correct = first = None
     if example.reference is not None and task.reference_match and origin == "train":
@@ -254,6 +268,8 @@ def _write_outputs(
     gen_reasons = Counter(g["rejected"] for g in gen_records if g["rejected"])
     summary: dict[str, Any] = {
         "inputs": len(train),
+        # Counted, never hidden: their replies cannot be checked against a reference.
+        "inputs_without_reference": sum(e.reference is None for e in train),
         "generated_inputs": sum(g["inputs"] is not None for g in gen_records),
         "accepted": len(rows),
         "rejected": dict(reasons),

@@ -115,6 +115,12 @@ class Task(Protocol):
         """A reply in the given style: what a worked example or a training target looks like."""
         ...
 
+    def target_answer(self, parsed: Parsed) -> str:
+        """The answer a student learns to write for an accepted reply: the task's canonical
+        form of a label, letter or number (never the synonym or spelling the teacher used);
+        open text as the teacher wrote it."""
+        ...
+
     def example_scores(
         self, parsed: Sequence[Parsed], examples: Sequence[Example]
     ) -> list[dict[str, float]]:

@@ -65,6 +65,13 @@ class MathTask(TemplatedTask):
             "answer_format": self._answer_format(style),
         }
 
+    def target_answer(self, parsed: Parsed) -> str:
+        # With the calculator the answer format is an expression ("22 - 9"), which the
+        # calculator works out for the student as for the teacher; else the number itself.
+        if self.calculator and parsed.raw_answer is not None:
+            return parsed.raw_answer
+        return str(parsed.answer)
+
     def _value(self, text: str) -> float | None:
         value = parse_number(text)
         if value is None and self.calculator:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from jinja2 import StrictUndefined, Template, TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from potstill.config import ConfigError, PromptConfig, TemplatesConfig
 from potstill.models.base import Message
+
+if TYPE_CHECKING:
+    from potstill.tasks.base import Parsed
 
 # Every template may use these, besides the task's input fields and its own extras.
 COMMON_VARIABLES = ("inputs", "description", "answer_format", "style")
@@ -90,6 +93,7 @@ class TemplatedTask:
     and a worked answer is written in the reply format of the style."""
 
     prompts: Prompts
+    reference_match: bool
 
     def _context(self, inputs: Mapping[str, str], style: str) -> dict[str, Any]:
         raise NotImplementedError
@@ -108,3 +112,10 @@ class TemplatedTask:
         from potstill.tasks.base import render_reply
 
         return render_reply(answer, reason, style)
+
+    def target_answer(self, parsed: Parsed) -> str:
+        # Right-or-wrong kinds learn the canonical answer, which is what `score` compares and
+        # what a client of the served student reads; open text keeps the teacher's layout.
+        if self.reference_match or parsed.raw_answer is None:
+            return str(parsed.answer)
+        return parsed.raw_answer

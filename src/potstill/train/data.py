@@ -12,12 +12,9 @@ from typing import Any
 
 from potstill.config import RunConfig, StudentConfig
 from potstill.runs import RunFolder, read_jsonl
-from potstill.synth.stage import training_row
+from potstill.synth.filters import SETTING_REASONS
+from potstill.synth.stage import accepted_row, training_row
 from potstill.tasks import Example, Parsed, Task
-
-# Rejections that a student's own settings may lift; every other reason (failed call, cut-off
-# or unparseable reply, ...) keeps a teacher reply out of every student's data.
-_SETTING_REASONS = ("no_rationale", "disagrees_with_reference")
 
 
 @dataclass
@@ -51,21 +48,6 @@ def _variant_config(config: RunConfig, target: str, require_match: bool) -> RunC
     return config.model_copy(update={"synth": synth})
 
 
-def _teacher_rejection(
-    record: dict[str, Any], parsed: Parsed, task: Task, target: str, require_match: bool
-) -> str | None:
-    """Why a teacher reply is not a row for these settings (None: it is one)."""
-    recorded = record.get("rejected")
-    if recorded and recorded not in _SETTING_REASONS:
-        return str(recorded)
-    if target == "rationale_answer" and not parsed.rationale:
-        return "no_rationale"
-    reference = record.get("reference")
-    if require_match and reference is not None and task.score(parsed, reference) < 1.0:
-        return "disagrees_with_reference"
-    return None
-
-
 def teacher_rows(
     records: list[dict[str, Any]], task: Task, config: RunConfig, target: str, require_match: bool
 ) -> StudentRows:
@@ -73,18 +55,21 @@ def teacher_rows(
     variant = _variant_config(config, target, require_match)
     found = StudentRows([], "teacher", target, require_match)
     for record in records:
+        recorded = record.get("rejected")
+        if recorded and recorded not in SETTING_REASONS:
+            found.skipped[str(recorded)] += 1
+            continue
         parsed = Parsed(
             record["status"],
             record.get("answer"),
             record.get("rationale"),
             record.get("raw_answer"),
         )
-        reason = _teacher_rejection(record, parsed, task, target, require_match)
-        if reason:
-            found.skipped[reason] += 1
-            continue
         example = Example(str(record["id"]), dict(record["inputs"]), record.get("reference"))
-        row = training_row(task, variant, example, parsed)
+        row, reason = accepted_row(task, variant, example, parsed, record["finish_reason"])
+        if row is None:
+            found.skipped[str(reason)] += 1
+            continue
         row["rationale"] = parsed.rationale if target == "rationale_answer" else None
         found.rows.append(row)
     return found
