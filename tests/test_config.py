@@ -126,3 +126,38 @@ def test_several_samples_need_a_temperature_and_a_budget_needs_a_price() -> None
         "budget": {"max_usd": 5},
     }
     assert parse_config(priced, "t.yaml").teacher.model.price_per_million_output == 10
+
+
+@pytest.mark.parametrize(
+    ("tree", "line"),
+    [
+        (
+            {"dataset": {"path": "d.jsonl", "tset_size": 3}},
+            "dataset.tset_size: unknown key; did you mean `test_size`?",
+        ),
+        (
+            {"students": [{"name": "s", "train": {"epoch": 2}}]},
+            "students.0.train.epoch: unknown key; did you mean `epochs`?",
+        ),
+        (
+            {"teacher": {"model": {"base_ur": "http://x"}}},
+            "teacher.model.base_ur: unknown key; did you mean `base_url`?",
+        ),
+        ({"zzz": 1}, "zzz: unknown key"),
+    ],
+)
+def test_an_unknown_key_suggests_the_nearest_valid_one(tree: dict, line: str) -> None:  # type: ignore[type-arg]
+    base = {"name": "x", "task": {"kind": "math"}, "dataset": {"path": "d.jsonl"}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config({**base, **tree}, "c.yaml")
+    assert f"  {line}" in str(caught.value).splitlines()
+
+
+def test_a_bad_override_names_the_command_line() -> None:
+    base = {"name": "x", "task": {"kind": "math"}, "dataset": {"path": "d.jsonl"}}
+    with pytest.raises(
+        ConfigError,
+        match=r"test_size: .* \(from the command-line override "
+        r"'dataset.test_size=abc'\)",
+    ):
+        parse_config(base, "c.yaml", ["dataset.test_size=abc"])

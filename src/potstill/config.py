@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -581,14 +582,42 @@ def _set_override(tree: dict[str, Any], dotted: str, raw: str) -> None:
         node[keys[-1]] = value
 
 
-def _format_errors(source: str, err: ValidationError) -> str:
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The config models a field's annotation can hold (through lists, dicts, unions)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The valid keys of the section at `loc` (e.g. ("dataset",) -> DatasetConfig's fields)."""
+    models: list[type[BaseModel]] = [RunConfig]
+    for part in loc:
+        if isinstance(part, int):
+            continue  # a list index: the same models
+        fields = [m.model_fields[part] for m in models if part in m.model_fields]
+        models = [m for f in fields for m in _models_in(f.annotation)]
+    return sorted({name for m in models for name in m.model_fields})
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    near = difflib.get_close_matches(str(loc[-1]), _keys_at(loc[:-1]), n=1, cutoff=0.6)
+    return f"unknown key; did you mean `{near[0]}`?" if near else "unknown key"
+
+
+def _format_errors(source: str, err: ValidationError, overrides: dict[str, str]) -> str:
     lines = [f"{source}: invalid config"]
     for item in err.errors():
         loc = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        msg = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        msg = _unknown_key(item["loc"]) if item["type"] == "extra_forbidden" else item["msg"]
         if item.get("ctx", {}).get("pattern") == FOLDER_NAME:
             shown = str(item["input"])[:40]
             msg = f"{shown!r} is not a folder name (letters, digits, _ . -; not only dots)"
+        given = next(
+            (o for key, o in overrides.items() if loc == key or loc.startswith(key + ".")), None
+        )
+        if given is not None:  # the value came from the command line, not the file
+            msg += f" (from the command-line override {given!r})"
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
 
@@ -597,6 +626,7 @@ def parse_config(tree: Any, source: str, overrides: list[str] | None = None) -> 
     """Validate a config tree; `source` names the file in every error message."""
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys")
+    given: dict[str, str] = {}
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value")
@@ -605,10 +635,11 @@ def parse_config(tree: Any, source: str, overrides: list[str] | None = None) -> 
             _set_override(tree, key.strip(), raw)
         except (KeyError, IndexError, ValueError, TypeError) as exc:
             raise ConfigError(f"override {item!r}: {exc}") from None
+        given[key.strip()] = item
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_format_errors(source, err)) from None
+        raise ConfigError(_format_errors(source, err, given)) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
