@@ -8,9 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
+import click
 import typer
 from rich.text import Text
+from typer.core import TyperOption
 
+from potstill import __version__
 from potstill.config import ConfigError, builtin_config_path, load_config
 from potstill.data.loading import DatasetError
 from potstill.grade.rounds import GradeError
@@ -20,10 +23,17 @@ from potstill.progress import console
 from potstill.runs import StageIncomplete, StageOrderError
 from potstill.train.lint import TrainingDataError
 
+_option_type = TyperOption.display_type_rich
+
+
+def _flag_shows_no_type(self: TyperOption, ctx: click.Context) -> str | None:
+    """A flag takes no value, so --help shows no `<bool>` after it (typer shows one)."""
+    return None if self.is_flag else _option_type(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_shows_no_type  # type: ignore[method-assign]
+
 app = typer.Typer(
-    help="Distill a large teacher LLM into a small student for one task, and show with "
-    "evidence whether it worked. A run goes synth -> train -> evaluate -> report; all of "
-    "it lives in runs/<name>/.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -49,6 +59,26 @@ Overrides = Annotated[
     typer.Argument(help="Config overrides as dotted key=value, e.g. students.0.train.epochs=3"),
 ]
 RunArg = Annotated[Path, typer.Argument(help="A run folder, e.g. runs/demo.")]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"potstill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+        ),
+    ] = False,
+) -> None:
+    """Distill a large teacher LLM into a small student for one task, and show with evidence
+    whether it worked. A run goes synth -> train -> evaluate -> report; all of it lives in
+    runs/<name>/."""
 
 
 # A file that cannot be written (or read) for a reason the user fixes, not potstill.
