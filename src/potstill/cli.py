@@ -6,9 +6,8 @@ import errno
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
-import click
 import typer
 from rich.text import Text
 from typer.core import TyperOption
@@ -26,7 +25,7 @@ from potstill.train.lint import TrainingDataError
 _option_type = TyperOption.display_type_rich
 
 
-def _flag_shows_no_type(self: TyperOption, ctx: click.Context) -> str | None:
+def _flag_shows_no_type(self: TyperOption, ctx: Any) -> str | None:
     """A flag takes no value, so --help shows no `<bool>` after it (typer shows one)."""
     return None if self.is_flag else _option_type(self, ctx)
 
