@@ -264,5 +264,14 @@ def grade(
     _guard(action)
 
 
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of a run config, for completion and checking in an editor
+    (docs/config.md says how to use it with VS Code)."""
+    from potstill.config_reference import schema_text
+
+    sys.stdout.write(schema_text())
+
+
 def main() -> None:
     sys.exit(app())

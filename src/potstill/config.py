@@ -36,46 +36,67 @@ FOLDER_NAME = r"^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$"
 class ModelConfig(Strict):
     """Where a chat model lives and how to talk to it."""
 
-    backend: Literal["local", "openai"] = "local"
-    # local: "packaged:smollm2-135m-instruct", a folder, or a hub id. openai: the model name.
-    model: str = "packaged:smollm2-135m-instruct"
-    base_url: str | None = None
-    # The *name* of the environment variable holding the key; the key itself never enters YAML.
-    api_key_env: str | None = None
-    max_concurrency: int = Field(8, ge=1)
-    batch_size: int = Field(8, ge=1)
-    timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(4, ge=0)
-    # openai backend manners: optional rate limits (tokens count the prompt estimate plus
-    # max_tokens, as providers do), the longest single back-off, and the total time one call
-    # may spend retrying before it is recorded as failed.
-    requests_per_minute: float | None = Field(None, gt=0)
-    tokens_per_minute: float | None = Field(None, gt=0)
-    retry_max_wait_s: float = Field(60.0, gt=0)
-    retry_total_s: float = Field(600.0, gt=0)
-    # What an endpoint charges, in dollars per million tokens: the synth stage's cost, its
-    # budget and dry-run estimate, and the report's cost per 1,000 requests use them. Local
-    # models are priced by measured compute time instead (`evaluate.local_price_per_hour`).
-    price_per_million_input: float | None = Field(None, ge=0)
-    price_per_million_output: float | None = Field(None, ge=0)
+    backend: Literal["local", "openai"] = Field(
+        "local", description="local: run the model here; openai: an OpenAI-compatible endpoint."
+    )
+    model: str = Field(
+        "packaged:smollm2-135m-instruct",
+        description="local: packaged:NAME, a model folder or a hub id; openai: the model name.",
+    )
+    base_url: str | None = Field(None, description="openai: the endpoint's URL, e.g. .../v1.")
+    # The key itself never enters YAML.
+    api_key_env: str | None = Field(
+        None, description="The name of the environment variable that holds the API key."
+    )
+    max_concurrency: int = Field(8, ge=1, description="openai: requests in flight at once.")
+    batch_size: int = Field(8, ge=1, description="local: inputs generated together.")
+    timeout_s: float = Field(120.0, gt=0, description="openai: seconds one request may take.")
+    max_retries: int = Field(4, ge=0, description="openai: retries of a failed request.")
+    requests_per_minute: float | None = Field(
+        None, gt=0, description="openai: a request rate limit; none when unset."
+    )
+    # Tokens count the prompt estimate plus max_tokens, as providers do.
+    tokens_per_minute: float | None = Field(
+        None, gt=0, description="openai: a token rate limit (prompt estimate + max_tokens)."
+    )
+    retry_max_wait_s: float = Field(
+        60.0, gt=0, description="openai: the longest single back-off between retries."
+    )
+    retry_total_s: float = Field(
+        600.0, gt=0, description="openai: total seconds one call may spend retrying."
+    )
+    # The synth stage's cost, its budget and dry-run estimate, and the report's cost per
+    # 1,000 requests use the prices. Local models are priced by measured compute time instead
+    # (`evaluate.local_price_per_hour`).
+    price_per_million_input: float | None = Field(
+        None, ge=0, description="openai: dollars per million prompt tokens."
+    )
+    price_per_million_output: float | None = Field(
+        None, ge=0, description="openai: dollars per million completion tokens."
+    )
 
 
 class Shot(Strict):
     """A worked example shown to a model before the real input (few-shot)."""
 
-    inputs: dict[str, str]
-    answer: str
-    reason: str | None = None
+    inputs: dict[str, str] = Field(description="The example's input fields, by task field name.")
+    answer: str = Field(description="The answer, as the model should give it.")
+    reason: str | None = Field(None, description="cot: the reasoning shown before the answer.")
 
 
 class PromptConfig(Strict):
     """How a model is asked: the prompt style, worked examples and sampling."""
 
-    # cot: JSON {"reason", "answer"}; chain_of_density: summaries only (a JSON list of rounds).
-    style: Literal["zero_shot", "cot", "chain_of_density"] = "zero_shot"
-    shots: list[Shot] = Field(default_factory=list)
-    max_tokens: int = Field(64, ge=1)
-    temperature: float = Field(0.0, ge=0.0)
+    style: Literal["zero_shot", "cot", "chain_of_density"] = Field(
+        "zero_shot",
+        description='zero_shot; cot: a JSON {"reason", "answer"} reply; chain_of_density: '
+        "summaries only (a JSON list of rounds).",
+    )
+    shots: list[Shot] = Field(
+        default_factory=list, description="Worked examples shown before the real input."
+    )
+    max_tokens: int = Field(64, ge=1, description="The longest reply, in tokens.")
+    temperature: float = Field(0.0, ge=0.0, description="Sampling temperature; 0 is greedy.")
 
 
 TaskKind = Literal["classification", "multiple_choice", "math", "summarization", "conversation"]
@@ -97,11 +118,15 @@ def _check_template(source: str | None) -> str | None:
     return source
 
 
+_SYSTEM = "Jinja2 template of the system message; unset: the task's default."
+_USER = "Jinja2 template of the user turn; unset: the task's default."
+
+
 class TemplateConfig(Strict):
     """Jinja2 templates for the system message and the user turn; unset means the default."""
 
-    system: str | None = None
-    user: str | None = None
+    system: str | None = Field(None, description=_SYSTEM)
+    user: str | None = Field(None, description=_USER)
 
     _valid = field_validator("system", "user")(_check_template)
 
@@ -109,37 +134,67 @@ class TemplateConfig(Strict):
 class TemplatesConfig(Strict):
     """Prompt overrides: `system` / `user` for every style, or per style (`cot: {system: ...}`)."""
 
-    system: str | None = None
-    user: str | None = None
-    zero_shot: TemplateConfig | None = None
-    cot: TemplateConfig | None = None
-    chain_of_density: TemplateConfig | None = None
+    system: str | None = Field(None, description=_SYSTEM + " Every style.")
+    user: str | None = Field(None, description=_USER + " Every style.")
+    zero_shot: TemplateConfig | None = Field(None, description="Templates for zero_shot only.")
+    cot: TemplateConfig | None = Field(None, description="Templates for cot only.")
+    chain_of_density: TemplateConfig | None = Field(
+        None, description="Templates for chain_of_density only."
+    )
 
     _valid = field_validator("system", "user")(_check_template)
 
 
 class TaskConfig(Strict):
-    kind: TaskKind
-    description: str | None = None
-    # classification: a ready-made task. nli: inputs premise + hypothesis, labels
-    # entailment / neutral / contradiction, with common synonyms.
-    preset: Literal["nli"] | None = None
-    # The task's input field names, for classification, math and summarization (the defaults
-    # are text / question / document); `dataset.fields` maps them to the dataset's columns.
-    inputs: list[str] | None = Field(None, min_length=1)
-    # classification: the label set, matched case- and whitespace-insensitively.
-    labels: list[str] | None = None
-    # classification: other words a reply may use for a label, e.g. {positive: [good, pos]}.
-    synonyms: dict[str, list[str]] = Field(default_factory=dict)
-    # math: evaluate an arithmetic expression given as the answer ("22 - 9" -> 13) with a
-    # safe calculator. Applies to every candidate alike; the report says so.
-    calculator: bool = False
-    # math: an answer counts as right when |answer - reference| <= tolerance * max(1, |ref|).
-    tolerance: float = Field(1e-6, ge=0.0)
-    # summarization: the summary length asked for, and the rounds of chain of density.
-    summary_words: int = Field(60, ge=5)
-    density_rounds: int = Field(3, ge=1, le=8)
-    templates: TemplatesConfig = TemplatesConfig()
+    """What the models are asked to do, and how a reply is read and scored."""
+
+    kind: TaskKind = Field(
+        description="classification, multiple_choice, math, summarization or conversation."
+    )
+    description: str | None = Field(
+        None, description="The instruction in the system message; unset: the kind's default."
+    )
+    preset: Literal["nli"] | None = Field(
+        None,
+        description="classification: nli = inputs premise + hypothesis, labels entailment / "
+        "neutral / contradiction, with common synonyms.",
+    )
+    inputs: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="classification, math, summarization: the input field names (defaults "
+        "text / question / document); map them to columns in dataset.fields.",
+    )
+    labels: list[str] | None = Field(
+        None,
+        description="classification: the label set, matched case- and whitespace-insensitively.",
+    )
+    synonyms: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="classification: other words a reply may use for a label, e.g. "
+        "{positive: [good, pos]}.",
+    )
+    # Applies to every candidate alike; the report says so.
+    calculator: bool = Field(
+        False,
+        description='math: evaluate an arithmetic expression given as the answer ("22 - 9" '
+        "-> 13) with a safe calculator.",
+    )
+    tolerance: float = Field(
+        1e-6,
+        ge=0.0,
+        description="math: an answer is right when |answer - reference| <= tolerance * "
+        "max(1, |reference|).",
+    )
+    summary_words: int = Field(
+        60, ge=5, description="summarization: the summary length asked for, in words."
+    )
+    density_rounds: int = Field(
+        3, ge=1, le=8, description="summarization: the rounds of chain of density."
+    )
+    templates: TemplatesConfig = Field(
+        TemplatesConfig(), description="Prompt template overrides (docs/tasks.md)."
+    )
 
     @model_validator(mode="after")
     def _fits_the_kind(self) -> TaskConfig:
@@ -161,32 +216,51 @@ class TaskConfig(Strict):
 
 
 class GeneratorConfig(Strict):
-    name: Literal["arithmetic_stories"] = "arithmetic_stories"
-    size: int = Field(600, ge=2)
-    seed: int = 0
+    """Examples made by one of potstill's generators instead of read from a file."""
+
+    name: Literal["arithmetic_stories"] = Field(
+        "arithmetic_stories", description="arithmetic_stories: one-step arithmetic word problems."
+    )
+    size: int = Field(600, ge=2, description="Examples generated.")
+    seed: int = Field(0, description="Seed of the generator.")
 
 
 class DatasetConfig(Strict):
     """Where examples come from (exactly one source) and how they split."""
 
-    # A .jsonl / .csv / .parquet file, or `hf:org/name` for a Hugging Face hub dataset.
-    path: str | None = None
-    # A hub dataset name (or a local folder of data files) loaded with `datasets.load_dataset`.
-    hub: str | None = None
-    hub_config: str | None = None
-    hub_split: str = "train"
-    generator: GeneratorConfig | None = None
-    # task field -> the user's column name; unmapped fields use the task's own names. A list
-    # gathers several columns into one field (multiple-choice options in columns A, B, C...).
-    fields: dict[str, str | list[str]] = Field(default_factory=dict)
-    test_size: int = Field(200, ge=1)
-    # An optional development split, held out of training like the test split.
-    dev_size: int = Field(0, ge=0)
-    train_size: int | None = Field(None, ge=1)
-    seed: int = 0
-    # The longest input field or reference accepted, in characters: far more than any model's
-    # context, so a longer cell is a mistake (a whole file in one cell), not an input.
-    max_chars: int = Field(1_000_000, ge=1)
+    path: str | None = Field(
+        None,
+        description="A .jsonl / .csv / .parquet file (relative to the config), or hf:org/name "
+        "for a Hugging Face hub dataset.",
+    )
+    hub: str | None = Field(
+        None,
+        description="A hub dataset name (or a local folder of data files) loaded with "
+        "datasets.load_dataset.",
+    )
+    hub_config: str | None = Field(None, description="hub: the dataset's configuration name.")
+    hub_split: str = Field("train", description="hub: the split to read.")
+    generator: GeneratorConfig | None = Field(None, description="A generated dataset.")
+    # A list gathers several columns into one field (multiple-choice options in columns A, B,
+    # C...).
+    fields: dict[str, str | list[str]] = Field(
+        default_factory=dict,
+        description="Task field -> the file's column (or a list of columns); unmapped fields "
+        "use the task's own names.",
+    )
+    test_size: int = Field(200, ge=1, description="Examples held out to evaluate on.")
+    dev_size: int = Field(
+        0, ge=0, description="Examples held out as a development split, like the test split."
+    )
+    train_size: int | None = Field(
+        None, ge=1, description="At most this many training examples; all the rest when unset."
+    )
+    seed: int = Field(0, description="Seed of the train/test split.")
+    # Far more than any model's context, so a longer cell is a mistake (a whole file in one
+    # cell), not an input.
+    max_chars: int = Field(
+        1_000_000, ge=1, description="The longest input field or reference accepted, in characters."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetConfig:
@@ -206,50 +280,82 @@ class DatasetConfig(Strict):
 
 
 class TeacherConfig(Strict):
-    model: ModelConfig = ModelConfig()
-    prompt: PromptConfig = PromptConfig(style="cot", max_tokens=128)
-    # A short note on the teacher's procedure, shown in the report (e.g. "8-shot CoT").
-    procedure: str | None = None
+    """The large model whose answers the students learn from."""
+
+    model: ModelConfig = Field(ModelConfig(), description="The teacher model.")
+    prompt: PromptConfig = Field(
+        PromptConfig(style="cot", max_tokens=128), description="How the teacher is asked."
+    )
+    procedure: str | None = Field(
+        None, description='A short note on the teacher\'s procedure for the report ("8-shot CoT").'
+    )
 
 
 class TrainConfig(Strict):
-    method: Literal["lora", "full"] = "lora"
-    epochs: float = Field(2.0, gt=0)
-    learning_rate: float = Field(2e-4, gt=0)
-    batch_size: int = Field(8, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    max_length: int = Field(512, ge=16)
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    seed: int = 0
-    save_steps: int = Field(50, ge=1)
-    # How rows become batches (docs/training.md). auto: padding-free batches where the
-    # attention kernel takes packed sequences without a dense mask (flash / flex / varlen),
-    # else length-grouped batches padded to the longest row. padded: random batches, as TRL's
-    # default, kept for comparison.
-    batching: Literal["auto", "length_grouped", "padding_free", "padded"] = "auto"
-    # A transformers attention implementation ("sdpa", "eager", "flex_attention",
-    # "flash_attention_2", "potstill_varlen" for PyTorch's flash varlen kernel on a GPU);
-    # None: transformers' default.
-    attn_implementation: str | None = None
-    # Rows held out of training to measure the eval loss on (at least one when above 0).
-    dev_fraction: float = Field(0.05, ge=0.0, lt=0.5)
-    # Steps between eval-loss measurements; None: at every checkpoint and at the end.
-    eval_steps: int | None = Field(None, ge=1)
-    # auto: continue from the last complete checkpoint made with the same settings and data;
-    # never: start over.
-    resume: Literal["auto", "never"] = "auto"
+    """How a student is fine-tuned (docs/training.md)."""
+
+    method: Literal["lora", "full"] = Field(
+        "lora", description="lora: low-rank adapters, merged at the end; full: every weight."
+    )
+    epochs: float = Field(2.0, gt=0, description="Passes over the training rows.")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    batch_size: int = Field(8, ge=1, description="Rows per device per step.")
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="Steps whose gradients add up before one update."
+    )
+    max_length: int = Field(512, ge=16, description="The longest training row, in tokens.")
+    lora_r: int = Field(16, ge=1, description="lora: the adapters' rank.")
+    lora_alpha: int = Field(32, ge=1, description="lora: the adapters' scaling.")
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="lora: dropout on the adapters.")
+    seed: int = Field(0, description="Seed of training (shuffling, initialisation).")
+    save_steps: int = Field(50, ge=1, description="Steps between checkpoints.")
+    # auto: padding-free batches where the attention kernel takes packed sequences without a
+    # dense mask (flash / flex / varlen), else length-grouped batches padded to the longest
+    # row. padded: random batches, as TRL's default, kept for comparison.
+    batching: Literal["auto", "length_grouped", "padding_free", "padded"] = Field(
+        "auto", description="How rows become batches (docs/training.md)."
+    )
+    attn_implementation: str | None = Field(
+        None,
+        description="A transformers attention implementation (sdpa, eager, flex_attention, "
+        "flash_attention_2, potstill_varlen on a GPU); unset: transformers' default.",
+    )
+    dev_fraction: float = Field(
+        0.05,
+        ge=0.0,
+        lt=0.5,
+        description="Share of rows held out to measure the eval loss on (at least one when "
+        "above 0).",
+    )
+    eval_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Steps between eval-loss measurements; unset: at every checkpoint and at "
+        "the end.",
+    )
+    resume: Literal["auto", "never"] = Field(
+        "auto",
+        description="auto: continue from the last complete checkpoint made with the same "
+        "settings and data; never: start over.",
+    )
 
 
 class StudentData(Strict):
     """Which rows a student learns from; unset fields follow the run's `synth` section."""
 
-    # teacher: the teacher's accepted replies (synth/teacher.jsonl); gold: the dataset's own
-    # references (data/train.jsonl), which carry no rationale.
-    source: Literal["teacher", "gold"] = "teacher"
-    target: Literal["answer", "rationale_answer"] | None = None
-    require_reference_match: bool | None = None
+    source: Literal["teacher", "gold"] = Field(
+        "teacher",
+        description="teacher: the teacher's accepted replies; gold: the dataset's own "
+        "references (no rationale).",
+    )
+    target: Literal["answer", "rationale_answer"] | None = Field(
+        None, description="What the student learns to write; unset: synth.target."
+    )
+    require_reference_match: bool | None = Field(
+        None,
+        description="Only teacher replies that agree with the reference; unset: "
+        "synth.require_reference_match.",
+    )
 
     @model_validator(mode="after")
     def _gold_has_no_rationale(self) -> StudentData:
@@ -267,13 +373,25 @@ DATA_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _data_presets_in_schema(schema: dict[str, Any]) -> None:
+    """A preset name is a string the validator below expands: editors should accept it."""
+    schema["anyOf"] = [*schema.get("anyOf", []), {"enum": list(DATA_PRESETS)}]
+
+
 class StudentConfig(Strict):
-    name: str = Field("distilled", pattern=FOLDER_NAME)
-    base: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
-    # None: synth/train.jsonl, the training set `synth` asks for. A preset name
-    # (gold, teacher_answer, teacher_rationale) or a mapping of StudentData fields.
-    data: StudentData | None = None
+    """A small model fine-tuned on the teacher's work (one entry of `students`)."""
+
+    name: str = Field(
+        "distilled", pattern=FOLDER_NAME, description="The student's folder: students/<name>/."
+    )
+    base: ModelConfig = Field(ModelConfig(), description="The model the student starts from.")
+    train: TrainConfig = Field(TrainConfig(), description="How it is fine-tuned.")
+    data: StudentData | None = Field(
+        None,
+        description="Its training rows: a preset (gold, teacher_answer, teacher_rationale) or a "
+        "mapping; unset: synth/train.jsonl.",
+        json_schema_extra=_data_presets_in_schema,
+    )
 
     @field_validator("data", mode="before")
     @classmethod
@@ -296,126 +414,215 @@ DEFAULT_VARIATIONS = [
 class GenerateConfig(Strict):
     """Synthetic inputs: the teacher writes new task inputs from seed examples."""
 
-    # New inputs asked for per seed example; each request uses the next variation in turn.
-    per_seed: int = Field(1, ge=1)
-    # How many training examples serve as seeds (the first ones of the split); all when unset.
-    seeds: int | None = Field(None, ge=1)
-    # Training examples shown in each request: the seed and the ones after it.
-    examples_per_prompt: int = Field(3, ge=1)
-    variations: list[str] = Field(default_factory=lambda: list(DEFAULT_VARIATIONS), min_length=1)
-    # The instruction; placeholders: {description} {examples} {variation} {format}.
-    template: str | None = None
-    max_tokens: int = Field(256, ge=1)
-    temperature: float = Field(1.0, ge=0.0)
-    min_chars: int = Field(8, ge=1)
-    max_chars: int = Field(4000, ge=1)
+    per_seed: int = Field(
+        1,
+        ge=1,
+        description="New inputs asked for per seed example; each request uses the next "
+        "variation in turn.",
+    )
+    seeds: int | None = Field(
+        None,
+        ge=1,
+        description="Training examples that serve as seeds (the first of the split); unset: all.",
+    )
+    examples_per_prompt: int = Field(
+        3, ge=1, description="Training examples shown per request: the seed and those after it."
+    )
+    variations: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_VARIATIONS),
+        min_length=1,
+        description="How each new input should differ, used in turn.",
+    )
+    template: str | None = Field(
+        None,
+        description="The instruction; placeholders {description} {examples} {variation} "
+        "{format}; unset: the built-in one.",
+    )
+    max_tokens: int = Field(256, ge=1, description="The longest reply per request, in tokens.")
+    temperature: float = Field(1.0, ge=0.0, description="Sampling temperature of the requests.")
+    min_chars: int = Field(8, ge=1, description="A shorter new input is dropped.")
+    max_chars: int = Field(4000, ge=1, description="A longer new input is dropped.")
 
 
 class SynthConfig(Strict):
-    # answer: the rationale helps the teacher and is dropped; rationale_answer: the student
-    # learns the reasoning too.
-    target: Literal["answer", "rationale_answer"] = "answer"
-    # Keep only rows whose teacher answer agrees with the reference (rejection sampling).
-    require_reference_match: bool = True
-    # How the student is asked, in its training rows and in evaluation (base and trained alike).
-    prompt: PromptConfig = PromptConfig(style="zero_shot", max_tokens=32)
-    # Teacher samples per input (sampled at teacher.prompt.temperature); with more than one,
-    # the answer is the majority vote and the row keeps a rationale that agrees with it.
-    samples: int = Field(1, ge=1)
-    generate: GenerateConfig | None = None
-    # Bounds on the training completion (what the student learns), in characters.
-    min_completion_chars: int | None = Field(None, ge=0)
-    max_completion_chars: int | None = Field(None, ge=1)
-    # Generated inputs this similar (Jaccard of word 3-grams) to an earlier input are dropped.
-    near_duplicate_threshold: float = Field(0.85, gt=0.0, le=1.0)
-    # An input is contaminated when this share of its word n-grams occurs in one test item.
-    contamination_ngram: int = Field(8, ge=1)
-    contamination_threshold: float = Field(0.8, gt=0.0, le=1.0)
-    # The stage counts as done while failed calls stay at or under this share of all calls;
-    # above it, the stage exits with code 3 and a re-run retries them.
-    max_failed_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    """How the teacher's replies become the students' training rows."""
+
+    target: Literal["answer", "rationale_answer"] = Field(
+        "answer",
+        description="answer: the rationale helps the teacher and is dropped; "
+        "rationale_answer: the student learns the reasoning too.",
+    )
+    require_reference_match: bool = Field(
+        True,
+        description="Keep only rows whose teacher answer agrees with the reference (rejection "
+        "sampling).",
+    )
+    prompt: PromptConfig = Field(
+        PromptConfig(style="zero_shot", max_tokens=32),
+        description="How the students are asked, in training rows and in evaluation.",
+    )
+    samples: int = Field(
+        1,
+        ge=1,
+        description="Teacher samples per input; above 1, the majority answer wins and the row "
+        "keeps a rationale that agrees with it.",
+    )
+    generate: GenerateConfig | None = Field(
+        None, description="Also have the teacher write new inputs from seed examples."
+    )
+    min_completion_chars: int | None = Field(
+        None, ge=0, description="A shorter training completion is rejected."
+    )
+    max_completion_chars: int | None = Field(
+        None, ge=1, description="A longer training completion is rejected."
+    )
+    near_duplicate_threshold: float = Field(
+        0.85,
+        gt=0.0,
+        le=1.0,
+        description="A generated input this similar (Jaccard of word 3-grams) to an earlier "
+        "input is dropped.",
+    )
+    contamination_ngram: int = Field(
+        8, ge=1, description="Word n-gram length of the contamination check."
+    )
+    contamination_threshold: float = Field(
+        0.8,
+        gt=0.0,
+        le=1.0,
+        description="An input is contaminated when this share of its n-grams occurs in one "
+        "test item.",
+    )
+    max_failed_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of failed calls the stage accepts; above it, exit code 3 and a "
+        "re-run retries them.",
+    )
 
 
 class BudgetConfig(Strict):
-    # The most the synth stage may spend on teacher calls, counted over all its calls
-    # (those answered in earlier runs too). Needs the teacher's price
-    # (teacher.model.price_per_million_input/output).
-    max_usd: float | None = Field(None, gt=0)
-    # For `potstill synth RUN --dry-run`: prompt tokens are counted with `tokenizer` (a local
-    # folder, packaged:NAME or hub id whose chat template matches the teacher's) when given,
-    # else estimated as characters / chars_per_token plus 4 per message and 3 per request.
-    tokenizer: str | None = None
-    chars_per_token: float = Field(4.0, gt=0)
-    # Completion tokens expected per labelling reply; max_tokens (an upper bound) when unset.
-    expected_completion_tokens: int | None = Field(None, ge=1)
+    """What the synth stage may spend, and how `potstill synth RUN --dry-run` estimates it."""
+
+    # Counted over all its calls (those answered in earlier runs too).
+    max_usd: float | None = Field(
+        None,
+        gt=0,
+        description="The most the synth stage may spend on teacher calls; needs the teacher's "
+        "price.",
+    )
+    tokenizer: str | None = Field(
+        None,
+        description="dry run: count prompt tokens with this tokenizer (folder, packaged:NAME or "
+        "hub id); unset: estimate from characters.",
+    )
+    # Plus 4 per message and 3 per request.
+    chars_per_token: float = Field(
+        4.0, gt=0, description="dry run without a tokenizer: characters per token."
+    )
+    expected_completion_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="dry run: completion tokens per labelling reply; unset: max_tokens (an "
+        "upper bound).",
+    )
 
 
 class ExtraCandidateConfig(Strict):
     """A model the user wants compared beside the teacher and students (local or endpoint)."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    model: ModelConfig
-    # How it is asked; by default the way the students are asked (`synth.prompt`).
-    prompt: PromptConfig | None = None
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Its name in the report.")
+    model: ModelConfig = Field(description="The model.")
+    prompt: PromptConfig | None = Field(
+        None, description="How it is asked; unset: as the students are (synth.prompt)."
+    )
 
 
 class EvaluateConfig(Strict):
-    bootstrap_samples: int = Field(2000, ge=100)
-    seed: int = 0
-    # Also ask the teacher zero-shot (the task's plain prompt, no worked examples), the
-    # paper's reference point, beside its configured prompt.
-    teacher_zero_shot: bool = True
-    candidates: list[ExtraCandidateConfig] = Field(default_factory=list)
-    # Dollars per hour of local compute, to put local candidates on the cost axis beside
-    # endpoints (default: roughly a small cloud CPU machine).
-    local_price_per_hour: float = Field(0.10, ge=0)
-    # Word n-gram length for the train/test overlap check.
-    overlap_ngram: int = Field(8, ge=1)
-    # Side-by-side examples in the report where candidates disagree.
-    report_examples: int = Field(6, ge=0)
-    # The stage counts as done while failed calls (candidates' replies and judge calls) stay
-    # at or under this share of all its calls; above it, it exits with code 3 after writing
-    # everything, and a re-run retries them.
-    max_failed_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    """How the candidates are scored on the test split."""
+
+    bootstrap_samples: int = Field(
+        2000, ge=100, description="Bootstrap resamples behind each confidence interval."
+    )
+    seed: int = Field(0, description="Seed of the bootstrap.")
+    teacher_zero_shot: bool = Field(
+        True,
+        description="Also ask the teacher zero-shot (no worked examples), the paper's "
+        "reference point.",
+    )
+    candidates: list[ExtraCandidateConfig] = Field(
+        default_factory=list, description="Other models to compare beside teacher and students."
+    )
+    # Default: roughly a small cloud CPU machine.
+    local_price_per_hour: float = Field(
+        0.10,
+        ge=0,
+        description="Dollars per hour of local compute, to put local models on the cost axis.",
+    )
+    overlap_ngram: int = Field(8, ge=1, description="Word n-gram length of the train/test check.")
+    report_examples: int = Field(
+        6, ge=0, description="Side-by-side examples in the report where candidates disagree."
+    )
+    # Above it, the stage exits with code 3 after writing everything; a re-run retries them.
+    max_failed_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of failed calls (replies and judge calls) the stage accepts.",
+    )
 
 
 class Criterion(Strict):
-    name: str
-    description: str
+    """One thing the judge grades."""
+
+    name: str = Field(description="A short name, e.g. faithfulness.")
+    description: str = Field(description="What the criterion asks of an answer.")
+
+
+_INPUT = "The example's input, as the judge sees it."
+_REFERENCE = "The reference answer, if any."
+_REASON = "The judge's short reason."
 
 
 class PointwiseExample(Strict):
     """A worked grading: an answer, the judge's short reason and its score."""
 
-    input: str
-    reference: str | None = None
-    answer: str
-    reason: str
-    score: int = Field(ge=1, le=5)
+    input: str = Field(description=_INPUT)
+    reference: str | None = Field(None, description=_REFERENCE)
+    answer: str = Field(description="The answer graded.")
+    reason: str = Field(description=_REASON)
+    score: int = Field(ge=1, le=5, description="The score, 1 to 5.")
 
 
 class PairwiseExample(Strict):
     """A worked comparison: answers A and B, the judge's short reason and its verdict."""
 
-    input: str
-    reference: str | None = None
-    a: str
-    b: str
-    reason: str
-    verdict: Literal["A", "B", "tie"]
+    input: str = Field(description=_INPUT)
+    reference: str | None = Field(None, description=_REFERENCE)
+    a: str = Field(description="Answer A.")
+    b: str = Field(description="Answer B.")
+    reason: str = Field(description=_REASON)
+    verdict: Literal["A", "B", "tie"] = Field(description="A, B or tie.")
 
 
 class GradingExamples(Strict):
-    pointwise: list[PointwiseExample] = Field(default_factory=list)
-    pairwise: list[PairwiseExample] = Field(default_factory=list)
+    """Worked gradings shown to the judge before the real one."""
+
+    pointwise: list[PointwiseExample] = Field(
+        default_factory=list, description="Worked rubric scores."
+    )
+    pairwise: list[PairwiseExample] = Field(default_factory=list, description="Worked comparisons.")
 
 
 class Rubric(Strict):
     """What the judge grades: criteria, and what the scores of its 1-5 scale mean."""
 
-    criteria: list[Criterion] = Field(min_length=1)
-    scale: dict[int, str] = Field(min_length=1)
-    examples: GradingExamples = GradingExamples()
+    criteria: list[Criterion] = Field(min_length=1, description="What is graded.")
+    scale: dict[int, str] = Field(
+        min_length=1, description="Score (1-5) -> what it means, e.g. {5: flawless}."
+    )
+    examples: GradingExamples = Field(GradingExamples(), description="Worked gradings.")
 
     @model_validator(mode="after")
     def _scale_is_one_to_five(self) -> Rubric:
@@ -427,21 +634,30 @@ class Rubric(Strict):
 class JudgeConfig(Strict):
     """The LLM judge: pointwise rubric scores and pairwise verdicts against the teacher."""
 
-    enabled: bool = True
-    model: ModelConfig = ModelConfig(batch_size=16)
-    # Judge a seeded sample of the test split (the same examples for every candidate), to
-    # bound the cost; null judges every example.
-    sample_size: int | None = Field(200, ge=1)
-    seed: int = 0
-    max_tokens: int = Field(48, ge=8)
-    pointwise: bool = True
-    pairwise: bool = True
-    # Show the judge the reference answer when the example has one.
-    use_reference: bool = True
-    # Worked grading examples before the real one: small judges need them to keep the format.
-    worked_examples: bool = True
-    # Replaces the built-in rubric of the task's kind (evaluate/rubrics.yaml).
-    rubric: Rubric | None = None
+    enabled: bool = Field(True, description="Run the judge at all.")
+    model: ModelConfig = Field(ModelConfig(batch_size=16), description="The judge model.")
+    sample_size: int | None = Field(
+        200,
+        ge=1,
+        description="Judge a seeded sample of the test split (the same for every candidate); "
+        "null: every example.",
+    )
+    seed: int = Field(0, description="Seed of the sample.")
+    max_tokens: int = Field(48, ge=8, description="The longest judge reply, in tokens.")
+    pointwise: bool = Field(True, description="Score each answer on the rubric (1-5).")
+    pairwise: bool = Field(True, description="Compare each candidate's answer with the teacher's.")
+    use_reference: bool = Field(
+        True, description="Show the judge the reference answer when the example has one."
+    )
+    worked_examples: bool = Field(
+        True,
+        description="Worked gradings before the real one (small judges need them to keep the "
+        "format).",
+    )
+    rubric: Rubric | None = Field(
+        None,
+        description="Replaces the built-in rubric of the task's kind (evaluate/rubrics.yaml).",
+    )
 
 
 GradeMode = Literal["pointwise", "pairwise"]
@@ -454,19 +670,29 @@ def _all_grade_modes() -> list[GradeMode]:
 class GradeConfig(Strict):
     """The human grading round (`potstill grade RUN`): which examples, who sees what."""
 
-    # Examples drawn from the test split (seeded, stratified); pinned in grades.sqlite once drawn.
-    size: int = Field(50, ge=1)
-    # Examples every grader sees, so inter-grader agreement can be computed.
-    overlap: int = Field(20, ge=0)
-    # Examples per grader: the overlap plus a share of the rest, least-graded first.
-    # None: every grader sees every sampled example.
-    items_per_grader: int | None = Field(None, ge=1)
-    modes: list[GradeMode] = Field(default_factory=_all_grade_modes, min_length=1)
-    # Candidates to grade (names in eval/predictions); None: every candidate there.
-    candidates: list[str] | None = None
-    # Pairwise pages put each other candidate beside this one.
-    reference: str = "teacher"
-    seed: int = 0
+    size: int = Field(
+        50,
+        ge=1,
+        description="Test examples drawn (seeded, stratified); pinned in grades.sqlite once drawn.",
+    )
+    overlap: int = Field(
+        20, ge=0, description="Examples every grader sees, for inter-grader agreement."
+    )
+    items_per_grader: int | None = Field(
+        None,
+        ge=1,
+        description="Examples per grader: the overlap plus a share of the rest; unset: all.",
+    )
+    modes: list[GradeMode] = Field(
+        default_factory=_all_grade_modes, min_length=1, description="pointwise and/or pairwise."
+    )
+    candidates: list[str] | None = Field(
+        None, description="Candidates to grade (names in eval/predictions); unset: all."
+    )
+    reference: str = Field(
+        "teacher", description="Pairwise pages put each other candidate beside this one."
+    )
+    seed: int = Field(0, description="Seed of the draw.")
 
     @model_validator(mode="after")
     def _overlap_fits(self) -> GradeConfig:
@@ -480,16 +706,22 @@ class GradeConfig(Strict):
 
 
 class RunConfig(Strict):
-    name: str = Field(pattern=FOLDER_NAME)
-    task: TaskConfig
-    dataset: DatasetConfig
-    teacher: TeacherConfig = TeacherConfig()
-    students: list[StudentConfig] = Field(default_factory=lambda: [StudentConfig()], min_length=1)
-    synth: SynthConfig = SynthConfig()
-    evaluate: EvaluateConfig = EvaluateConfig()
-    budget: BudgetConfig = BudgetConfig()
-    grade: GradeConfig = GradeConfig()
-    judge: JudgeConfig = JudgeConfig()
+    """One run: a task, its data, a teacher, students, and how they are compared."""
+
+    name: str = Field(pattern=FOLDER_NAME, description="The run's folder: runs/<name>/.")
+    task: TaskConfig = Field(description="The task.")
+    dataset: DatasetConfig = Field(description="The examples and their split.")
+    teacher: TeacherConfig = Field(TeacherConfig(), description="The teacher.")
+    students: list[StudentConfig] = Field(
+        default_factory=lambda: [StudentConfig()],
+        min_length=1,
+        description="The students, each trained and evaluated.",
+    )
+    synth: SynthConfig = Field(SynthConfig(), description="Making the training rows.")
+    evaluate: EvaluateConfig = Field(EvaluateConfig(), description="Scoring the candidates.")
+    budget: BudgetConfig = Field(BudgetConfig(), description="Spending on teacher calls.")
+    grade: GradeConfig = Field(GradeConfig(), description="Human grading.")
+    judge: JudgeConfig = Field(JudgeConfig(), description="The LLM judge.")
 
     @model_validator(mode="after")
     def _styles_fit_the_task(self) -> RunConfig:
