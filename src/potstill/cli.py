@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -262,6 +262,54 @@ def grade(
             commands.serve(run_dir, host, port)
 
     _guard(action)
+
+
+def _ask_on_a_terminal() -> Callable[[str, Sequence[str]], str] | None:
+    """A question to the user when there is one at a terminal, else None (placeholders)."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return None
+
+    def ask(what: str, choices: Sequence[str]) -> str:
+        while True:
+            answer = str(typer.prompt(f"{what}? ({', '.join(choices)})")).strip()
+            if answer in choices:
+                return answer
+            console.print(f"not one of {', '.join(choices)}", markup=False, highlight=False)
+
+    return ask
+
+
+@app.command()
+def check(
+    config: Annotated[Path, typer.Argument(help="A run config (YAML).")],
+    overrides: Overrides = None,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Check CONFIG as a run would before its first model call, listing every problem (exit
+    code 2 if any); then show what the run would do. Calls no model and writes nothing."""
+    from potstill.check import run_check
+
+    code = _guard(lambda: run_check(config, overrides, runs_dir))
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def init(
+    data: Annotated[Path, typer.Argument(help="A .jsonl, .csv or .parquet file (or hf:org/name).")],
+    kind: Annotated[
+        str | None, typer.Option(help="The task kind, when not the one guessed.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="The config to write; default: <data name>.yaml here.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+) -> None:
+    """Look at DATA (columns, a few values), guess the task kind, field mapping and labels,
+    and write a commented config that runs offline as it is."""
+    from potstill.scaffold import init_config
+
+    _guard(lambda: init_config(data, kind, out, _ask_on_a_terminal(), force))
 
 
 @app.command()

@@ -854,10 +854,26 @@ def _format_errors(source: str, err: ValidationError, overrides: dict[str, str])
     return "\n".join(lines)
 
 
-def parse_config(tree: Any, source: str, overrides: list[str] | None = None) -> RunConfig:
-    """Validate a config tree; `source` names the file in every error message."""
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of keys")
+# `potstill init` writes this where it could not guess a value; a config that still holds one
+# is refused, naming the key.
+PLACEHOLDER = "<FILL IN"
+
+
+def placeholder_keys(tree: Any, where: str = "") -> list[str]:
+    """The dotted keys whose value (or a list item of which) is still an init placeholder."""
+    if isinstance(tree, str):
+        return [where] if tree.startswith(PLACEHOLDER) else []
+    if not isinstance(tree, dict | list):
+        return []
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree)
+    found: list[str] = []
+    for key, value in items:
+        found += placeholder_keys(value, f"{where}.{key}" if where else str(key))
+    return sorted(set(found))
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str] | None) -> dict[str, str]:
+    """Set each dotted `key=value` in the tree; returns key -> the override as given."""
     given: dict[str, str] = {}
     for item in overrides or []:
         if "=" not in item:
@@ -868,14 +884,30 @@ def parse_config(tree: Any, source: str, overrides: list[str] | None = None) -> 
         except (KeyError, IndexError, ValueError, TypeError) as exc:
             raise ConfigError(f"override {item!r}: {exc}") from None
         given[key.strip()] = item
+    return given
+
+
+def parse_config(tree: Any, source: str, overrides: list[str] | None = None) -> RunConfig:
+    """Validate a config tree; `source` names the file in every error message."""
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys")
+    given = apply_overrides(tree, overrides)
+    unfilled = [
+        f"  {key}: still the placeholder `potstill init` wrote; replace it"
+        for key in placeholder_keys(tree)
+    ]
     try:
-        return RunConfig.model_validate(tree)
+        config = RunConfig.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_format_errors(source, err, given)) from None
+        lines = _format_errors(source, err, given).split("\n")
+        raise ConfigError("\n".join([lines[0], *unfilled, *lines[1:]])) from None
+    if unfilled:
+        raise ConfigError("\n".join([f"{source}: invalid config", *unfilled]))
+    return config
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Load a YAML run config; errors name the file and the offending key."""
+def read_config_tree(path: str | Path) -> Any:
+    """The YAML of a config file, parsed; errors name the file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -888,10 +920,14 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config ({exc.strerror})") from None
     try:
-        tree = _yaml(text)
+        return _yaml(text)
     except ValueError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_config(tree, str(path), overrides)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML run config; errors name the file and the offending key."""
+    return parse_config(read_config_tree(path), str(path), overrides)
 
 
 def builtin_config_path(name: str) -> Path:

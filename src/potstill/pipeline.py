@@ -101,19 +101,21 @@ def _model_configs(node: BaseModel, where: str) -> Iterator[tuple[str, ModelConf
                 yield from _model_configs(item, f"{key}.")
 
 
+def missing_api_keys(config: RunConfig) -> list[str]:
+    """One message per API-key variable the config names that is not set."""
+    return [
+        f"{where.rstrip('.')}.api_key_env: the environment variable {model.api_key_env} is not "
+        "set; export it before the run (the key itself never goes into the config)"
+        for where, model in _model_configs(config, "")
+        if model.backend == "openai" and model.api_key_env and not os.environ.get(model.api_key_env)
+    ]
+
+
 def check_api_keys(config: RunConfig) -> None:
     """Every API-key variable the config names is set (keys are read only from there)."""
-    for where, model in _model_configs(config, ""):
-        if (
-            model.backend == "openai"
-            and model.api_key_env
-            and not os.environ.get(model.api_key_env)
-        ):
-            raise MissingKeyError(
-                f"{where.rstrip('.')}.api_key_env: the environment variable "
-                f"{model.api_key_env} is not set; export it before the run (the key itself "
-                "never goes into the config)"
-            )
+    missing = missing_api_keys(config)
+    if missing:
+        raise MissingKeyError(missing[0])
 
 
 def _hash(*parts: Any) -> str:

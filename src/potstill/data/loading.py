@@ -146,6 +146,11 @@ def _raw_rows(config: DatasetConfig, base_dir: Path) -> tuple[str, Rows]:
     return str(path), reader(path)
 
 
+def read_rows(config: DatasetConfig, base_dir: Path = Path()) -> tuple[str, Rows]:
+    """A dataset source's rows as read, before any field mapping: (source, rows)."""
+    return _raw_rows(config, base_dir)
+
+
 def _text(value: Any) -> str:
     """A cell as text: structured values (lists of options, chat turns) as JSON."""
     if isinstance(value, str):

@@ -1,0 +1,92 @@
+"""`potstill check`: every problem a run would meet before its first model call, at once."""
+
+import json
+from pathlib import Path
+
+import pytest
+from review_task import REVIEWS
+from typer.testing import CliRunner
+
+from potstill.check import check_config
+from potstill.cli import app
+
+
+def _data(folder: Path) -> Path:
+    path = folder / "reviews.jsonl"
+    rows = [{"review": text, "label": label} for text, label in REVIEWS.items()]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+FIVE_MISTAKES = """\
+name: reviews
+task: {kind: classification, labels: [positive, negative]}
+dataset:
+  path: reviews.jsonl
+  fields: {text: revue}                       # 1: no such column (it is `review`)
+  test_size: 4
+teacher:
+  model: {backend: openai, model: big, base_url: "http://127.0.0.1:9/v1",
+          api_key_env: POTSTILL_TEST_UNSET_KEY}  # 2: the variable is not set
+  prompt:
+    style: cot
+    shots:
+      - inputs: {review: "Great."}            # 3: the task's input is `text`
+        answer: positive
+students:
+  - name: distilled
+    train: {epochs: 0}                        # 4: must be above 0
+judge:
+  sample_siz: 3                               # 5: a typo of sample_size
+"""
+
+
+def test_five_different_mistakes_are_all_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("POTSTILL_TEST_UNSET_KEY", raising=False)
+    _data(tmp_path)
+    config = tmp_path / "c.yaml"
+    config.write_text(FIVE_MISTAKES)
+    result = CliRunner().invoke(app, ["check", str(config), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    out = " ".join(result.output.split())
+    assert "5 problem(s) found" in out
+    assert "field 'revue' (the task's 'text') is missing" in out and "reviews.jsonl:1" in out
+    assert "teacher.model.api_key_env: the environment variable POTSTILL_TEST_UNSET_KEY" in out
+    assert "teacher.prompt.shots.0.inputs: input is missing field(s) ['text']" in out
+    assert "students.0.train.epochs: Input should be greater than 0" in out
+    assert "judge.sample_siz: unknown key; did you mean `sample_size`?" in out
+    assert out.count("error:") == 5 and "Traceback" not in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_override_mistake_names_the_command_line(tmp_path: Path) -> None:
+    _data(tmp_path)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "name: r\ntask: {kind: classification, labels: [positive, negative]}\n"
+        "dataset: {path: reviews.jsonl, fields: {text: review}, test_size: 4}\n"
+    )
+    found = check_config(config, ["dataset.test_size=lots"], tmp_path)
+    assert len(found.problems) == 1
+    assert "from the command-line override 'dataset.test_size=lots'" in found.problems[0]
+    clean = check_config(config, ["dataset.test_size=3"], tmp_path)
+    assert clean.problems == [] and clean.split is not None and len(clean.split.test) == 3
+
+
+def test_a_bad_template_and_a_split_too_large_are_named(tmp_path: Path) -> None:
+    _data(tmp_path)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "name: r\ntask: {kind: classification, labels: [positive, negative],\n"
+        "  templates: {user: '{{ txt }}'}}\n"
+        "dataset: {path: reviews.jsonl, fields: {text: review}, test_size: 12}\n"
+    )
+    found = check_config(config, None, tmp_path)
+    assert (
+        len(found.problems) == 1
+        and "task.templates.user: unknown template variable" in (found.problems[0])
+    )
+    fixed = check_config(config, ['task.templates.user="{{ text }}"'], tmp_path)
+    assert len(fixed.problems) == 1 and "dataset.test_size 12" in fixed.problems[0]
