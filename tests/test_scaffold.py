@@ -102,7 +102,9 @@ def test_init_check_run_on_a_classification_file(tmp_path: Path, tiny_model_dir:
         f"students.0.base.model={tiny_model_dir}",
         "judge.enabled=false",
         "evaluate.bootstrap_samples=200",
-        "teacher.prompt.max_tokens=48",
+        "teacher.prompt.max_tokens=32",
+        "evaluate.teacher_zero_shot=false",
+        "students.0.base.batch_size=12",
     ]
     result = CliRunner().invoke(app, ["run", str(out), *small, "--runs-dir", runs])
     assert result.exit_code == 0, result.output
