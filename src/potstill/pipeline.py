@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from potstill.config import ModelConfig, RunConfig
 from potstill.data.loading import Split, load_examples, split_examples
 from potstill.models.openai_backend import MissingKeyError
-from potstill.progress import console
+from potstill.progress import console, duration
 from potstill.runs import (
     STAGES,
     RunFolder,
@@ -26,6 +26,7 @@ from potstill.runs import (
     world_size,
     write_jsonl,
 )
+from potstill.summaries import evaluate_table, say
 from potstill.tasks import Example, build_task
 
 
@@ -156,6 +157,7 @@ def _do_evaluate(run: RunFolder, config: RunConfig) -> dict[str, Any]:
 
     split = prepare_split(run, config)
     scores = run_evaluate(run, config, build_task(config.task), split.test)
+    console.print(evaluate_table(scores))
     headline = scores["headline"]
     return {
         name: c["metrics"].get(headline, {}).get("value")
@@ -199,6 +201,7 @@ def run_stage(run: RunFolder, config: RunConfig, stage: str) -> dict[str, Any]:
         raise
     if is_main_process():
         run.mark_done(stage, fp, elapsed[0], result=result, **_cost(result))
+        say(f"{stage}: done in {duration(elapsed[0])}.")
     return result
 
 

@@ -1,4 +1,5 @@
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,13 @@ def test_failed_calls_go_to_errors_jsonl_exit_3_and_are_retried_next_run(
     summary = json.loads((run.synth_dir / "summary.json").read_text())
     assert summary["failed_rows"] == 2 and summary["rejected"]["call_failed"] == 2
     assert summary["accepted"] == 18
+    # The log without a terminal: a plain progress line, then the summary as a sentence.
+    assert "synth: labels: 20 to do\n" in result.output
+    assert re.search(r"synth: labels: 20/20 in \d+s, (.+, )?2 failed, \$0\.0000", result.output)
+    assert (
+        "synth: 18 of 20 rows accepted; 2 rejected (2 call failed); 2 of 20 calls failed; "
+        "cost $0.0000." in result.output
+    )
 
     broken.clear()
     refused.clear()
@@ -199,6 +207,9 @@ def test_failed_calls_go_to_errors_jsonl_exit_3_and_are_retried_next_run(
     again = _invoke("synth", str(run.root))
     assert again.exit_code == 0, again.output
     assert sum(teacher.answered.values()) == answered + 2  # only the failed calls
+    # The stored answers are counted as cached, not as work done in no time.
+    assert "synth: labels: 20 to do (18 already done)" in again.output
+    assert re.search(r"synth: labels: 20/20 in \d+s \(18 cached\), ", again.output)
     assert (run.synth_dir / "errors.jsonl").read_text() == ""
     assert json.loads(run.manifest_path.read_text())["stages"]["synth"]["status"] == "done"
 

@@ -1,10 +1,13 @@
+import io
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
+from rich.console import Console
 
 from potstill.config import ModelConfig, StudentConfig, TrainConfig
 from potstill.train.stage import build_trainer
-from potstill.train.trainer import STAGING, last_complete_checkpoint
+from potstill.train.trainer import STAGING, LogProgress, last_complete_checkpoint
 
 ROWS = [
     {
@@ -56,3 +59,22 @@ def test_the_lm_head_skips_unlabelled_positions_without_changing_the_loss(
     assert abs(compact_loss - full_loss) < 1e-6
     for a, b in zip(compact_grads, full_grads):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_without_a_terminal_training_steps_are_progress_lines_with_the_loss() -> None:
+    buffer = io.StringIO()
+    out = Console(file=buffer, force_terminal=False, width=200)
+    now = [0.0]
+    callback = LogProgress("train[a]", out=out, clock=lambda: now[0])
+    state = SimpleNamespace(is_world_process_zero=True, max_steps=40, global_step=10)
+    callback.on_train_begin(None, state, None)  # resumed at step 10
+    for step in range(11, 41):
+        now[0] += 1.0
+        state.global_step = step
+        callback.on_log(None, state, None, logs={"loss": 2.0 - step / 40})
+        callback.on_step_end(None, state, None)
+    callback.on_train_end(None, state, None)
+    lines = buffer.getvalue().splitlines()
+    assert lines[0] == "train[a]: 40 to do (10 already done)"
+    assert lines[1] == "train[a]: 20/40 (50%) (10 cached), 1.0/s, eta 20s, loss 1.500"
+    assert lines[-1] == "train[a]: 40/40 in 30s (10 cached), 1.0/s, loss 1.000"

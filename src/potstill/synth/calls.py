@@ -10,7 +10,7 @@ from potstill.models import ChatModel, build_model, chunk_size
 from potstill.models.base import ChatRequest, ChatResponse
 from potstill.models.callstore import CallStore, answer_all, request_key
 from potstill.models.cost import Budget, Price, Spend, price_of
-from potstill.progress import call_meter, console
+from potstill.progress import call_meter
 from potstill.runs import RunFolder
 
 
@@ -44,9 +44,7 @@ class TeacherCalls:
         """Answers in request order; failed and held-back calls come back with `error`."""
         keys = [request_key(self.model.identity, r) for r in requests]
         stored = sum(r is not None for r in self.store.get_many(keys))
-        if stored:
-            console.print(f"{label}: {stored} of {len(requests)} answers already in the store")
-        with call_meter(label, len(requests) - stored) as meter:
+        with call_meter(label, len(requests), cached=stored) as meter:
 
             def on_answer(i: int, response: ChatResponse, fresh: bool) -> None:
                 cost = self.total.add(response, self.price) if response.ok else 0.0

@@ -10,8 +10,8 @@ from typing import Any
 from potstill.config import RunConfig
 from potstill.models.base import ChatRequest, ChatResponse
 from potstill.models.cost import call_cost
-from potstill.progress import console
 from potstill.runs import RunFolder, StageIncomplete, atomic_write_text, write_json, write_jsonl
+from potstill.summaries import say, synth_sentence
 from potstill.synth.calls import TeacherCalls
 from potstill.synth.card import render_card
 from potstill.synth.filters import length_reason, rejection_reason, screen_inputs
@@ -300,10 +300,7 @@ def _write_outputs(
     write_jsonl(synth / "train.jsonl", rows)
     write_json(synth / "summary.json", summary)
     atomic_write_text(synth / "card.md", render_card(config, summary, rejected, gen_records))
-    console.print(
-        f"synth: {len(rows)} of {len(records)} rows accepted; rejected: {dict(reasons)}; "
-        f"failed calls: {len(errors)}; cost ${teacher.total.usd:.4f}"
-    )
+    say(synth_sentence(summary, len(records)))
     allowed = config.synth.max_failed_fraction * max(1, calls)
     if errors and len(errors) > allowed:
         raise StageIncomplete(

@@ -22,6 +22,7 @@ from potstill.config import RunConfig, StudentConfig, TrainConfig
 from potstill.models.packaged import gpu_bf16, load_pretrained
 from potstill.progress import console
 from potstill.runs import RunFolder, is_main_process, write_json, write_jsonl
+from potstill.summaries import say, train_end_sentence, train_start_sentence
 from potstill.tasks import Task
 from potstill.train import attention
 from potstill.train.data import StudentRows, split_dev, student_rows
@@ -94,7 +95,8 @@ def _sft_config(student: StudentConfig, output_dir: Path, has_dev: bool) -> Any:
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         ddp_find_unused_parameters=False,
-        disable_tqdm=False,
+        # Without a terminal, LogProgress prints the steps instead (see build_trainer).
+        disable_tqdm=not console.is_terminal,
     )
 
 
@@ -158,6 +160,13 @@ def build_trainer(student: StudentConfig, rows: list[dict[str, Any]], output_dir
         peft_config=_peft_config(student),
         length_grouped=batching == "length_grouped",
     )
+    if not console.is_terminal:  # plain progress lines, not a log dict every step
+        from transformers.trainer_callback import PrinterCallback
+
+        from potstill.train.trainer import LogProgress
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(LogProgress(f"train[{student.name}]"))
     before = len(trainer.train_dataset)
     fits = lambda row: len(row["input_ids"]) <= t.max_length  # noqa: E731
     trainer.train_dataset = trainer.train_dataset.filter(fits)
@@ -352,11 +361,11 @@ def train_student(
     if finished and student.train.resume == "auto":
         console.print(f"train[{student.name}]: up to date, kept")
         return finished
-    console.print(
-        f"train[{student.name}]: {len(data.rows)} rows from {data.source} "
-        f"(target {data.target}); left out: {dict(data.skipped) or 'none'}"
-    )
-    return _train_one(folder, student, data, fingerprint)
+    say(train_start_sentence(student.name, len(data.rows), data.source, data.target, data.skipped))
+    summary = _train_one(folder, student, data, fingerprint)
+    if is_main_process():
+        say(train_end_sentence(student.name, summary))
+    return summary
 
 
 def train_students(run: RunFolder, config: RunConfig, task: Task) -> dict[str, Any]:

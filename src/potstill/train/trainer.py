@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
+from transformers import TrainerCallback
 from transformers.trainer_utils import (
     PREFIX_CHECKPOINT_DIR,
     get_last_checkpoint,
@@ -17,6 +22,7 @@ from transformers.trainer_utils import (
 )
 from trl import SFTTrainer
 
+from potstill.progress import Clock, Meter, metered
 from potstill.train.batching import SeededLengthGroupedSampler
 
 # Checkpoints are written here first and renamed into the checkpoint folder when complete;
@@ -112,3 +118,35 @@ class PotstillSFTTrainer(SFTTrainer):  # type: ignore[misc]
             _fsync_tree(root)
             rotate_checkpoints(str(root), self.args.save_total_limit, use_mtime=False)
         self.accelerator.wait_for_everyone()
+
+
+class LogProgress(TrainerCallback):  # type: ignore[misc]
+    """Training steps as potstill's progress lines (for a log without a terminal, where
+    the trainer's own tqdm bar and per-step dicts are turned off): steps, rate, ETA, loss."""
+
+    def __init__(
+        self, label: str, out: Console | None = None, clock: Clock = time.monotonic
+    ) -> None:
+        self.label, self.out, self.clock = label, out, clock
+        self._shown = ExitStack()
+        self._meter: Meter | None = None
+        self._refresh: Callable[[], None] = lambda: None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero:  # a resumed run starts at its checkpoint's step
+            self._meter = Meter(
+                self.label, state.max_steps, cached=state.global_step, clock=self.clock
+            )
+            self._refresh = self._shown.enter_context(metered(self._meter, self.out))
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        if self._meter is not None and logs and "loss" in logs:
+            self._meter.note = f"loss {logs['loss']:.3f}"
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._meter is not None:
+            self._meter.done = state.global_step
+            self._refresh()
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._shown.close()
