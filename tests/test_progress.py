@@ -111,3 +111,18 @@ def test_durations_read_short(seconds: float, text: str) -> None:
 
 def test_rates_read_as_per_second_or_seconds_each() -> None:
     assert rate_text(3.25) == "3.2/s" and rate_text(0.25) == "4.0s each"
+
+
+def test_a_chunk_recorded_at_once_is_reported_whole() -> None:
+    """Eight answers of one chunk land at the same moment: the line counts all eight."""
+    out, buffer = log_console()
+    clock = FakeClock()
+    with progress_bar("evaluate teacher", 16, out=out, clock=clock) as advance:
+        for _ in range(2):
+            clock.now += 20.0
+            for _ in range(8):
+                advance(1)
+    assert buffer.getvalue().splitlines()[1:] == [
+        "evaluate teacher: 8/16 (50%), 2.5s each, eta 20s",
+        "evaluate teacher: 16/16 in 40s, 2.5s each",
+    ]

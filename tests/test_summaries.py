@@ -71,3 +71,9 @@ def test_evaluate_prints_a_table_of_the_headline_metric() -> None:
     assert len(rows) == 2
     assert "75.0%" in rows[0] and "50.0% to 90.0%" in rows[0] and "8" in rows[0]
     assert "50.0%" in rows[1] and rows[1].index("distilled") < rows[1].index("student")
+
+
+def test_one_of_a_thing_is_singular() -> None:
+    end = train_end_sentence("a", {"steps": 1, "seconds": None, "last_loss": None})
+    assert end == "train[a]: 1 step."
+    assert train_start_sentence("a", 1, "synth", "answer", Counter()).startswith("train[a]: 1 row ")

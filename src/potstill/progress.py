@@ -135,6 +135,8 @@ class _Lines:
     def __init__(self, meter: Meter, out: Console, pace: Pace) -> None:
         self.meter, self.out, self.pace = meter, out, pace
         self.last_at, self.last_done = meter.started, meter.done
+        self.pending: str | None = None
+        self.pending_at = meter.started
         cached = f" ({meter.cached} already done)" if meter.cached else ""
         self._print(f"{meter.label}: {meter.total} to do{cached}")
 
@@ -142,15 +144,22 @@ class _Lines:
         self.out.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def update(self) -> None:
+        """A line once the pace is reached, printed when the burst of updates that reached it
+        (a chunk of answers recorded one by one at once) is over, so it counts all of them."""
         meter, now = self.meter, self.meter.clock()
+        if self.pending is not None and now > self.pending_at:
+            self._print(self.pending)
+            self.pending = None
         if meter.done >= meter.total:
-            return  # the last line says it
-        if now - self.last_at < self.pace.seconds:
-            return
-        if meter.done - self.last_done < self.pace.fraction * meter.total:
-            return
-        self.last_at, self.last_done = now, meter.done
-        self._print(meter.line())
+            self.pending = None  # the last line says it
+        elif self.pending is not None or self._due(now):
+            self.last_at, self.last_done = now, meter.done
+            self.pending, self.pending_at = meter.line(), now
+
+    def _due(self, now: float) -> bool:
+        meter = self.meter
+        waited = now - self.last_at >= self.pace.seconds
+        return waited and meter.done - self.last_done >= self.pace.fraction * meter.total
 
     def close(self) -> None:
         self._print(self.meter.line(final=True))

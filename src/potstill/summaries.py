@@ -19,6 +19,11 @@ def counted(reasons: Mapping[str, int], empty: str = "none") -> str:
     return ", ".join(f"{n} {k.replace('_', ' ')}" for n, k in items) or empty
 
 
+def plural(n: int, noun: str) -> str:
+    """`1 step`, `7 steps`."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _with_reasons(total: int, noun: str, reasons: Mapping[str, int]) -> str:
     """`3 rejected (2 wrong answer, 1 no answer)`, or `none rejected`."""
     return f"{total} {noun} ({counted(reasons)})" if total else f"none {noun}"
@@ -44,12 +49,12 @@ def synth_sentence(summary: Mapping[str, Any], labelled: int) -> str:
 def train_start_sentence(name: str, rows: int, source: str, target: str, skipped: Any) -> str:
     """`train[a]: 26 rows from synth (target answer); 2 left out (2 no reference).`"""
     left_out = _with_reasons(sum(skipped.values()), "left out", skipped)
-    return f"train[{name}]: {rows} rows from {source} (target {target}); {left_out}."
+    return f"train[{name}]: {plural(rows, 'row')} from {source} (target {target}); {left_out}."
 
 
 def train_end_sentence(name: str, summary: Mapping[str, Any]) -> str:
     """`train[a]: 7 steps in 1m02s; loss 1.234 at the end (dev 1.301); 3 rows too long.`"""
-    parts = [f"{summary.get('steps', 0)} steps"]
+    parts = [plural(summary.get("steps", 0), "step")]
     if summary.get("seconds"):
         parts[0] += f" in {duration(summary['seconds'])}"
     if summary.get("last_loss") is not None:
