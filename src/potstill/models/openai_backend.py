@@ -30,6 +30,8 @@ def endpoint_identity(base_url: str | None, model: str) -> str:
 
 
 def redact(text: str, secret: str | None) -> str:
+    """The one rule for the configured key: every text the endpoint sends back (an error's
+    message, a reply's content) passes through here before potstill keeps or shows it."""
     return text.replace(secret, "***") if secret else text
 
 
@@ -139,15 +141,20 @@ class OpenAIChatModel:
         data = await client.post("/chat/completions", cast_to=object, body=body)
         latency = time.perf_counter() - start
         if not isinstance(data, dict):  # e.g. a proxy's HTML page with status 200
-            raise BadReply(f"the endpoint's reply is not a JSON object: {str(data)[:80]!r}")
+            # Redacted before it is cut short, so no part of the key survives the cut.
+            shown = redact(str(data), self._key)[:80]
+            raise BadReply(f"the endpoint's reply is not a JSON object: {shown!r}")
         choices = data.get("choices")
         if not choices or not isinstance(choices[0], dict):
             raise BadReply("the endpoint returned no choices")
         choice = choices[0]
         usage = data.get("usage") or {}
+        # A misbehaving proxy may echo the key in a 200 body: what is kept (the call store,
+        # synth and eval files, the cards and report) is built from these redacted texts.
+        text = (choice.get("message") or {}).get("content") or ""
         return ChatResponse(
-            text=(choice.get("message") or {}).get("content") or "",
-            finish_reason=choice.get("finish_reason") or "stop",
+            text=redact(str(text), self._key),
+            finish_reason=redact(str(choice.get("finish_reason") or "stop"), self._key),
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
             latency_s=latency,
