@@ -20,9 +20,9 @@ SECRET = "sk-backend-test-7c1e"
 
 
 def _echo_server() -> Any:
-    """Answers with the Authorization header it got (kept in `app.state.seen`), as a 200 reply
-    or, from `/v1/not-json`, a 200 page that is not JSON; `/v1/fail/<code>` echoes it in an
-    error."""
+    """Answers with the Authorization header it got (kept in `app.state.seen`) in a 200 reply,
+    or, under `/not-json/v1` and `/bad-usage/v1`, in a 200 page that is not JSON or a usage
+    field that is not a number; `/fail/<code>/v1` echoes it in an error."""
     from fastapi import FastAPI, Header, Request
     from fastapi.responses import JSONResponse, PlainTextResponse
 
@@ -33,6 +33,13 @@ def _echo_server() -> Any:
     async def chat(body: dict[str, Any], authorization: str = Header("")) -> dict[str, Any]:
         app.state.seen.append(authorization)
         return completion(body["model"], authorization, prompt_tokens=None)
+
+    @app.post("/bad-usage/v1/chat/completions")
+    async def bad_usage(body: dict[str, Any], authorization: str = Header("")) -> Any:
+        # int() of this field fails, and its error would quote the field.
+        answer = completion(body["model"], "fine")
+        answer["usage"]["prompt_tokens"] = authorization
+        return answer
 
     @app.post("/not-json/v1/chat/completions")
     async def page(authorization: str = Header("")) -> Any:
@@ -101,14 +108,19 @@ def test_a_200_reply_that_echoes_the_key_is_kept_redacted(
     base = start_server(_echo_server()).removesuffix("/v1")
     monkeypatch.setenv("POTSTILL_TEST_KEY", SENTINEL)
     answer = _ask(OpenAIChatModel("m", f"{base}/v1", api_key_env="POTSTILL_TEST_KEY"))
-    page = _ask(
-        OpenAIChatModel("m", f"{base}/not-json/v1", api_key_env="POTSTILL_TEST_KEY", max_retries=0)
-    )
-    texts = [answer.text or "", page.error or ""]
+    broken = [
+        _ask(
+            OpenAIChatModel(
+                "m", f"{base}/{path}/v1", api_key_env="POTSTILL_TEST_KEY", max_retries=0
+            )
+        )
+        for path in ("not-json", "bad-usage")
+    ]
+    texts = [answer.text or "", *(reply.error or "" for reply in broken)]
     tally.count("secrets: endpoint replies checked", len(texts))
     tally.count("secrets: sentinel hits", sum(SENTINEL[:8] in text for text in texts))
     assert answer.text == "Bearer ***"
-    assert page.error is not None and "bad_response" in page.error
+    assert all(reply.error_kind == "bad_response" for reply in broken)
     # Not one piece of the key, not even the start of it that a cut quote would keep.
     assert all(SENTINEL[:8] not in text for text in texts), texts
 

@@ -83,6 +83,32 @@ def classify(exc: Exception) -> Failure:
     return Failure(f"http_{status}", message, retryable=False)
 
 
+def read_reply(data: Any, secret: str | None, latency_s: float) -> ChatResponse:
+    """A 200 reply as a ChatResponse, with the key redacted from every text taken from it (a
+    misbehaving proxy may echo it: what is kept, in the call store, synth and eval files, the
+    card and the report, is built from these texts). BadReply when it is no chat completion,
+    its quote redacted before it is cut short, so no part of the key survives the cut."""
+    if not isinstance(data, dict):  # e.g. a proxy's HTML page with status 200
+        shown = redact(str(data), secret)[:80]
+        raise BadReply(f"the endpoint's reply is not a JSON object: {shown!r}")
+    choices = data.get("choices")
+    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+        raise BadReply("the endpoint returned no choices")
+    choice = choices[0]
+    try:
+        usage = data.get("usage") or {}
+        text = (choice.get("message") or {}).get("content") or ""
+        return ChatResponse(
+            text=redact(str(text), secret),
+            finish_reason=redact(str(choice.get("finish_reason") or "stop"), secret),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            latency_s=latency_s,
+        )
+    except (AttributeError, TypeError, ValueError):  # the error would quote the field
+        raise BadReply("the endpoint's reply has a field of the wrong type") from None
+
+
 class OpenAIChatModel:
     """`openai.AsyncOpenAI` with potstill's own manners: bounded concurrency, optional
     requests- and tokens-per-minute limits, retries with full jitter that honour
@@ -139,26 +165,7 @@ class OpenAIChatModel:
         }
         start = time.perf_counter()
         data = await client.post("/chat/completions", cast_to=object, body=body)
-        latency = time.perf_counter() - start
-        if not isinstance(data, dict):  # e.g. a proxy's HTML page with status 200
-            # Redacted before it is cut short, so no part of the key survives the cut.
-            shown = redact(str(data), self._key)[:80]
-            raise BadReply(f"the endpoint's reply is not a JSON object: {shown!r}")
-        choices = data.get("choices")
-        if not choices or not isinstance(choices[0], dict):
-            raise BadReply("the endpoint returned no choices")
-        choice = choices[0]
-        usage = data.get("usage") or {}
-        # A misbehaving proxy may echo the key in a 200 body: what is kept (the call store,
-        # synth and eval files, the cards and report) is built from these redacted texts.
-        text = (choice.get("message") or {}).get("content") or ""
-        return ChatResponse(
-            text=redact(str(text), self._key),
-            finish_reason=redact(str(choice.get("finish_reason") or "stop"), self._key),
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            latency_s=latency,
-        )
+        return read_reply(data, self._key, time.perf_counter() - start)
 
     async def _call(self, client: Any, req: ChatRequest, limiter: RateLimiter) -> ChatResponse:
         """One call with retries; raises EndpointRefused when no retry can help."""
