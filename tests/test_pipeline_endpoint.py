@@ -23,12 +23,15 @@ POTSTILL = Path(sys.executable).with_name("potstill")
 
 def _labelling_server() -> Any:
     """A teacher that knows every review's label and answers in the cot JSON format; its first
-    call is refused with an error body that quotes the Authorization header back."""
+    call is refused with an error body that quotes the Authorization header back, and every
+    later reply (a 200, as from a misbehaving proxy) quotes it too: in the rationale, and in
+    the whole reply to the second review asked, which no parser can read (a rejected row)."""
     from fastapi import FastAPI, Header
     from fastapi.responses import JSONResponse
 
     app = FastAPI()
     seen: list[str] = []
+    unreadable: set[str] = set()
 
     @app.post("/v1/chat/completions")
     async def chat(body: dict[str, Any], authorization: str = Header("")) -> Any:
@@ -37,8 +40,13 @@ def _labelling_server() -> Any:
             message = f"invalid credentials: {authorization}"
             return JSONResponse({"error": {"message": message}}, status_code=401)
         review = body["messages"][-1]["content"]
+        if len(seen) == 2:  # a training review (synth asks first), whichever run keeps it
+            unreadable.add(review)
+        if review in unreadable:
+            return completion(body["model"], f"I cannot tell; {authorization}", 40, 12)
         label = REVIEWS.get(review, "positive")
-        content = json.dumps({"reason": "the reviewer's words", "answer": label})
+        reason = f"the reviewer's words, read with {authorization}"
+        content = json.dumps({"reason": reason, "answer": label})
         return completion(body["model"], content, 40, 12)
 
     app.state.seen = seen
@@ -112,8 +120,13 @@ def test_endpoint_teacher_run_keeps_the_key_out_of_every_file(
 
     run = runs / "endpoint"
     summary = json.loads((run / "synth" / "summary.json").read_text())
-    assert summary["accepted"] == 8 and summary["failed_calls"] == 0
-    assert summary["teacher_accuracy_on_train"] == 1.0
+    assert summary["accepted"] == 7 and summary["failed_calls"] == 0
+    assert sum(summary["rejected"].values()) == 1
+    assert summary["teacher_accuracy_on_train"] == 7 / 8
+    # The echoed key is kept redacted where the reply is kept.
+    (rejected,) = [json.loads(line) for line in (run / "synth" / "rejected.jsonl").open()]
+    assert rejected["reply"] == "I cannot tell; Bearer ***"
+    assert "I cannot tell; Bearer ***" in (run / "synth" / "card.md").read_text()
     rows = [json.loads(line) for line in (run / "synth" / "train.jsonl").read_text().splitlines()]
     assert {r["completion"][0]["content"] for r in rows} <= {"positive", "negative"}
     # 8 calls of 40 prompt and 12 completion tokens at $2 and $8 per million

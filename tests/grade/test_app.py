@@ -5,10 +5,13 @@ from __future__ import annotations
 import html
 import json
 import re
+import select
+import socket
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -138,6 +141,10 @@ def test_cross_site_posts_are_refused_and_nothing_is_written(served: Served) -> 
         ({"score_correctness": "6"}, 422, "'6' is not a whole number 1-5"),
         ({"score_correctness": "0"}, 422, "is not a whole number 1-5"),
         ({"score_format": "4.5"}, 422, "'4.5' is not a whole number"),
+        # Digits to str.isdigit, but not ASCII: refused like any other non-number.
+        ({"score_format": "³"}, 422, "'³' is not a whole number 1-5"),
+        ({"score_format": "③"}, 422, "'③' is not a whole number 1-5"),
+        ({"score_format": "٣"}, 422, "'٣' is not a whole number 1-5"),
         ({"score_format": ""}, 422, "format: give a score from 1-5"),
         ({"task": "ffffffffffffffff"}, 404, "Unknown item"),
         ({"nonce": "made-up"}, 400, "does not belong to this item"),
@@ -166,6 +173,50 @@ def test_a_field_sent_twice_is_refused(served: Served) -> None:
         )
     assert response.status_code == 422 and "more than once" in response.text
     assert served.count() == 0
+
+
+def _post_until_answered(served: Served, declared: int | None, cap: int) -> tuple[int, int]:
+    """POST /grade as a logged-in grader over a raw socket, sending 64 KiB of body at a time
+    until the server answers or `cap` bytes are sent; (status, body bytes sent). The body is
+    declared by Content-Length (`declared` bytes) or, with None, sent chunked."""
+    parts = urlsplit(served.base)
+    framing = f"Content-Length: {declared}" if declared else "Transfer-Encoding: chunked"
+    head = (
+        f"POST /grade HTTP/1.1\r\nHost: {parts.netloc}\r\nOrigin: {served.base}\r\n"
+        f"Authorization: Bearer {served.ann}\r\n"
+        f"Content-Type: application/x-www-form-urlencoded\r\n{framing}\r\n\r\n"
+    )
+    chunk = b"a" * 65536
+    piece = chunk if declared else b"%x\r\n%s\r\n" % (len(chunk), chunk)
+    sent = 0
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        while sent < cap and not select.select([sock], [], [], 0.01)[0]:
+            try:
+                sock.sendall(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                break  # the server answered and closed while this chunk was on its way
+            sent += len(chunk)
+        try:
+            reply = sock.recv(65536)
+        except TimeoutError:  # no answer: the server is still reading (buffering) the body
+            reply = b""
+    return (int(reply.split()[1]) if reply else 0), sent
+
+
+@pytest.mark.parametrize("declared", [400 * 1024 * 1024, None], ids=["content-length", "chunked"])
+def test_a_huge_body_is_refused_while_it_streams_not_after_it_is_buffered(
+    served: Served, declared: int | None
+) -> None:
+    # A 400 MB form from a logged-in grader: refused (413) once the first 64 KiB are past,
+    # or at once for a declared length, while the body is still coming; 16 MiB are on offer.
+    status, sent = _post_until_answered(served, declared, cap=16 * 1024 * 1024)
+    assert status == 413
+    assert sent <= 2 * 1024 * 1024, f"{sent} bytes went in before the refusal"
+    assert served.count() == 0
+    # The server goes on serving.
+    with served.client(served.ann) as client:
+        assert client.get("/grade").status_code == 200
 
 
 def test_replayed_submission_is_refused(served: Served) -> None:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -14,6 +19,8 @@ from potstill.cli import app
 from potstill.config import ConfigError, parse_config
 from potstill.grade.rounds import GradingRound, grades_path, open_round
 from potstill.runs import RunFolder
+
+POTSTILL = Path(sys.executable).with_name("potstill")
 
 
 def grade_all(grading: GradingRound, name: str, score: Callable[[str, str], int]) -> None:
@@ -108,3 +115,52 @@ def test_grade_config_checks_its_numbers() -> None:
         parse_config({**tree, "grade": {"size": 10, "overlap": 30}}, "t")
     with pytest.raises(ConfigError, match=r"grade\.modes\.0"):
         parse_config({**tree, "grade": {"modes": ["ranking"]}}, "t")
+
+
+def test_a_start_that_cannot_bind_its_port_changes_nothing_of_the_running_server(
+    make_run: Callable[..., RunFolder],
+) -> None:
+    run = make_run({"size": 6, "overlap": 2, "items_per_grader": 4, "modes": ["pointwise"]})
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    # The first server: the installed command, as a grading host runs it.
+    first = subprocess.Popen(
+        [str(POTSTILL), "grade", str(run.root), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert first.stdout is not None
+        admin = first.stdout.readline().strip()  # the admin link is its only stdout line
+        assert admin.startswith(f"http://127.0.0.1:{port}/login?token="), admin
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                login = httpx.get(admin, follow_redirects=False, timeout=5)
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline and first.poll() is None
+                time.sleep(0.1)
+        assert login.status_code == 303 and login.headers["location"] == "/admin"
+        with sqlite3.connect(grades_path(run)) as db:
+            stored = db.execute("SELECT value FROM meta WHERE key = 'admin_token_hash'").fetchone()
+
+        # A second start on the same port: one message, exit 2, and nothing changed.
+        second = CliRunner().invoke(app, ["grade", str(run.root), "--port", str(port)])
+        assert second.exit_code == 2, second.output
+        assert second.output.startswith("error: cannot listen on http://127.0.0.1:")
+        assert "its admin link still works" in second.output
+        with sqlite3.connect(grades_path(run)) as db:
+            now = db.execute("SELECT value FROM meta WHERE key = 'admin_token_hash'").fetchone()
+        assert now == stored
+        # The running server's admin link still signs its admin in.
+        with httpx.Client(follow_redirects=True, timeout=5) as client:
+            page = client.get(admin)
+        assert page.status_code == 200 and page.url.path == "/admin"
+    finally:
+        first.terminate()
+        first.wait(timeout=10)
+        if first.stdout is not None:
+            first.stdout.close()

@@ -20,15 +20,31 @@ SECRET = "sk-backend-test-7c1e"
 
 
 def _echo_server() -> Any:
-    """Answers with the Authorization header it got; `/v1/fail/<code>` echoes it in an error."""
+    """Answers with the Authorization header it got (kept in `app.state.seen`) in a 200 reply,
+    or, under `/not-json/v1` and `/bad-usage/v1`, in a 200 page that is not JSON or a usage
+    field that is not a number; `/fail/<code>/v1` echoes it in an error."""
     from fastapi import FastAPI, Header, Request
     from fastapi.responses import JSONResponse, PlainTextResponse
 
     app = FastAPI()
+    app.state.seen = []
 
     @app.post("/v1/chat/completions")
     async def chat(body: dict[str, Any], authorization: str = Header("")) -> dict[str, Any]:
+        app.state.seen.append(authorization)
         return completion(body["model"], authorization, prompt_tokens=None)
+
+    @app.post("/bad-usage/v1/chat/completions")
+    async def bad_usage(body: dict[str, Any], authorization: str = Header("")) -> Any:
+        # int() of this field fails, and its error would quote the field.
+        answer = completion(body["model"], "fine")
+        answer["usage"]["prompt_tokens"] = authorization
+        return answer
+
+    @app.post("/not-json/v1/chat/completions")
+    async def page(authorization: str = Header("")) -> Any:
+        # The key straddles the 80th character, where the error's quote is cut.
+        return PlainTextResponse(f"<html>{'.' * 56} {authorization}</html>")
 
     @app.post("/fail/{code}/v1/chat/completions")
     async def fail(code: int, request: Request) -> Any:
@@ -51,13 +67,14 @@ def _ask(model: OpenAIChatModel) -> Any:
 def test_the_key_comes_only_from_the_variable_the_config_names(
     start_server: Callable[[Any], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = start_server(_echo_server())
+    server = _echo_server()
+    url = start_server(server)
     monkeypatch.setenv("OPENAI_API_KEY", DECOY)  # the SDK's own default; never used
     monkeypatch.setenv("POTSTILL_TEST_KEY", SENTINEL)
-    assert _ask(OpenAIChatModel("m", url, api_key_env="POTSTILL_TEST_KEY")).text == (
-        f"Bearer {SENTINEL}"
-    )
+    # The key is sent; echoed back in a 200 reply, it is redacted like an error's echo.
+    assert _ask(OpenAIChatModel("m", url, api_key_env="POTSTILL_TEST_KEY")).text == "Bearer ***"
     assert _ask(OpenAIChatModel("m", url)).text == "Bearer not-needed"
+    assert server.state.seen == [f"Bearer {SENTINEL}", "Bearer not-needed"]
     monkeypatch.delenv("POTSTILL_TEST_KEY")
     with pytest.raises(MissingKeyError, match="POTSTILL_TEST_KEY"):
         OpenAIChatModel("m", url, api_key_env="POTSTILL_TEST_KEY")
@@ -83,6 +100,29 @@ def test_an_endpoint_error_that_echoes_the_key_is_shown_redacted(
     assert str(code) in error and SENTINEL not in error
     if code != 502:  # the SDK quotes a JSON error body; of a plain-text one, only the status
         assert "rejected credentials Bearer ***" in error
+
+
+def test_a_200_reply_that_echoes_the_key_is_kept_redacted(
+    start_server: Callable[[Any], str], monkeypatch: pytest.MonkeyPatch, tally: "Tally"
+) -> None:
+    base = start_server(_echo_server()).removesuffix("/v1")
+    monkeypatch.setenv("POTSTILL_TEST_KEY", SENTINEL)
+    answer = _ask(OpenAIChatModel("m", f"{base}/v1", api_key_env="POTSTILL_TEST_KEY"))
+    broken = [
+        _ask(
+            OpenAIChatModel(
+                "m", f"{base}/{path}/v1", api_key_env="POTSTILL_TEST_KEY", max_retries=0
+            )
+        )
+        for path in ("not-json", "bad-usage")
+    ]
+    texts = [answer.text or "", *(reply.error or "" for reply in broken)]
+    tally.count("secrets: endpoint replies checked", len(texts))
+    tally.count("secrets: sentinel hits", sum(SENTINEL[:8] in text for text in texts))
+    assert answer.text == "Bearer ***"
+    assert all(reply.error_kind == "bad_response" for reply in broken)
+    # Not one piece of the key, not even the start of it that a cut quote would keep.
+    assert all(SENTINEL[:8] not in text for text in texts), texts
 
 
 def _requests(n: int) -> list[ChatRequest]:

@@ -1,10 +1,11 @@
+import html
 import json
 from pathlib import Path
 from typing import Any
 
 from potstill.config import parse_config
 from potstill.report.stage import run_report
-from potstill.runs import RunFolder, write_json
+from potstill.runs import RunFolder, write_json, write_jsonl
 
 CONFIG = parse_config(
     {
@@ -91,3 +92,46 @@ def test_report_renders_every_metric_with_its_interval_and_the_confusion(tmp_pat
     html = (run.root / "report.html").read_text()
     assert "macro_f1 [95% CI]" in html and "<th>no answer</th>" in html
     assert json.loads((run.eval_dir / "scores.json").read_text())["headline"] == "accuracy"
+
+
+# Dataset and model text that would be markup if written raw: HTML that runs script, an image
+# that fetches, a link, a code span and a pipe that would end its table cell.
+HOSTILE_ID = "<svg onload=alert(1)>"
+HOSTILE_INPUT = "Fine ![pixel](http://tracker.invalid/p.png) [docs](http://evil.invalid) | `x`"
+HOSTILE_REPLY = "yes <img src=x onerror=alert(2)>\n<script>window.pwned = 1</script> & \\| done"
+
+
+def test_dataset_and_model_text_is_inert_in_report_md_as_in_report_html(tmp_path: Path) -> None:
+    from markdown_it import MarkdownIt
+
+    run = RunFolder(tmp_path / "r")
+    example = {"id": HOSTILE_ID, "inputs": {"text": HOSTILE_INPUT}, "reference": "<b>yes</b>"}
+    write_jsonl(run.data_dir / "test.jsonl", [example])
+    for name, score in (("teacher", 1.0), ("distilled", 0.0)):  # they disagree: it is shown
+        row = {"id": HOSTILE_ID, "reply": HOSTILE_REPLY, "error": None, "status": "ok"}
+        row["reference"] = example["reference"]
+        write_jsonl(run.eval_dir / "predictions" / f"{name}.jsonl", [{**row, "score": score}])
+    scores = {
+        "candidates": {
+            "teacher": _candidate("teacher", 0.7),
+            "distilled": _candidate("student", 0.8),
+        },
+        "comparisons": [],
+        "order": ["teacher", "distilled"],
+    }
+    write_json(run.eval_dir / "scores.json", scores)
+    report = run_report(run, CONFIG).read_text()
+    # CommonMark with raw HTML allowed (as many viewers render it), GitHub's tables on.
+    page = MarkdownIt("commonmark").enable("table").render(report)
+    start = page.index("<h2>Where the candidates disagree</h2>")
+    rendered = page[start : page.index("<h2>", start + 1)]
+    for markup in ("<svg", "<img", "<script", "<a href", "<code>x", "<b>yes"):
+        assert markup not in rendered, f"{markup} in report.md renders as markup"
+    # Each piece shows as the text it is, in its heading, quote and table cells.
+    text = html.unescape(rendered)
+    assert f"<h3>{html.escape(HOSTILE_ID, quote=False)}</h3>" in rendered
+    assert HOSTILE_INPUT in text and "Reference: <strong><b>yes</b></strong>" in text
+    assert "<script>window.pwned = 1</script> & \\| done" in text
+    # Two replies of five cells each: no pipe broke out of its cell.
+    replies = rendered.split("<tbody>")[1].split("<tr>")[1:]
+    assert len(replies) == 2 and all(r.count("<td>") == 5 for r in replies)

@@ -23,6 +23,7 @@ from fastapi.responses import (
 from starlette.concurrency import run_in_threadpool
 
 from potstill.grade.pages import (
+    MAX_BODY,
     SECURITY_HEADERS,
     STATIC,
     GradingApp,
@@ -32,6 +33,39 @@ from potstill.grade.pages import (
     static_file,
 )
 from potstill.grade.rounds import GradingRound
+
+
+class BodyLimit:
+    """Refuse a request body over `limit` bytes while it streams in, before it is buffered:
+    a declared Content-Length over the limit is refused before a byte of the body is read,
+    and a body without one (chunked) when the bytes read so far pass the limit. The refusal
+    (`Refused(413)`) is raised where the route reads the body, so it gets the app's own
+    error page; nothing is written, as for every refusal."""
+
+    def __init__(self, app: Any, limit: int = MAX_BODY) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        too_large = declared.isdigit() and int(declared) > self.limit
+        received = 0
+
+        async def limited() -> Any:
+            nonlocal received
+            if too_large:
+                raise Refused(413, "The form is too large.")
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise Refused(413, "The form is too large.")
+            return message
+
+        await self.app(scope, limited, send)
 
 
 def _auth(request: Request) -> str | None:
@@ -54,6 +88,7 @@ def create_app(grading: GradingRound, samples: int = 1000) -> FastAPI:
     """The FastAPI app for one grading round."""
     logic = GradingApp(grading, samples)
     app = FastAPI(title="potstill grade", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
 
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> Response:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from pathlib import Path
 
 from potstill.grade.app import create_app
@@ -64,20 +66,54 @@ def export(run_dir: Path, path: Path) -> int:
     return len(grading.store.grades())
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound and listening on host:port, or a GradeError that says why not."""
+    url = base_url(host, port)
+    sock: socket.socket | None = None
+    try:
+        # Bound as uvicorn binds its own: a port left in TIME_WAIT by a stopped server is
+        # free again, but one that another server listens on is not.
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except (OSError, OverflowError) as exc:  # OverflowError: a port past 65535
+        if sock is not None:
+            sock.close()
+        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+            raise GradeError(
+                f"cannot listen on {url}: another server (this run's own `potstill grade`, "
+                "perhaps) listens there. Nothing was changed, so its admin link still works; "
+                "pick another --port to start a second one."
+            ) from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise GradeError(f"cannot listen on {url}: {reason}") from None
+    return sock
+
+
 def serve(run_dir: Path, host: str, port: int) -> None:
-    """Serve the grading app; prints a fresh admin link (the previous one stops working)."""
+    """Serve the grading app; prints a fresh admin link (the previous one stops working).
+    The port is bound before anything changes, so a start that fails (the port is taken,
+    by this run's own server perhaps) leaves the admin link of a running server working."""
     import uvicorn
 
     _, grading, samples = _open(run_dir)
-    admin = grading.store.new_admin_token()
-    graders = grading.store.progress()
-    console.print(
-        f"grading {len(grading.store.sample())} examples; {len(graders)} graders. Add one with "
-        f"`potstill grade {run_dir} --add-grader NAME`.",
-        markup=False,
-        highlight=False,
-    )
-    console.print("admin link (new at every start):", markup=False, highlight=False)
-    print(login_link(base_url(host, port), admin), flush=True)
-    # No access log: personal links carry their token in the query string.
-    uvicorn.run(create_app(grading, samples), host=host, port=port, access_log=False)
+    sock = listen(host, port)
+    try:
+        admin = grading.store.new_admin_token()
+        graders = grading.store.progress()
+        console.print(
+            f"grading {len(grading.store.sample())} examples; {len(graders)} graders. Add one "
+            f"with `potstill grade {run_dir} --add-grader NAME`.",
+            markup=False,
+            highlight=False,
+        )
+        console.print("admin link (new at every start):", markup=False, highlight=False)
+        print(login_link(base_url(host, port), admin), flush=True)
+        # No access log: personal links carry their token in the query string.
+        config = uvicorn.Config(
+            create_app(grading, samples), host=host, port=port, access_log=False
+        )
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()

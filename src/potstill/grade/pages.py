@@ -179,7 +179,10 @@ class GradingApp:
             span = f"{criterion.low}-{criterion.high}"
             if not raw:
                 problems.append(f"{criterion.name}: give a score from {span}")
-            elif not raw.isdigit() or not criterion.low <= int(raw) <= criterion.high:
+            # ASCII digits only: "³" and "③" are digits to str.isdigit, not to int().
+            elif not (raw.isascii() and raw.isdigit()) or not (
+                criterion.low <= int(raw) <= criterion.high
+            ):
                 problems.append(f"{criterion.name}: {raw[:20]!r} is not a whole number {span}")
             else:
                 scores[criterion.name] = int(raw)

@@ -13,6 +13,7 @@ from typing import Any
 
 from potstill.models.base import ChatRequest, ChatResponse
 from potstill.models.packaged import inference_placement, load_pretrained, resolve_local_ref
+from potstill.models.tokens import chat_token_ids
 
 
 def _fingerprint(path: str) -> str:
@@ -135,10 +136,8 @@ class LocalChatModel:
         return self._decode(batch, new_tokens, [len(x) for x in ids], latency)
 
     def _token_ids(self, request: ChatRequest) -> list[int]:
-        text = self.tokenizer.apply_chat_template(
-            request.messages, tokenize=False, add_generation_prompt=True
-        )
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        # Special-token text inside a message stays text: it cannot open or close a turn.
+        return chat_token_ids(self.tokenizer, request.messages)
 
     def _decode(
         self,

@@ -30,6 +30,8 @@ def endpoint_identity(base_url: str | None, model: str) -> str:
 
 
 def redact(text: str, secret: str | None) -> str:
+    """The one rule for the configured key: every text the endpoint sends back (an error's
+    message, a reply's content) passes through here before potstill keeps or shows it."""
     return text.replace(secret, "***") if secret else text
 
 
@@ -79,6 +81,32 @@ def classify(exc: Exception) -> Failure:
     if status in (408, 409) or status >= 500:
         return Failure(f"http_{status}", message, retryable=True, retry_after=retry_after)
     return Failure(f"http_{status}", message, retryable=False)
+
+
+def read_reply(data: Any, secret: str | None, latency_s: float) -> ChatResponse:
+    """A 200 reply as a ChatResponse, with the key redacted from every text taken from it (a
+    misbehaving proxy may echo it: what is kept, in the call store, synth and eval files, the
+    card and the report, is built from these texts). BadReply when it is no chat completion,
+    its quote redacted before it is cut short, so no part of the key survives the cut."""
+    if not isinstance(data, dict):  # e.g. a proxy's HTML page with status 200
+        shown = redact(str(data), secret)[:80]
+        raise BadReply(f"the endpoint's reply is not a JSON object: {shown!r}")
+    choices = data.get("choices")
+    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+        raise BadReply("the endpoint returned no choices")
+    choice = choices[0]
+    try:
+        usage = data.get("usage") or {}
+        text = (choice.get("message") or {}).get("content") or ""
+        return ChatResponse(
+            text=redact(str(text), secret),
+            finish_reason=redact(str(choice.get("finish_reason") or "stop"), secret),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            latency_s=latency_s,
+        )
+    except (AttributeError, TypeError, ValueError):  # the error would quote the field
+        raise BadReply("the endpoint's reply has a field of the wrong type") from None
 
 
 class OpenAIChatModel:
@@ -137,21 +165,7 @@ class OpenAIChatModel:
         }
         start = time.perf_counter()
         data = await client.post("/chat/completions", cast_to=object, body=body)
-        latency = time.perf_counter() - start
-        if not isinstance(data, dict):  # e.g. a proxy's HTML page with status 200
-            raise BadReply(f"the endpoint's reply is not a JSON object: {str(data)[:80]!r}")
-        choices = data.get("choices")
-        if not choices or not isinstance(choices[0], dict):
-            raise BadReply("the endpoint returned no choices")
-        choice = choices[0]
-        usage = data.get("usage") or {}
-        return ChatResponse(
-            text=(choice.get("message") or {}).get("content") or "",
-            finish_reason=choice.get("finish_reason") or "stop",
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            latency_s=latency,
-        )
+        return read_reply(data, self._key, time.perf_counter() - start)
 
     async def _call(self, client: Any, req: ChatRequest, limiter: RateLimiter) -> ChatResponse:
         """One call with retries; raises EndpointRefused when no retry can help."""

@@ -52,9 +52,22 @@ def metric_text(entry: dict[str, Any] | None) -> str:
     return f"{fmt(entry['value'])} [{fmt(entry['ci_low'])}, {fmt(entry['ci_high'])}]"
 
 
+# Dataset and model text in report.md, as inert as in report.html: HTML as entities (every
+# Markdown renderer shows `&lt;svg onload=...&gt;` as text), and the brackets of links and
+# images, code-span backticks, cell pipes and backslashes escaped.
+_MARKDOWN_TEXT = str.maketrans(
+    {
+        **{"&": "&amp;", "<": "&lt;", ">": "&gt;"},
+        **{c: "\\" + c for c in "\\`[]|"},
+        "\r": "",
+    }
+)
+
+
 def markdown_cell(text: object) -> str:
-    """Text that stays inside one Markdown table cell: pipes escaped, line breaks as <br>."""
-    return str(text).replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
+    """Text from the dataset or a model as inert Markdown on one line (a table cell, a
+    heading, a quote): markup escaped (`_MARKDOWN_TEXT`), line breaks as <br>."""
+    return str(text).translate(_MARKDOWN_TEXT).replace("\n", "<br>")
 
 
 def _cost(synth: dict[str, Any]) -> str:

@@ -12,6 +12,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from potstill.models.tokens import chat_token_ids
+
 IGNORE = -100
 
 
@@ -32,9 +34,7 @@ def end_of_turn_ids(tokenizer: Any, generation_config: Any = None) -> set[int]:
 
 
 def _prompt_ids(tokenizer: Any, prompt: list[dict[str, str]]) -> list[int]:
-    rendered = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
-    ids = rendered["input_ids"] if hasattr(rendered, "keys") else rendered
-    return [int(t) for t in ids]
+    return [int(t) for t in chat_token_ids(tokenizer, prompt, add_generation_prompt=True)]
 
 
 def lint_row(

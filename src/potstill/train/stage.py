@@ -1,9 +1,10 @@
 """The train stage: supervised fine-tuning of each student variant (TRL SFTTrainer + PEFT).
 
 Per student: build its rows (train/data.py) into students/<name>/train.jsonl, hold out a dev
-split, tokenize with TRL, lint the loss mask (train/lint.py), train in batches that spend no
-compute on padding, checkpoint atomically and resume after a crash (train/trainer.py), then
-publish a standalone model (LoRA merged, adapter kept) with its tokenizer and generation config.
+split, tokenize (models/tokens.py, so content stays text), lint the loss mask (train/lint.py),
+train in batches that spend no compute on padding, checkpoint atomically and resume after a
+crash (train/trainer.py), then publish a standalone model (LoRA merged, adapter kept) with its
+tokenizer and generation config.
 Runs the same in one process or under `accelerate launch` (DDP, FSDP, DeepSpeed).
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 from potstill.config import RunConfig, StudentConfig, TrainConfig
 from potstill.models.packaged import gpu_bf16, load_pretrained
+from potstill.models.tokens import prompt_completion_ids
 from potstill.progress import console
 from potstill.runs import RunFolder, is_main_process, write_json, write_jsonl
 from potstill.summaries import say, train_end_sentence, train_start_sentence
@@ -115,11 +117,17 @@ def _peft_config(student: StudentConfig) -> Any:
     )
 
 
-def _dataset(rows: list[dict[str, Any]]) -> Any:
+def _dataset(rows: list[dict[str, Any]], tokenizer: Any) -> Any:
+    """The rows, tokenized here rather than by TRL (which then only builds the labels), so
+    special-token text inside a message's content stays text, as it does in generation."""
     from datasets import Dataset
 
     keep = ("id", "prompt", "completion", "rationale")
-    return Dataset.from_list([{k: r.get(k) for k in keep} for r in rows])
+    table = []
+    for row in rows:
+        ids, mask = prompt_completion_ids(tokenizer, row["prompt"], row["completion"])
+        table.append({**{k: row.get(k) for k in keep}, "input_ids": ids, "completion_mask": mask})
+    return Dataset.from_list(table)
 
 
 @dataclass
@@ -154,8 +162,8 @@ def build_trainer(student: StudentConfig, rows: list[dict[str, Any]], output_dir
     trainer = PotstillSFTTrainer(
         model=model,
         args=_sft_config(student, output_dir, bool(dev_rows)),
-        train_dataset=_dataset(train_rows),
-        eval_dataset=_dataset(dev_rows) if dev_rows else None,
+        train_dataset=_dataset(train_rows, tokenizer),
+        eval_dataset=_dataset(dev_rows, tokenizer) if dev_rows else None,
         processing_class=tokenizer,
         peft_config=_peft_config(student),
         length_grouped=batching == "length_grouped",
