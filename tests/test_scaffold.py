@@ -3,7 +3,9 @@
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from review_task import REVIEWS
@@ -90,22 +92,30 @@ def test_a_summarization_file_gets_placeholders_check_refuses_until_filled(tmp_p
 
 
 @pytest.mark.slow
-def test_init_check_run_on_a_classification_file(tmp_path: Path, tiny_model_dir: Path) -> None:
-    """As a new user would: init, check, run, no edits (the student and judge are made small
-    by overrides to keep the test short; the packaged teacher labels as the config says)."""
+def test_init_check_run_on_a_classification_file(
+    tmp_path: Path, tiny_model_dir: Path, fake_teacher: Callable[..., Any]
+) -> None:
+    """As a new user would: init, check, run, with no edit to the written config. Overrides
+    only swap in a teacher that can do the task (the FakeTeacher endpoint, whose good / bad
+    are made synonyms of the file's pos / neg), the tiny student and no judge, to keep the
+    test short: the packaged teacher is near chance on review sentences."""
+    teacher = fake_teacher()
     data = _reviews_csv(tmp_path)
     out = tmp_path / "reviews.yaml"
     _init(str(data), "--out", str(out))
     runs = str(tmp_path / "runs")
     assert CliRunner().invoke(app, ["check", str(out), "--runs-dir", runs]).exit_code == 0
     small = [
+        "teacher.model={backend: openai, model: fake-405b, base_url: " + teacher.base_url + "}",
+        "task.synonyms={pos: [good], neg: [bad]}",
         f"students.0.base.model={tiny_model_dir}",
         "judge.enabled=false",
         "evaluate.bootstrap_samples=200",
-        "teacher.prompt.max_tokens=32",
         "evaluate.teacher_zero_shot=false",
-        "students.0.base.batch_size=12",
     ]
     result = CliRunner().invoke(app, ["run", str(out), *small, "--runs-dir", runs])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "runs" / "reviews" / "report.md").exists()
+    run = tmp_path / "runs" / "reviews"
+    rows = [json.loads(line) for line in (run / "synth" / "train.jsonl").read_text().splitlines()]
+    assert rows and {r["completion"][0]["content"] for r in rows} <= {"pos", "neg"}
+    assert (run / "report.md").exists()
