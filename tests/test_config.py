@@ -64,16 +64,19 @@ def test_every_kind_has_an_example_config() -> None:
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p))
 def test_every_shipped_config_validates_and_loads_its_data(path: Path) -> None:
-    from potstill.data.loading import load_examples, split_examples
-    from potstill.pipeline import absolutize
+    from potstill.data.sets import load_split, load_transfer
+    from potstill.pipeline import absolutize, check_worked_examples
     from potstill.tasks import build_task
 
     config = absolutize(load_config(path), path.parent)
     task = build_task(config.task)  # templates and their variables are checked here
-    examples = load_examples(config.dataset, task)
-    split = split_examples(examples, config.dataset)
-    assert len(split.test) == config.dataset.test_size and split.train
-    assert any(e.reference is not None for e in split.test)
+    split = load_split(config.dataset, task)
+    if config.dataset.test is None:
+        assert len(split.test) == config.dataset.test_size
+    assert split.train and any(e.reference is not None for e in split.test)
+    transfer = load_transfer(config, task)
+    assert all(any(e.reference is not None for e in s) for s in transfer.values())
+    check_worked_examples(config, split.test, transfer)  # no shot repeats what is scored
     for prompt in (config.teacher.prompt, config.synth.prompt):
         assert task.messages(split.test[0].inputs, prompt)[-1]["role"] == "user"
 

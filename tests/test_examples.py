@@ -47,6 +47,23 @@ def test_example_config_runs_end_to_end(path: Path, tmp_path: Path) -> None:
             assert sum(map(sum, candidate["confusion"]["matrix"])) == metrics["accuracy"]["n"]
             assert f"Confusion matrix, {name}" in report
     rows = [json.loads(line) for line in (run / "eval/predictions/distilled.jsonl").open()]
-    assert len(rows) == config.dataset.test_size
+    assert len(rows) == len((run / "data/test.jsonl").read_text().splitlines())
+    if config.dataset.test is None:
+        assert len(rows) == config.dataset.test_size
     headline = task.metrics[0].name
     assert all(r["score"] == r["scores"].get(headline) for r in rows)
+    for source in config.evaluate.transfer:  # scored like the test split, in its own section
+        pinned = (run / "data/transfer" / f"{source.name}.jsonl").read_text().splitlines()
+        on_set = scores["transfer"][source.name]
+        assert on_set["n"] == len(pinned) and set(on_set["candidates"]) == set(scores["order"])
+        for name, candidate in on_set["candidates"].items():
+            assert {m for m, d in declared.items() if d.needs_reference} <= set(
+                candidate["metrics"]
+            )
+            for entry in candidate["metrics"].values():
+                assert metric_text(entry) in report, (source.name, name)
+            predictions = run / "eval/transfer" / source.name / "predictions" / f"{name}.jsonl"
+            assert len(predictions.read_text().splitlines()) == len(pinned)
+        assert len(on_set["comparisons"]) == len(scores["comparisons"])
+        assert f"## Transfer set: {source.name}" in report
+        assert f"<h2>Transfer set: {source.name}</h2>" in html

@@ -3,6 +3,7 @@
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -123,3 +124,143 @@ def test_hub_dataset_offline_is_one_line_and_a_local_file_works(
     cfg = absolutize(load_config(config, [f"dataset.path={local}"]), config.parent)
     split = prepare_split(open_run(cfg, tmp_path), cfg)
     assert len(split.test) == 8 and len(split.train) == 12
+
+
+def _word_problems(tmp_path: Path) -> dict[str, Any]:
+    """A run config over word-problem files of its own: training, test and a transfer set
+    whose columns differ; the models are never reached by the tests that use it."""
+    rows = [
+        {
+            "id": f"w{i}",
+            "question": f"Ann has {i} pens and buys {i + 2} more at the shop. How many?",
+        }
+        for i in range(6)
+    ]
+    for row in rows:
+        row["answer"] = str(2 * int(row["id"][1:]) + 2)
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[4:]))
+    other = [{"uid": "r1", "problem": "Compute one quarter of 36 marbles.", "solution": "9"}]
+    (tmp_path / "rephrased.jsonl").write_text("".join(json.dumps(r) + "\n" for r in other))
+    return {
+        "name": "sets",
+        "task": {"kind": "math"},
+        "dataset": {"path": "train.jsonl", "test": "test.jsonl"},
+        "teacher": {
+            "model": {
+                "backend": "openai",
+                "model": "never-called",
+                "api_key_env": "POTSTILL_TEST_KEY_NEVER_SET",
+            },
+            "prompt": {
+                "style": "cot",
+                "shots": [
+                    {"inputs": {"question": "Bo has 3 cups. How many?"}, "answer": "3"},
+                ],
+            },
+        },
+        "evaluate": {
+            "transfer": [
+                {
+                    "name": "rephrased",
+                    "path": "rephrased.jsonl",
+                    "fields": {"id": "uid", "question": "problem", "answer": "solution"},
+                }
+            ]
+        },
+    }
+
+
+def _run_cli(tmp_path: Path, tree: dict[str, Any]) -> Any:
+    import yaml
+
+    path = tmp_path / "sets.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return CliRunner().invoke(app, ["run", str(path), "--runs-dir", str(tmp_path / "runs")])
+
+
+@pytest.mark.parametrize(
+    ("shot", "named"),
+    [
+        ("Ann has 4 pens and buys 6 more at the shop. How many?", "has the same words as test"),
+        ("compute ONE quarter of 36 marbles", "has the same words as transfer set 'rephrased'"),
+        ("Ann has 5 pens and buys 7 more at the shop", "nearly repeats test example 'w5' (100%"),
+        # A short shot inside an evaluation input is not a copy of it.
+        ("Ann has 5 pens", None),
+    ],
+)
+def test_a_worked_example_that_is_an_evaluation_example_exits_2_before_any_folder(
+    tmp_path: Path, shot: str, named: str | None
+) -> None:
+    tree = _word_problems(tmp_path)
+    tree["teacher"]["prompt"]["shots"].append({"inputs": {"question": shot}, "answer": "1"})
+    result = _run_cli(tmp_path, tree)
+    assert result.exit_code == 2, result.output
+    if named is None:  # it gets as far as the API key the config names (never set)
+        assert "POTSTILL_TEST_KEY_NEVER_SET is not set" in " ".join(result.output.split())
+        return
+    message = " ".join(result.output.split())
+    assert "error: worked examples repeat evaluation examples" in message
+    assert f"teacher.prompt.shots.1 ({shot!r}) {named}" in message
+    assert "teacher.prompt.shots.0" not in message  # the unrelated shot is not blamed
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_worked_example_drawn_into_the_random_test_split_is_named_too(tmp_path: Path) -> None:
+    """The plain case: one source split at random, and a shot that is one of its test inputs
+    (this used to run, and report "train/test overlap: 0 of 2")."""
+    from potstill.config import parse_config
+    from potstill.pipeline import absolutize, load_split
+
+    tree = _word_problems(tmp_path)
+    del tree["evaluate"]
+    tree["dataset"] = {"path": "train.jsonl", "test_size": 2}
+    test = load_split(absolutize(parse_config(tree, "sets.yaml"), tmp_path)).test
+    shot = {"inputs": test[1].inputs, "answer": "1"}
+    tree["teacher"]["prompt"]["shots"].append(shot)
+    result = _run_cli(tmp_path, tree)
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert f"teacher.prompt.shots.1 ({test[1].inputs['question']!r}) has the same words as " in (
+        message
+    )
+    assert f"test example {test[1].id!r}" in message
+    assert not (tmp_path / "runs").exists()
+
+
+def test_transfer_sets_are_pinned_beside_the_split_and_removed_with_the_config(
+    tmp_path: Path,
+) -> None:
+    from potstill.config import parse_config
+    from potstill.pipeline import (
+        absolutize,
+        fingerprint,
+        open_run,
+        prepare_split,
+        prepare_transfer,
+        transfer_is_pinned,
+    )
+
+    tree = _word_problems(tmp_path)
+    config = absolutize(parse_config(tree, "sets.yaml"), tmp_path)
+    run = open_run(config, tmp_path / "runs")
+    split, sets = prepare_split(run, config), prepare_transfer(run, config)
+    assert sorted(e.id for e in split.train) == ["w0", "w1", "w2", "w3"]
+    assert [e.id for e in split.test] == ["w4", "w5"]
+    assert [(e.id, e.inputs, e.reference) for e in sets["rephrased"]] == [
+        ("r1", {"question": "Compute one quarter of 36 marbles."}, "9")
+    ]
+    pinned = run.data_dir / "transfer" / "rephrased.jsonl"
+    assert read_jsonl(pinned) == [e.to_json() for e in sets["rephrased"]]
+    assert transfer_is_pinned(run, config)
+    # The pinned copy is what later stages read, even if the source file changes.
+    (tmp_path / "rephrased.jsonl").write_text("")
+    assert prepare_transfer(run, config) == sets
+    # Training inputs are screened against the transfer sets: they are part of synth's input.
+    without = config.model_copy(
+        update={"evaluate": config.evaluate.model_copy(update={"transfer": []})}
+    )
+    assert fingerprint(run, without, "synth") != fingerprint(run, config, "synth")
+    assert not transfer_is_pinned(run, without)  # a set no longer configured is still there
+    assert prepare_transfer(run, without) == {}
+    assert not (run.data_dir / "transfer").exists()

@@ -225,6 +225,83 @@ class GeneratorConfig(Strict):
     seed: int = Field(0, description="Seed of the generator.")
 
 
+class SourceConfig(Strict):
+    """An evaluation set's own source: a file, a hub dataset, or another split (or config)
+    of the main dataset's hub source, with its own field mapping if its columns differ."""
+
+    path: str | None = Field(
+        None,
+        description="A .jsonl / .csv / .parquet file (relative to the config), or hf:org/name "
+        "for a Hugging Face hub dataset.",
+    )
+    hub: str | None = Field(
+        None,
+        description="A hub dataset name (or a local folder of data files) loaded with "
+        "datasets.load_dataset.",
+    )
+    # `{hub_split: validation}`: the official validation split of the training dataset.
+    hub_config: str | None = Field(
+        None,
+        description="The hub dataset's configuration name; with neither path nor hub, another "
+        "configuration of the main dataset's hub source.",
+    )
+    hub_split: str | None = Field(
+        None,
+        description="The split to read: of its own hub dataset (train when unset), or with "
+        "neither path nor hub, another split of the main dataset's hub source.",
+    )
+    fields: dict[str, str | list[str]] | None = Field(
+        None,
+        description="Task field -> this set's column, as dataset.fields; unset: the main "
+        "dataset's mapping.",
+    )
+    size: int | None = Field(
+        None,
+        ge=1,
+        description="A seeded sample (dataset.seed) of this many examples; all when unset.",
+    )
+
+    @field_validator("path", "hub", "hub_config", "hub_split")
+    @classmethod
+    def _not_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SourceConfig:
+        if self.path is not None and self.hub is not None:
+            raise ValueError("give `path` or `hub`, not both")
+        if self.main_hub and self.hub_config is None and self.hub_split is None:
+            raise ValueError(
+                "give `path` (a file), `hub` (a hub dataset) or `hub_split` (another split "
+                "of the main dataset's hub source)"
+            )
+        is_file = self.path is not None and not self.path.startswith("hf:")
+        if is_file and (self.hub_config is not None or self.hub_split is not None):
+            raise ValueError("`hub_config` and `hub_split` apply to a hub source, not a file")
+        return self
+
+    @property
+    def own_hub(self) -> str | None:
+        """The hub dataset this source names itself (`hub`, or a `path` of the form hf:...)."""
+        if self.hub is not None:
+            return self.hub
+        if self.path is not None and self.path.startswith("hf:"):
+            return self.path[3:]
+        return None
+
+    @property
+    def main_hub(self) -> bool:
+        """Whether this source is another split or config of the main dataset's hub source."""
+        return self.path is None and self.hub is None
+
+
+def _source_shorthand(value: Any) -> Any:
+    """`test: data/test.jsonl` is `test: {path: data/test.jsonl}`."""
+    return {"path": value} if isinstance(value, str) else value
+
+
 class DatasetConfig(Strict):
     """Where examples come from (exactly one source) and how they split."""
 
@@ -261,12 +338,52 @@ class DatasetConfig(Strict):
     max_chars: int = Field(
         1_000_000, ge=1, description="The longest input field or reference accepted, in characters."
     )
+    test: SourceConfig | None = Field(
+        None,
+        description="The test split's own source (a benchmark's official test file, or a hub "
+        "split such as validation); when given, no test examples are drawn from the main source.",
+    )
+    dev: SourceConfig | None = Field(
+        None,
+        description="The dev split's own source, likewise (no dev examples drawn from the main "
+        "source).",
+    )
+
+    _shorthand = field_validator("test", "dev", mode="before")(_source_shorthand)
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetConfig:
         sources = [s for s in (self.path, self.hub, self.generator) if s is not None]
         if len(sources) != 1:
             raise ValueError("give exactly one of `path`, `hub` or `generator`")
+        # test_size / dev_size draw from the main source; a set of its own replaces them,
+        # so a size set beside it is a mistake, not something to ignore.
+        defaults = type(self).model_fields
+        for part, size in (("test", "test_size"), ("dev", "dev_size")):
+            if getattr(self, part) is not None and getattr(self, size) != defaults[size].default:
+                raise ValueError(
+                    f"`{size}` draws the {part} split from the main source at random; with "
+                    f"`{part}` given, the {part} split is that source (sample it with "
+                    f"`{part}.size`)"
+                )
+        for part in ("test", "dev"):
+            source = getattr(self, part)
+            if source is None:
+                continue
+            if source.main_hub and self.hub_name is None:
+                raise ValueError(
+                    f"`{part}` names only a hub split or config, but the main source is not a "
+                    f"hub dataset; give `{part}.path` or `{part}.hub`"
+                )
+            same_file = source.path is not None and source.path == self.path
+            same_split = source.main_hub and (
+                source.hub_config or self.hub_config,
+                source.hub_split or self.hub_split,
+            ) == (self.hub_config, self.hub_split)
+            if same_file or same_split:
+                raise ValueError(
+                    f"`{part}` is the training source itself; name another file or split"
+                )
         return self
 
     @property
@@ -539,6 +656,17 @@ class ExtraCandidateConfig(Strict):
     )
 
 
+class TransferSetConfig(SourceConfig):
+    """A named extra evaluation set for the same task, from its own source: every candidate
+    is scored on it as on the test split (ground-truth metrics, no judge)."""
+
+    name: str = Field(
+        pattern=FOLDER_NAME,
+        description="Its name in the report and its folder: data/transfer/<name>.jsonl, "
+        "eval/transfer/<name>/.",
+    )
+
+
 class EvaluateConfig(Strict):
     """How the candidates are scored on the test split."""
 
@@ -553,6 +681,13 @@ class EvaluateConfig(Strict):
     )
     candidates: list[ExtraCandidateConfig] = Field(
         default_factory=list, description="Other models to compare beside teacher and students."
+    )
+    # Differently written problems, another benchmark: does the student generalize beyond its
+    # training source?
+    transfer: list[TransferSetConfig] = Field(
+        default_factory=list,
+        description="Extra evaluation sets for the same task, each scored like the test split "
+        "(ground-truth metrics, intervals, paired comparisons; no judge).",
     )
     # Default: roughly a small cloud CPU machine.
     local_price_per_hour: float = Field(
@@ -769,6 +904,19 @@ class RunConfig(Strict):
                     "from the students and not start with teacher or base_student)"
                 )
             taken.add(extra.name)
+        return self
+
+    @model_validator(mode="after")
+    def _transfer_sets(self) -> RunConfig:
+        names = [t.name for t in self.evaluate.transfer]
+        if len(set(names)) != len(names):
+            raise ValueError(f"evaluate.transfer: set names must be unique, got {names}")
+        for index, source in enumerate(self.evaluate.transfer):
+            if source.main_hub and self.dataset.hub_name is None:
+                raise ValueError(
+                    f"evaluate.transfer.{index}: names only a hub split or config, but the main "
+                    "source is not a hub dataset; give `path` or `hub`"
+                )
         return self
 
     def section_hash(self, *sections: str) -> str:

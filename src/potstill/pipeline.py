@@ -10,8 +10,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from potstill.config import ModelConfig, RunConfig
-from potstill.data.loading import Split, load_examples, split_examples
+from potstill.config import ConfigError, ModelConfig, RunConfig
+from potstill.data.loading import Split
+from potstill.data.sets import load_split as load_dataset_split
+from potstill.data.sets import load_transfer as load_transfer_sets
+from potstill.data.sets import source_dataset
 from potstill.models.openai_backend import MissingKeyError
 from potstill.progress import console, duration
 from potstill.runs import (
@@ -27,16 +30,36 @@ from potstill.runs import (
     write_jsonl,
 )
 from potstill.summaries import evaluate_table, say
+from potstill.synth.filters import shot_overlaps
 from potstill.tasks import Example, build_task
 
 
+def _absolute(path: str | None, base_dir: Path) -> str | None:
+    if path is None or path.startswith("hf:") or Path(path).is_absolute():
+        return path
+    return str((base_dir / path).resolve())
+
+
 def absolutize(config: RunConfig, base_dir: Path) -> RunConfig:
-    """Make a relative dataset path absolute, so the saved config works from the run folder."""
-    path = config.dataset.path
-    if path is None or Path(path).is_absolute() or config.dataset.hub_name is not None:
-        return config
-    dataset = config.dataset.model_copy(update={"path": str((base_dir / path).resolve())})
-    return config.model_copy(update={"dataset": dataset})
+    """Make relative dataset paths (the main source, the test and dev sets, the transfer
+    sets) absolute, so the saved config works from the run folder."""
+    dataset = config.dataset
+    update: dict[str, Any] = {}
+    if dataset.hub_name is None:
+        update["path"] = _absolute(dataset.path, base_dir)
+    for part in ("test", "dev"):
+        source = getattr(dataset, part)
+        if source is not None:
+            update[part] = source.model_copy(update={"path": _absolute(source.path, base_dir)})
+    transfer = [
+        t.model_copy(update={"path": _absolute(t.path, base_dir)}) for t in config.evaluate.transfer
+    ]
+    return config.model_copy(
+        update={
+            "dataset": dataset.model_copy(update=update),
+            "evaluate": config.evaluate.model_copy(update={"transfer": transfer}),
+        }
+    )
 
 
 def open_run(config: RunConfig, runs_dir: Path) -> RunFolder:
@@ -61,8 +84,8 @@ def split_is_pinned(run: RunFolder, config: RunConfig) -> bool:
 
 
 def load_split(config: RunConfig) -> Split:
-    """Load, validate and split the dataset; writes nothing."""
-    return split_examples(load_examples(config.dataset, build_task(config.task)), config.dataset)
+    """Load, validate and split the dataset (with its own test / dev sources); writes nothing."""
+    return load_dataset_split(config.dataset, build_task(config.task))
 
 
 def pin_split(run: RunFolder, config: RunConfig, split: Split) -> None:
@@ -75,17 +98,129 @@ def pin_split(run: RunFolder, config: RunConfig, split: Split) -> None:
     atomic_write_text(run.data_dir / "fingerprint", config.section_hash("task", "dataset"))
 
 
+def _read_split(run: RunFolder) -> Split:
+    parts = {
+        name: [Example.from_json(r) for r in read_jsonl(path)] if path.exists() else []
+        for name, path in _split_paths(run).items()
+    }
+    return Split(parts["train"], parts["test"], parts["dev"])
+
+
 def prepare_split(run: RunFolder, config: RunConfig) -> Split:
     """Load and split the dataset once; data/{train,test,dev}.jsonl pin the split."""
     if split_is_pinned(run, config):
-        parts = {
-            name: [Example.from_json(r) for r in read_jsonl(path)] if path.exists() else []
-            for name, path in _split_paths(run).items()
-        }
-        return Split(parts["train"], parts["test"], parts["dev"])
+        return _read_split(run)
     split = load_split(config)
     pin_split(run, config, split)
     return split
+
+
+def transfer_fingerprint(config: RunConfig) -> str:
+    """What the pinned transfer sets depend on: the task and each set's source as read (its
+    own mapping or the main one), its sample size and the seed that draws it."""
+    sets = [
+        (t.name, source_dataset(t, config.dataset).model_dump(mode="json"), t.size)
+        for t in config.evaluate.transfer
+    ]
+    return _hash(config.section_hash("task"), config.dataset.seed, sets)
+
+
+def _transfer_dir(run: RunFolder) -> Path:
+    return run.data_dir / "transfer"
+
+
+def transfer_is_pinned(run: RunFolder, config: RunConfig) -> bool:
+    """Whether data/transfer/ holds this config's transfer sets (and no other set)."""
+    folder = _transfer_dir(run)
+    if not config.evaluate.transfer:
+        return not any(folder.glob("*.jsonl"))
+    marker = folder / "fingerprint"
+    return (
+        marker.exists()
+        and marker.read_text() == transfer_fingerprint(config)
+        and all((_transfer_dir(run) / f"{t.name}.jsonl").exists() for t in config.evaluate.transfer)
+    )
+
+
+def load_transfer(config: RunConfig) -> dict[str, list[Example]]:
+    """Load and validate every transfer set; writes nothing."""
+    return load_transfer_sets(config, build_task(config.task))
+
+
+def pin_transfer(run: RunFolder, config: RunConfig, sets: dict[str, list[Example]]) -> None:
+    """data/transfer/<name>.jsonl per set; files of sets no longer configured are removed."""
+    folder = _transfer_dir(run)
+    for path in folder.glob("*.jsonl") if folder.exists() else []:
+        if path.stem not in sets:
+            path.unlink()
+    if not sets:
+        (folder / "fingerprint").unlink(missing_ok=True)
+        if folder.exists():
+            folder.rmdir()
+        return
+    for name, examples in sets.items():
+        write_jsonl(folder / f"{name}.jsonl", [e.to_json() for e in examples])
+    atomic_write_text(folder / "fingerprint", transfer_fingerprint(config))
+
+
+def _read_transfer(run: RunFolder, config: RunConfig) -> dict[str, list[Example]]:
+    folder = _transfer_dir(run)
+    return {
+        t.name: [Example.from_json(r) for r in read_jsonl(folder / f"{t.name}.jsonl")]
+        for t in config.evaluate.transfer
+    }
+
+
+def prepare_transfer(run: RunFolder, config: RunConfig) -> dict[str, list[Example]]:
+    """Load the transfer sets once; data/transfer/<name>.jsonl pin them, as the split is."""
+    if transfer_is_pinned(run, config):
+        return _read_transfer(run, config)
+    sets = load_transfer(config)
+    pin_transfer(run, config, sets)
+    return sets
+
+
+def evaluation_sets(run: RunFolder, config: RunConfig) -> tuple[Split, dict[str, list[Example]]]:
+    """The pinned split and transfer sets (loaded and pinned on first use), with the worked
+    examples checked against every evaluation set."""
+    split, transfer = prepare_split(run, config), prepare_transfer(run, config)
+    check_worked_examples(config, split.test, transfer)
+    return split, transfer
+
+
+def worked_examples(config: RunConfig) -> list[tuple[str, dict[str, str]]]:
+    """Every worked example a model is shown, with its config key: the teacher's, the
+    students' (synth.prompt) and those of extra candidates."""
+    prompts = [("teacher.prompt", config.teacher.prompt), ("synth.prompt", config.synth.prompt)]
+    prompts += [
+        (f"evaluate.candidates.{i}.prompt", c.prompt)
+        for i, c in enumerate(config.evaluate.candidates)
+        if c.prompt is not None
+    ]
+    return [
+        (f"{where}.shots.{i}", shot.inputs)
+        for where, prompt in prompts
+        for i, shot in enumerate(prompt.shots)
+    ]
+
+
+def check_worked_examples(
+    config: RunConfig, test: list[Example], transfer: dict[str, list[Example]]
+) -> None:
+    """A worked example that is (nearly) an example a model is scored on would hand it the
+    answer: an error naming the shot and the evaluation example."""
+    shots = worked_examples(config)
+    if not shots:
+        return
+    sets = {"test": test, **{f"transfer set {name!r}": e for name, e in transfer.items()}}
+    found = shot_overlaps(build_task(config.task), config.synth, shots, sets)
+    if found:
+        raise ConfigError(
+            "worked examples repeat evaluation examples, so the scores would reward copying "
+            "the shown answer: "
+            + "; ".join(found)
+            + ". Change those worked examples, or drop the examples from the evaluation data."
+        )
 
 
 def _model_configs(node: BaseModel, where: str) -> Iterator[tuple[str, ModelConfig]]:
@@ -131,7 +266,9 @@ def fingerprint(run: RunFolder, config: RunConfig, stage: str) -> str:
         return f"{record.get('fingerprint')}@{record.get('finished_at')}"
 
     if stage == "synth":
-        return config.section_hash("task", "dataset", "teacher", "synth")
+        synth = config.section_hash("task", "dataset", "teacher", "synth")
+        # Training inputs are screened against the transfer sets too.
+        return _hash(synth, transfer_fingerprint(config)) if config.evaluate.transfer else synth
     if stage == "train":
         return _hash(config.section_hash("students"), upstream("synth"))
     if stage == "evaluate":
@@ -142,8 +279,8 @@ def fingerprint(run: RunFolder, config: RunConfig, stage: str) -> str:
 def _do_synth(run: RunFolder, config: RunConfig) -> dict[str, Any]:
     from potstill.synth.stage import run_synth
 
-    split = prepare_split(run, config)
-    return run_synth(run, config, build_task(config.task), split.train, split.test)
+    split, transfer = evaluation_sets(run, config)
+    return run_synth(run, config, build_task(config.task), split.train, split.test, transfer)
 
 
 def _do_train(run: RunFolder, config: RunConfig) -> dict[str, Any]:
@@ -155,8 +292,8 @@ def _do_train(run: RunFolder, config: RunConfig) -> dict[str, Any]:
 def _do_evaluate(run: RunFolder, config: RunConfig) -> dict[str, Any]:
     from potstill.evaluate.stage import run_evaluate
 
-    split = prepare_split(run, config)
-    scores = run_evaluate(run, config, build_task(config.task), split.test)
+    split, transfer = evaluation_sets(run, config)
+    scores = run_evaluate(run, config, build_task(config.task), split.test, transfer)
     console.print(evaluate_table(scores))
     headline = scores["headline"]
     return {
@@ -214,8 +351,8 @@ def estimate_synth(run: RunFolder, config: RunConfig) -> dict[str, Any]:
     """What the synth stage would send and cost, without calling the teacher."""
     from potstill.synth.estimate import estimate
 
-    split = prepare_split(run, config)
-    return estimate(run, config, build_task(config.task), split.train, split.test)
+    split, transfer = evaluation_sets(run, config)
+    return estimate(run, config, build_task(config.task), split.train, split.test, transfer)
 
 
 def stale_stages(run: RunFolder, config: RunConfig) -> list[str]:
@@ -235,6 +372,12 @@ def run_pipeline(config: RunConfig, runs_dir: Path, stop_after: str | None = Non
     """
     run = RunFolder(runs_dir / config.name)
     split = None if split_is_pinned(run, config) else load_split(config)
+    transfer = None if transfer_is_pinned(run, config) else load_transfer(config)
+    check_worked_examples(
+        config,
+        (split or _read_split(run)).test,
+        transfer if transfer is not None else _read_transfer(run, config),
+    )
     stale = stale_stages(run, config)
     if stop_after is not None:  # stages after stop_after do not run, so need no keys
         stale = [s for s in stale if STAGES.index(s) <= STAGES.index(stop_after)]
@@ -243,6 +386,8 @@ def run_pipeline(config: RunConfig, runs_dir: Path, stop_after: str | None = Non
     run = open_run(config, runs_dir)
     if split is not None:
         pin_split(run, config, split)
+    if transfer is not None:
+        pin_transfer(run, config, transfer)
     for stage in STAGES:
         if run.is_current(stage, fingerprint(run, config, stage)):
             console.print(f"{stage}: up to date, skipped")

@@ -143,3 +143,83 @@ def test_a_test_split_without_references_is_said_so_and_the_judge_not_said_to_se
     (warning,) = [w for w in results["warnings"] if w["check"] == "references"]
     assert "none of the 8 test examples has a reference" in warning["message"]
     assert "accuracy" not in results["candidates"]["teacher"]["metrics"]
+
+
+def test_every_candidate_is_scored_on_each_transfer_set_as_on_the_test_split(
+    make_evaluated_run: Callable[..., Any],
+    scripted_endpoint: tuple[str, Any],
+    tmp_path: Any,
+) -> None:
+    from potstill.pipeline import prepare_transfer
+
+    _, app = scripted_endpoint
+    run, config = make_evaluated_run()
+    split = prepare_split(run, config)
+    # Problems written differently, with columns of their own; the last repeats a training
+    # input, which the train/test overlap check must find in this set too.
+    seen = split.train[0]
+    rows = [
+        {"uid": "x1", "problem": "Compute 7 plus 5, please.", "solution": "12"},
+        {"uid": "x2", "problem": "Compute 9 minus 4, please.", "solution": "5"},
+        {"uid": "x3", "problem": seen.inputs["question"], "solution": seen.reference},
+    ]
+    path = tmp_path / "rephrased.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fields = "{id: uid, question: problem, answer: solution}"
+    config = _with(
+        config, f"evaluate.transfer=[{{name: rephrased, path: '{path}', fields: {fields}}}]"
+    )
+    task = build_task(config.task)
+    transfer = prepare_transfer(run, config)
+    for example in transfer["rephrased"]:  # the teacher is right but on x2
+        asked = task.messages(example.inputs, config.teacher.prompt)[-1]["content"]
+        answer = "0" if example.id == "x2" else example.reference
+        app.state.answers["teacher"]["cot", asked] = json.dumps({"reason": "r", "answer": answer})
+    judge_calls = app.state.calls["fair-judge"]
+    results = run_evaluate(run, config, task, split.test, transfer)
+
+    # The top level stays the test split.
+    teacher = results["candidates"]["teacher"]["metrics"]["accuracy"]
+    assert (teacher["value"], teacher["n"]) == (0.75, 8)
+    assert all(
+        len(read_jsonl(run.eval_dir / "predictions" / f"{n}.jsonl")) == 8 for n in results["order"]
+    )
+    # The transfer set: every candidate, the same metrics with intervals, the same comparisons.
+    rephrased = results["transfer"]["rephrased"]
+    assert rephrased["n"] == 3 and rephrased["source"] == str(path)
+    assert list(rephrased["candidates"]) == results["order"]
+    on_transfer = rephrased["candidates"]["teacher"]["metrics"]["accuracy"]
+    assert on_transfer["value"] == pytest.approx(2 / 3) and on_transfer["n"] == 3
+    assert on_transfer["ci_low"] <= on_transfer["value"] <= on_transfer["ci_high"]
+    for name, cand in rephrased["candidates"].items():
+        assert {"accuracy", "flexible_accuracy"} <= set(cand["metrics"]), name
+        # Ground-truth metrics only: the judge scores the test split alone.
+        assert "judge" not in cand and not {"judge_score", "judge_win_rate"} & set(cand["metrics"])
+        rows_on_set = read_jsonl(
+            run.eval_dir / "transfer" / "rephrased" / "predictions" / f"{name}.jsonl"
+        )
+        assert [r["id"] for r in rows_on_set] == ["x1", "x2", "x3"]
+    assert {(c["a"], c["b"]) for c in rephrased["comparisons"]} == {
+        (c["a"], c["b"]) for c in results["comparisons"]
+    }
+    assert all(c["n"] == 3 and "accuracy" in c["metrics"] for c in rephrased["comparisons"])
+    # No judge call for the transfer set: every one judged a test example.
+    assert app.state.calls["fair-judge"] - judge_calls == results["judge"]["calls"]
+    test_ids = {e.id for e in split.test}
+    for name in results["order"]:
+        assert {r["id"] for r in read_jsonl(run.eval_dir / "judge" / f"{name}.jsonl")} <= test_ids
+    # The overlap check covers the transfer set, and its warning names the set.
+    overlap = results["checks"]["transfer_overlap"]["rephrased"]
+    assert (overlap["exact_duplicates"], overlap["test_examples"]) == (1, 3)
+    messages = [w["message"] for w in results["warnings"] if w["check"] == "train_test_overlap"]
+    assert any(
+        m.startswith("train/transfer overlap (rephrased): 1 of 3 inputs of transfer set")
+        for m in messages
+    )
+    # Each candidate answered its 8 + 3 requests; replies come from the store on a re-run.
+    assert results["calls"] == 4 * (8 + 3) + results["judge"]["calls"]
+
+    # Without the set, its results go: nothing stale is left to mislead.
+    config = _with(config, "evaluate.transfer=[]")
+    again = run_evaluate(run, config, task, split.test, {})
+    assert "transfer" not in again and not (run.eval_dir / "transfer" / "rephrased").exists()

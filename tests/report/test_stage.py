@@ -135,3 +135,77 @@ def test_dataset_and_model_text_is_inert_in_report_md_as_in_report_html(tmp_path
     # Two replies of five cells each: no pipe broke out of its cell.
     replies = rendered.split("<tbody>")[1].split("<tr>")[1:]
     assert len(replies) == 2 and all(r.count("<td>") == 5 for r in replies)
+
+
+def test_each_transfer_set_has_a_section_with_the_test_splits_tables(tmp_path: Path) -> None:
+    run = RunFolder(tmp_path / "r")
+    comparison = {
+        "a": "distilled",
+        "b": "teacher",
+        "metric": "accuracy",
+        "n": 10,
+        "difference": -0.3,
+        "ci_low": -0.5,
+        "ci_high": -0.1,
+        "a_only_correct": 0,
+        "b_only_correct": 3,
+        "mcnemar_p": 0.25,
+        "flexible": {"difference": -0.3, "ci_low": -0.5, "ci_high": -0.1},
+        "metrics": {"accuracy": {"difference": -0.3, "ci_low": -0.5, "ci_high": -0.1, "n": 10}},
+    }
+    on_test = {"teacher": _candidate("teacher", 0.7), "distilled": _candidate("student", 0.8)}
+    on_set = {"teacher": _candidate("teacher", 0.6), "distilled": _candidate("student", 0.3)}
+    overlap = {
+        "ngram": 8,
+        "test_examples": 10,
+        "exact_duplicates": 1,
+        "mean_overlap": 0.1,
+        "half_overlapping_rate": 0.1,
+    }
+    scores = {
+        "candidates": on_test,
+        "comparisons": [],
+        "order": ["teacher", "distilled"],
+        "headline": "accuracy",
+        # scores.json sorts its keys; the report keeps the config's order of the sets
+        "transfer": {
+            name: {
+                "source": f"/data/{name}.jsonl",
+                "n": 10,
+                "candidates": on_set,
+                "comparisons": [comparison],
+            }
+            for name in ("zeta", "alpha")
+        },
+        "checks": {"transfer_overlap": {"zeta": overlap}},
+    }
+    config = parse_config(
+        {
+            **CONFIG.model_dump(mode="json"),
+            "evaluate": {
+                "transfer": [
+                    {"name": "zeta", "path": "z.jsonl"},
+                    {"name": "alpha", "path": "a.jsonl"},
+                ]
+            },
+        },
+        "r.yaml",
+    )
+    write_json(run.eval_dir / "scores.json", scores)
+    report = run_report(run, config).read_text()
+    zeta, alpha = report.index("## Transfer set: zeta"), report.index("## Transfer set: alpha")
+    assert report.index("## Paired comparisons (same test examples)") < zeta < alpha
+    section = report[zeta:alpha]
+    assert "10 examples from /data/zeta.jsonl, a set of its own" in section
+    assert "The LLM judge scores the test split only" in section
+    assert "Train/transfer overlap: 1 of 10 inputs repeat a training input" in section
+    # The same table and comparison rows as the test split's, with the set's own numbers.
+    assert "| candidate | role | how asked | accuracy [95% CI] | macro_f1 [95% CI] |" in section
+    assert "| distilled | student | zero_shot, 0-shot | 0.3 [0.2, 0.4] |" in section
+    assert "| distilled | teacher | -30.0 pts | [-50.0, -10.0] | 0 | 3 | 0.25 |" in section
+    assert "Train/transfer overlap" not in report[alpha:]  # no figures, no line
+    # The test split's own table is untouched by the sets.
+    assert "| distilled | student | zero_shot, 0-shot | 0.8 [0.7, 0.9] |" in report[:zeta]
+    html = (run.root / "report.html").read_text()
+    assert html.count('<section class="transfer"') == 2 and 'id="transfer-zeta"' in html
+    assert "<h2>Transfer set: zeta</h2>" in html and "<td>0.3 [0.2, 0.4]</td>" in html

@@ -1,5 +1,5 @@
 from potstill.config import SynthConfig, TaskConfig
-from potstill.synth.filters import length_reason, screen_inputs
+from potstill.synth.filters import length_reason, screen_inputs, shot_overlaps
 from potstill.tasks import Example, build_task
 
 TASK = build_task(TaskConfig(kind="math"))
@@ -51,3 +51,44 @@ def test_length_bounds_on_the_training_completion() -> None:
     assert length_reason("12 + 30", config) is None
     assert length_reason("12 + 30 + 400", config) == "too_long"
     assert length_reason("", SynthConfig()) is None
+
+
+def test_training_inputs_that_repeat_a_transfer_example_are_dropped_too() -> None:
+    train = [
+        ex("a", "By how much does 305 exceed 168?"),
+        ex("b", "Leo reads 12 pages a day for 5 days. How many pages does he read?"),
+    ]
+    transfer = {"rephrased": [ex("t1", "By how much does 305 exceed 168?")]}
+    found = screen_inputs(TASK, SynthConfig(), train, [], TEST, transfer)
+    # Keyed as <set>/<id>: a transfer example's id may repeat a test example's.
+    assert found == {"a": ("contamination", "100% of its 8-grams in rephrased/t1")}
+
+
+def test_a_worked_example_that_repeats_an_evaluation_example_is_named_with_it() -> None:
+    sets = {
+        "test": TEST,
+        "transfer set 'rephrased'": [ex("r1", "What number of oranges remain when 17 of 52 go?")],
+    }
+    shots = [
+        ("teacher.prompt.shots.0", {"question": "Tim has 9 pens and buys 4 more. How many?"}),
+        # The same words as the test example, in other case and punctuation.
+        ("teacher.prompt.shots.1", {"question": TEST[0].inputs["question"].upper() + "!"}),
+        # All of its 8-grams inside one transfer example: a near copy.
+        ("synth.prompt.shots.0", {"question": "What number of oranges remain when 17 of 52"}),
+        # One word changed in a long input: word 3-gram Jaccard above the threshold.
+        (
+            "evaluate.candidates.0.prompt.shots.0",
+            {"question": TEST[0].inputs["question"].replace("morning", "evening")},
+        ),
+    ]
+    found = shot_overlaps(TASK, SynthConfig(near_duplicate_threshold=0.6), shots, sets)
+    assert len(found) == 3
+    assert found[0].startswith("teacher.prompt.shots.1 ('A BAKER MAKES 48 ROLLS")
+    assert found[0].endswith("has the same words as test example 't1'")
+    assert found[1].startswith("synth.prompt.shots.0 (")
+    assert (
+        "nearly repeats transfer set 'rephrased' example 'r1' (100% of its word 8-grams"
+        in (found[1])
+    )
+    assert found[2].startswith("evaluate.candidates.0.prompt.shots.0")
+    assert "nearly repeats test example 't1' (" in found[2]

@@ -285,21 +285,43 @@ def _derived_id(inputs: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def split_examples(examples: list[Example], config: DatasetConfig) -> Split:
-    """A seeded train/test(/dev) split; the same config always gives the same split."""
-    held_out = config.test_size + config.dev_size
+def split_examples(
+    examples: list[Example],
+    config: DatasetConfig,
+    test: list[Example] | None = None,
+    dev: list[Example] | None = None,
+) -> Split:
+    """A seeded train/test(/dev) split; the same config always gives the same split. A
+    `test` (or `dev`) set from a source of its own is used as it is, and no part of
+    `examples` is drawn for it."""
+    test_size = 0 if test is not None else config.test_size
+    dev_size = 0 if dev is not None else config.dev_size
+    held_out = test_size + dev_size
     if held_out >= len(examples):
+        drawn = " + ".join(
+            f"dataset.{name} {size}"
+            for name, size, given in (
+                ("test_size", config.test_size, test),
+                ("dev_size", config.dev_size, dev),
+            )
+            if given is None
+        )
         raise DatasetError(
-            f"dataset.test_size {config.test_size} + dataset.dev_size {config.dev_size} leaves "
-            f"no training examples out of {len(examples)}"
+            f"{drawn} leaves no training examples out of {len(examples)}"
+            if held_out
+            else "the dataset has no training examples"
         )
     order = sorted(examples, key=lambda e: e.id)
     random.Random(config.seed).shuffle(order)
-    test, dev, train = (
-        order[: config.test_size],
-        order[config.test_size : held_out],
+    drawn_test, drawn_dev, train = (
+        order[:test_size],
+        order[test_size:held_out],
         order[held_out:],
     )
     if config.train_size is not None:
         train = train[: config.train_size]
-    return Split(train=train, test=test, dev=dev)
+    return Split(
+        train=train,
+        test=drawn_test if test is None else test,
+        dev=drawn_dev if dev is None else dev,
+    )

@@ -130,15 +130,20 @@ def overlap_check(task: Task, train: list[Example], test: list[Example], n: int)
     }
 
 
-def overlap_warnings(check: dict[str, Any]) -> list[Finding]:
+def overlap_warnings(check: dict[str, Any], transfer_set: str | None = None) -> list[Finding]:
+    """A warning when the test split (or the named transfer set) repeats training inputs."""
     if not check["exact_duplicates"] and check["half_overlapping_rate"] < 0.10:
         return []
+    title, inputs, subject = "train/test overlap", "test inputs", "data"
+    if transfer_set is not None:
+        title = f"train/transfer overlap ({transfer_set})"
+        inputs, subject = f"inputs of transfer set {transfer_set!r}", transfer_set
     return [
         _warn(
             "train_test_overlap",
-            "data",
-            f"train/test overlap: {check['exact_duplicates']} of {check['test_examples']} test "
-            f"inputs also appear in the training split; {_pct(check['half_overlapping_rate'])} "
+            subject,
+            f"{title}: {check['exact_duplicates']} of {check['test_examples']} {inputs} also "
+            f"appear in the training split; {_pct(check['half_overlapping_rate'])} "
             f"share at least half of their word {check['ngram']}-grams with it (mean overlap "
             f"{_pct(check['mean_overlap'])}). Scores may reward memory of near-copies.",
         )
@@ -342,8 +347,10 @@ def find_pitfalls(
     task: Task,
     results: dict[str, Any],
     predictions: dict[str, list[dict[str, Any]]],
+    transfer: dict[str, list[Example]] | None = None,
 ) -> dict[str, Any]:
-    """Every check's numbers under `checks`, and the warnings they raise under `warnings`."""
+    """Every check's numbers under `checks`, and the warnings they raise under `warnings`.
+    The train/test overlap check also covers each transfer set (`checks.transfer_overlap`)."""
     warnings: list[Finding] = []
     checks: dict[str, Any] = {"format": {}}
     targets = _targets(run)
@@ -361,6 +368,10 @@ def find_pitfalls(
         warnings += reference_warnings(task, checks["references"])
         checks["overlap"] = overlap_check(task, train, test, config.evaluate.overlap_ngram)
         warnings += overlap_warnings(checks["overlap"])
+        for name, examples in (transfer or {}).items():
+            check = overlap_check(task, train, examples, config.evaluate.overlap_ngram)
+            checks.setdefault("transfer_overlap", {})[name] = check
+            warnings += overlap_warnings(check, name)
     warnings += ranking_disagreements(results["candidates"])
     warnings += too_few_examples(results["comparisons"])
     if "judge" in results:

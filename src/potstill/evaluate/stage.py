@@ -3,12 +3,16 @@ LLM judge, paired comparisons, cost and latency, and the pitfall checks."""
 
 from __future__ import annotations
 
+import gc
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from potstill.config import ModelConfig, PromptConfig, RunConfig
+from potstill.data.sets import describe
 from potstill.evaluate.answers import answer_cached
 from potstill.evaluate.cost import cost_and_latency
 from potstill.evaluate.metrics import CandidateScores, headline, score_candidate
@@ -20,6 +24,7 @@ from potstill.evaluate.stats import (
     paired_bootstrap,
     paired_comparison,
 )
+from potstill.models import ChatModel
 from potstill.runs import RunFolder, StageIncomplete, write_json, write_jsonl
 from potstill.tasks import Example, Task
 from potstill.tasks.base import chat_requests
@@ -104,14 +109,22 @@ def predict(
     test: list[Example],
     samples: int = 2000,
     seed: int = 0,
+    loaded: dict[str, ChatModel] | None = None,
+    label: str | None = None,
 ) -> tuple[list[dict[str, Any]], CandidateScores]:
-    """The candidate's reply to every test example, parsed and scored by the task's metrics.
-    Replies come from the call store when they are there; the model is loaded only for the
-    calls that are not."""
+    """The candidate's reply to every example of `test` (the test split or a transfer set),
+    parsed and scored by the task's metrics. Replies come from the call store when they are
+    there; the model is loaded only for the calls that are not (and kept in `loaded`, when
+    given, for the candidate's next set)."""
     prompt = candidate.prompt
     requests = chat_requests(task, prompt, test)
     replies = answer_cached(
-        run, candidate.model, requests, f"evaluate: {candidate.name}", candidate.ref
+        run,
+        candidate.model,
+        requests,
+        label or f"evaluate: {candidate.name}",
+        candidate.ref,
+        loaded,
     )
     parsed = [task.parse(r.text or "", prompt.style, e.inputs) for e, r in zip(test, replies)]
     loose = [
@@ -263,19 +276,129 @@ def comparisons(
     return results
 
 
-def run_evaluate(
-    run: RunFolder, config: RunConfig, task: Task, test: list[Example]
+def candidate_summary(
+    task: Task,
+    config: RunConfig,
+    cand: Candidate,
+    rows: list[dict[str, Any]],
+    scores: CandidateScores,
 ) -> dict[str, Any]:
-    """Predict with each candidate, judge, score, compare, price and check for pitfalls."""
+    """A candidate's entry in scores.json for one evaluation set: its metrics with their
+    intervals, rates, how it was asked, cost and latency."""
     samples, seed = config.evaluate.bootstrap_samples, config.evaluate.seed
+    summary = summarize(rows, samples, seed)
+    if not task.reference_match:  # open text: no answer is right or wrong, see metrics
+        summary.update(dict.fromkeys(EXACT_KEYS))
+    # The task's own metrics (corpus ones such as macro-F1 resampled as a whole) first,
+    # then what only the rows carry (the judge's scores).
+    own = {
+        name: {**entry, "percent": name in PERCENT_METRICS}
+        for name, entry in scores.metrics.items()
+    }
+    summary["metrics"] = {
+        **own,
+        **{k: v for k, v in summary["metrics"].items() if k not in own},
+    }
+    summary.update(scores.details)
+    summary.update(
+        role=cand.role,
+        model=cand.ref or cand.model.model,
+        backend=cand.model.backend,
+        prompt_style=cand.prompt.style,
+        shots=len(cand.prompt.shots),
+        max_tokens=cand.prompt.max_tokens,
+        procedure=cand.procedure,
+        base=cand.base,
+        **cost_and_latency(rows, cand.model, config.evaluate.local_price_per_hour),
+    )
+    return summary
+
+
+Predicted = dict[str, tuple[list[dict[str, Any]], CandidateScores]]
+
+
+def predict_all(
+    run: RunFolder,
+    config: RunConfig,
+    task: Task,
+    found: list[Candidate],
+    test: list[Example],
+    transfer: dict[str, list[Example]],
+) -> tuple[Predicted, dict[str, Predicted]]:
+    """Every candidate on the test split and on each transfer set, one candidate at a time,
+    so each model is loaded at most once and freed before the next."""
+    samples, seed = config.evaluate.bootstrap_samples, config.evaluate.seed
+    on_test: Predicted = {}
+    on_transfer: dict[str, Predicted] = {name: {} for name in transfer}
+    for cand in found:
+        loaded: dict[str, ChatModel] = {}
+        on_test[cand.name] = predict(run, task, cand, test, samples, seed, loaded)
+        for name, examples in transfer.items():
+            label = f"evaluate: {cand.name} on {name}"
+            on_transfer[name][cand.name] = predict(
+                run, task, cand, examples, samples, seed, loaded, label
+            )
+        loaded.clear()
+        gc.collect()
+    return on_test, on_transfer
+
+
+def score_transfer_set(
+    run: RunFolder,
+    config: RunConfig,
+    task: Task,
+    found: list[Candidate],
+    name: str,
+    predicted: Predicted,
+) -> dict[str, Any]:
+    """One transfer set's results, shaped like the test split's: every candidate's metrics
+    with intervals and the same paired comparisons (ground-truth metrics only: the judge
+    scores the test split alone, which bounds its cost). Predictions go to
+    eval/transfer/<name>/predictions/<candidate>.jsonl."""
+    samples, seed = config.evaluate.bootstrap_samples, config.evaluate.seed
+    source = next(t for t in config.evaluate.transfer if t.name == name)
+    folder = transfer_predictions_dir(run, name)
+    rows = {cand: rows for cand, (rows, _) in predicted.items()}
+    for cand in found:
+        write_jsonl(folder / f"{cand.name}.jsonl", rows[cand.name])
+    return {
+        "source": describe(source, config.dataset),
+        "n": len(next(iter(rows.values()), [])),
+        "candidates": {
+            cand.name: candidate_summary(task, config, cand, *predicted[cand.name])
+            for cand in found
+        },
+        "comparisons": comparisons(found, rows, samples, seed, task.metrics[0].name),
+    }
+
+
+def transfer_predictions_dir(run: RunFolder, name: str) -> Path:
+    return run.eval_dir / "transfer" / name / "predictions"
+
+
+def _drop_stale_transfer(run: RunFolder, names: list[str]) -> None:
+    """Results of transfer sets no longer configured are removed, never left to mislead."""
+    folder = run.eval_dir / "transfer"
+    for path in folder.iterdir() if folder.exists() else []:
+        if path.name not in names:
+            shutil.rmtree(path)
+
+
+def run_evaluate(
+    run: RunFolder,
+    config: RunConfig,
+    task: Task,
+    test: list[Example],
+    transfer: dict[str, list[Example]] | None = None,
+) -> dict[str, Any]:
+    """Predict with each candidate, judge, score, compare, price and check for pitfalls, on
+    the test split; score and compare again on each transfer set (`transfer` in scores.json)."""
+    samples, seed = config.evaluate.bootstrap_samples, config.evaluate.seed
+    transfer = transfer or {}
     headline_name = task.metrics[0].name
     found = candidates(run, config)
-    predictions: dict[str, list[dict[str, Any]]] = {}
-    task_scores: dict[str, CandidateScores] = {}
-    for cand in found:
-        predictions[cand.name], task_scores[cand.name] = predict(
-            run, task, cand, test, samples, seed
-        )
+    predicted, on_transfer = predict_all(run, config, task, found, test, transfer)
+    predictions = {name: rows for name, (rows, _) in predicted.items()}
     judged: dict[str, Any] | None = None
     if config.judge.enabled:
         from potstill.evaluate.judgments import run_judge
@@ -287,36 +410,17 @@ def run_evaluate(
     for cand in found:
         rows = predictions[cand.name]
         write_jsonl(run.eval_dir / "predictions" / f"{cand.name}.jsonl", rows)
-        summary = summarize(rows, samples, seed)
-        scores = task_scores[cand.name]
-        if not task.reference_match:  # open text: no answer is right or wrong, see metrics
-            summary.update(dict.fromkeys(EXACT_KEYS))
-        # The task's own metrics (corpus ones such as macro-F1 resampled as a whole) first,
-        # then what only the rows carry (the judge's scores).
-        own = {
-            name: {**entry, "percent": name in PERCENT_METRICS}
-            for name, entry in scores.metrics.items()
-        }
-        summary["metrics"] = {
-            **own,
-            **{k: v for k, v in summary["metrics"].items() if k not in own},
-        }
-        summary.update(scores.details)
-        summary.update(
-            role=cand.role,
-            model=cand.ref or cand.model.model,
-            backend=cand.model.backend,
-            prompt_style=cand.prompt.style,
-            shots=len(cand.prompt.shots),
-            max_tokens=cand.prompt.max_tokens,
-            procedure=cand.procedure,
-            base=cand.base,
-            **cost_and_latency(rows, cand.model, config.evaluate.local_price_per_hour),
-        )
+        summary = candidate_summary(task, config, cand, *predicted[cand.name])
         if judged is not None:
             summary["judge"] = judged["candidates"][cand.name]
         results["candidates"][cand.name] = summary
     results["comparisons"] = comparisons(found, predictions, samples, seed, headline_name)
+    _drop_stale_transfer(run, list(transfer))
+    if transfer:
+        results["transfer"] = {
+            name: score_transfer_set(run, config, task, found, name, on_transfer[name])
+            for name in transfer
+        }
     results["order"] = [c.name for c in found]
     results["task"] = task.kind
     results["headline"] = headline_name
@@ -326,10 +430,15 @@ def run_evaluate(
     results["local_price_per_hour"] = config.evaluate.local_price_per_hour
     if judged is not None:
         results["judge"] = {**judged["settings"], "bias": judged["bias"]}
-    pitfalls = find_pitfalls(run, config, task, results, predictions)
+    pitfalls = find_pitfalls(run, config, task, results, predictions, transfer)
     results["checks"], results["warnings"] = pitfalls["checks"], pitfalls["warnings"]
-    errors = failed_calls(predictions, judged)
-    calls = sum(len(rows) for rows in predictions.values())
+    transfer_rows = {
+        name: {cand: rows for cand, (rows, _) in part.items()} for name, part in on_transfer.items()
+    }
+    errors = failed_calls(predictions, judged, transfer_rows)
+    calls = sum(
+        len(rows) for part in (predictions, *transfer_rows.values()) for rows in part.values()
+    )
     if judged is not None:
         calls += judged["settings"]["calls"]
     results["failed_calls"], results["calls"] = len(errors), calls
@@ -345,16 +454,15 @@ def run_evaluate(
     return results
 
 
-def failed_calls(
-    predictions: dict[str, list[dict[str, Any]]], judged: dict[str, Any] | None
+def _prediction_errors(
+    predictions: dict[str, list[dict[str, Any]]], where: dict[str, str]
 ) -> list[dict[str, Any]]:
-    """The eval/errors.jsonl lines: every call that failed (a candidate's reply or a judge
-    call), with its status and reason. Failed calls are not stored, so a re-run retries them."""
-    errors = [
+    return [
         {
             "id": row["id"],
             "candidate": name,
             "phase": "predict",
+            **where,
             "status": row.get("error_kind") or "error",
             "reason": row["error"],
             "attempts": row.get("attempts"),
@@ -363,6 +471,19 @@ def failed_calls(
         for row in rows
         if row.get("error") is not None
     ]
+
+
+def failed_calls(
+    predictions: dict[str, list[dict[str, Any]]],
+    judged: dict[str, Any] | None,
+    transfer: dict[str, dict[str, list[dict[str, Any]]]] | None = None,
+) -> list[dict[str, Any]]:
+    """The eval/errors.jsonl lines: every call that failed (a candidate's reply, on the test
+    split or on a transfer set named by `transfer_set`, or a judge call), with its status and
+    reason. Failed calls are not stored, so a re-run retries them."""
+    errors = _prediction_errors(predictions, {})
+    for name, rows in (transfer or {}).items():
+        errors += _prediction_errors(rows, {"transfer_set": name})
     for name, records in (judged or {}).get("records", {}).items():
         for record in records:
             asked = [("judge_pointwise", record.get("pointwise"))]

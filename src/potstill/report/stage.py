@@ -79,10 +79,11 @@ def _cost(synth: dict[str, Any]) -> str:
     return f"${cost['usd']:.4f} ({tokens})" if cost["priced"] else f"no price set ({tokens})"
 
 
-def _ordered(scores: dict[str, Any]) -> dict[str, Any]:
-    """Candidates in evaluation order: teachers, base student, trained students, extras."""
-    order = scores.get("order") or list(scores["candidates"])
-    return {name: scores["candidates"][name] for name in order}
+def _ordered(scores: dict[str, Any], order: list[str] | None = None) -> dict[str, Any]:
+    """Candidates in evaluation order: teachers, base student, trained students, extras
+    (`order`: the test split's, for a transfer set's candidates)."""
+    order = order or scores.get("order") or list(scores["candidates"])
+    return {name: scores["candidates"][name] for name in order if name in scores["candidates"]}
 
 
 def _metric_names(candidates: dict[str, Any]) -> list[str]:
@@ -258,13 +259,48 @@ def confusions(scores: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+def set_tables(scores: dict[str, Any], order: list[str] | None = None) -> dict[str, Any]:
+    """The comparison table and the paired comparisons of one evaluation set (the test
+    split: scores.json's top level; a transfer set: its entry under `transfer`), ready for
+    the templates' `comparison` and `paired` macros."""
+    candidates = _ordered(scores, order)
+    metric_names = _metric_names(candidates)
+    strict, per_metric = _comparison_rows(scores)
+    return {
+        "metric_names": metric_names,
+        "rows": _score_rows(candidates, metric_names),
+        "comparisons": strict,
+        "metric_comparisons": per_metric,
+    }
+
+
+def transfer_sections(scores: dict[str, Any]) -> list[dict[str, Any]]:
+    """One report section per transfer set: where it comes from, its overlap with the
+    training split, and the same tables as the test split."""
+    overlaps = scores.get("checks", {}).get("transfer_overlap", {})
+    return [
+        {
+            "name": name,
+            "source": entry["source"],
+            "n": entry["n"],
+            "overlap": overlaps.get(name),
+            **set_tables(entry, scores.get("order")),
+        }
+        for name, entry in scores.get("transfer", {}).items()
+    ]
+
+
 def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
     scores = json.loads((run.eval_dir / "scores.json").read_text(encoding="utf-8"))
     summary_path = run.synth_dir / "summary.json"
     synth = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else None
     candidates = _ordered(scores)
-    metric_names = _metric_names(candidates)
-    strict, per_metric = _comparison_rows(scores)
+    # scores.json is written with sorted keys; the config keeps the transfer sets' order.
+    order = [t.name for t in config.evaluate.transfer]
+    transfer = sorted(
+        transfer_sections(scores),
+        key=lambda t: order.index(t["name"]) if t["name"] in order else len(order),
+    )
     # Human grades, when a grading round has any (potstill grade RUN).
     human = human_summary(run, config.evaluate.bootstrap_samples, config.grade.seed)
     return {
@@ -273,13 +309,11 @@ def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
         "confusions": confusions(scores),
         "name": config.name,
         "task": config.task,
-        "metric_names": metric_names,
-        "rows": _score_rows(candidates, metric_names),
+        **set_tables(scores),
+        "transfer": transfer,
         "judge_rows": _judge_rows(candidates),
         "judge": scores.get("judge"),
         "cost_rows": _cost_rows(candidates),
-        "comparisons": strict,
-        "metric_comparisons": per_metric,
         "synth": synth,
         "synth_cost": _cost(synth) if synth else "n/a",
         "teacher_accuracy_on_train": _pct(synth["teacher_accuracy_on_train"]) if synth else "n/a",

@@ -80,7 +80,12 @@ class _Counter:
 
 
 def estimate(
-    run: RunFolder, config: RunConfig, task: Task, train: list[Example], test: list[Example]
+    run: RunFolder,
+    config: RunConfig,
+    task: Task,
+    train: list[Example],
+    test: list[Example],
+    transfer: dict[str, list[Example]] | None = None,
 ) -> dict[str, Any]:
     """Calls, stored answers, tokens and dollars per phase (generate, label) and in total."""
     counter = _Counter(run, config)
@@ -103,7 +108,7 @@ def estimate(
                 pending.append(Example(call.id, call.seed.inputs, None))
             elif (inputs := parse_generated(task, settings, text)[0]) is not None:
                 written.append(Example(call.id, inputs, None))
-    screened = screen_inputs(task, config.synth, train, written, test)
+    screened = screen_inputs(task, config.synth, train, written, test, transfer)
     to_label = [e for e in [*train, *written] if e.id not in screened] + pending
     requests = sample_requests(task, config, to_label)
     expected = config.budget.expected_completion_tokens

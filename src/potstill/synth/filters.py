@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from potstill.config import RunConfig, SynthConfig
-from potstill.synth.overlap import Contamination, NearDuplicates, input_text, normalized
+from potstill.synth.overlap import Contamination, NearDuplicates, input_text, normalized, words
 from potstill.tasks import Example, Parsed, Task
 
 # Rejections that depend on the settings a student variant may change (`target`,
@@ -44,23 +46,35 @@ def length_reason(completion: str, config: SynthConfig) -> str | None:
     return None
 
 
+def evaluation_texts(
+    task: Task, test: list[Example], transfer: Mapping[str, list[Example]] | None = None
+) -> dict[str, str]:
+    """The input text of every evaluation example, keyed by how a message names it: a test
+    example by its id, a transfer example as `<set>/<id>`."""
+    texts = {e.id: input_text(task.input_fields, e.inputs) for e in test}
+    for name, examples in (transfer or {}).items():
+        texts.update({f"{name}/{e.id}": input_text(task.input_fields, e.inputs) for e in examples})
+    return texts
+
+
 def screen_inputs(
     task: Task,
     config: SynthConfig,
     train: list[Example],
     generated: list[Example],
     test: list[Example],
+    transfer: Mapping[str, list[Example]] | None = None,
 ) -> dict[str, tuple[str, str]]:
     """Inputs not worth a teacher call, by id: (reason, detail).
 
     `contamination`: the input shares `contamination_threshold` of its word n-grams with one
-    test item. `duplicate`: the same words as an earlier input. `near_duplicate` (generated
-    inputs only): word 3-gram Jaccard similarity to an earlier input at or above
-    `near_duplicate_threshold`. Training inputs come first, so a generated copy of one is
-    what gets dropped.
+    evaluation item (of the test split or a transfer set). `duplicate`: the same words as an
+    earlier input. `near_duplicate` (generated inputs only): word 3-gram Jaccard similarity
+    to an earlier input at or above `near_duplicate_threshold`. Training inputs come first,
+    so a generated copy of one is what gets dropped.
     """
     contamination = Contamination(
-        {e.id: input_text(task.input_fields, e.inputs) for e in test},
+        evaluation_texts(task, test, transfer),
         config.contamination_ngram,
         config.contamination_threshold,
     )
@@ -87,4 +101,49 @@ def screen_inputs(
         seen[key] = example.id
         if near is not None:
             near.add(example.id, text)
+    return found
+
+
+def shot_overlaps(
+    task: Task,
+    config: SynthConfig,
+    shots: list[tuple[str, dict[str, str]]],
+    evaluation: Mapping[str, list[Example]],
+) -> list[str]:
+    """Each worked example (config key, inputs) that repeats an evaluation example, screened
+    as training inputs are: the same words, `contamination_threshold` of its word n-grams in
+    one evaluation item (for a shot of at least n words: a short shot such as "Great!" inside
+    a longer review is not a copy of it), or word 3-gram Jaccard similarity at or above
+    `near_duplicate_threshold`. `evaluation` maps a set's name ("test", "transfer set 'x'")
+    to its examples; one message per shot names the shot and the example."""
+    keyed = {
+        f"{where} example {e.id!r}": input_text(task.input_fields, e.inputs)
+        for where, examples in evaluation.items()
+        for e in examples
+    }
+    exact = {normalized(text): key for key, text in reversed(keyed.items())}
+    contamination = Contamination(keyed, config.contamination_ngram, config.contamination_threshold)
+    near = NearDuplicates(config.near_duplicate_threshold)
+    for key, text in keyed.items():
+        near.add(key, text)
+    found, n = [], config.contamination_ngram
+    for where, inputs in shots:
+        try:
+            text = input_text(task.input_fields, inputs)
+        except KeyError:  # a shot without the task's inputs fails where prompts are built
+            continue
+        shown = " ".join(text.split())
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        if normalized(text) in exact:
+            found.append(f"{where} ({shown!r}) has the same words as {exact[normalized(text)]}")
+        elif len(words(text)) >= n and (hit := contamination.contaminated(text)):
+            found.append(
+                f"{where} ({shown!r}) nearly repeats {hit[0]} ({hit[1]:.0%} of its word "
+                f"{n}-grams are in it)"
+            )
+        elif match := near.match(text):
+            found.append(
+                f"{where} ({shown!r}) nearly repeats {match[0]} (word 3-gram Jaccard "
+                f"{match[1]:.2f})"
+            )
     return found

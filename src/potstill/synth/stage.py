@@ -220,17 +220,19 @@ def run_synth(
     task: Task,
     train: list[Example],
     test: list[Example] | None = None,
+    transfer: dict[str, list[Example]] | None = None,
 ) -> dict[str, Any]:
     """Label `train` (and generated inputs) with the teacher; write teacher.jsonl,
     rejected.jsonl, errors.jsonl, generated.jsonl, train.jsonl, summary.json and card.md.
 
-    Inputs that overlap the `test` split are never labelled. Raises StageIncomplete (after
-    writing every file) when more calls failed than `synth.max_failed_fraction` allows.
+    Inputs that overlap the `test` split or a `transfer` set are never labelled. Raises
+    StageIncomplete (after writing every file) when more calls failed than
+    `synth.max_failed_fraction` allows.
     """
     teacher = TeacherCalls.open(run, config)
     try:
         generated, gen_records, gen_errors = _generate(task, config, train, teacher)
-        screened = screen_inputs(task, config.synth, train, generated, test or [])
+        screened = screen_inputs(task, config.synth, train, generated, test or [], transfer)
         inputs = [(e, "train") for e in train] + [(e, "generated") for e in generated]
         to_label = [e for e, _ in inputs if e.id not in screened]
         replies = teacher.answer("synth: labels", sample_requests(task, config, to_label))
