@@ -97,6 +97,11 @@ def test_the_configs_in_docs_tasks_md_validate() -> None:
     for tree in blocks:  # fragments: the task section with a minimal rest
         if "task" in tree and "name" not in tree:
             build_task(parse_config({**MINIMAL, **tree}, "docs/tasks.md").task)
+    # The dataset and evaluation fragments (test and transfer sets) validate too.
+    fragments = [b for b in blocks if "name" not in b and {"dataset", "evaluate"} & set(b)]
+    assert any("transfer" in b.get("evaluate", {}) for b in fragments)
+    for tree in fragments:
+        parse_config({**MINIMAL, **tree}, "docs/tasks.md")
 
 
 def test_a_key_written_into_the_config_is_refused_and_not_repeated(tmp_path: Path) -> None:

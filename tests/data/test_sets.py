@@ -171,3 +171,25 @@ def test_transfer_sets_need_unique_names_and_a_source() -> None:
         parse_config(
             {**base, "evaluate": {"transfer": [{"name": "..", "path": "r.jsonl"}]}}, "x.yaml"
         )
+
+
+def test_a_bad_set_is_named_by_its_config_key_and_its_own_mapping(tmp_path: Path) -> None:
+    main = _write(tmp_path / "train.jsonl", _problems("t", 3))
+    other = _write(tmp_path / "other.jsonl", [{"problem": "Count 6 hats.", "solution": "6"}])
+    tree = {
+        "name": "x",
+        "task": {"kind": "math"},
+        "dataset": {"path": str(main), "test": {"path": str(other)}},
+    }
+    # No mapping of its own: the main one (question, answer) finds no question column.
+    with pytest.raises(DatasetError, match=r"^dataset.test: .*other.jsonl:1: field 'question'"):
+        load_split(parse_config(tree, "x.yaml").dataset, MATH)
+    mapping = {"question": "problem", "answer": "solutionn"}
+    tree["evaluate"] = {"transfer": [{"name": "r", "path": str(other), "fields": mapping}]}
+    tree["dataset"] = {"path": str(main)}
+    with pytest.raises(
+        DatasetError,
+        match=r"^evaluate.transfer.0: .*other.jsonl: evaluate.transfer.0.fields.answer names "
+        r"column 'solutionn', which no row has; the columns are \['problem', 'solution'\]",
+    ):
+        load_transfer(parse_config(tree, "x.yaml"), MATH)

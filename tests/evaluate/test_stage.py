@@ -162,6 +162,7 @@ def test_every_candidate_is_scored_on_each_transfer_set_as_on_the_test_split(
         {"uid": "x1", "problem": "Compute 7 plus 5, please.", "solution": "12"},
         {"uid": "x2", "problem": "Compute 9 minus 4, please.", "solution": "5"},
         {"uid": "x3", "problem": seen.inputs["question"], "solution": seen.reference},
+        {"uid": "x4", "problem": "Compute 2 times 3, please."},  # no reference: counted
     ]
     path = tmp_path / "rephrased.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -186,10 +187,10 @@ def test_every_candidate_is_scored_on_each_transfer_set_as_on_the_test_split(
     )
     # The transfer set: every candidate, the same metrics with intervals, the same comparisons.
     rephrased = results["transfer"]["rephrased"]
-    assert rephrased["n"] == 3 and rephrased["source"] == str(path)
+    assert rephrased["n"] == 4 and rephrased["source"] == str(path)
     assert list(rephrased["candidates"]) == results["order"]
     on_transfer = rephrased["candidates"]["teacher"]["metrics"]["accuracy"]
-    assert on_transfer["value"] == pytest.approx(2 / 3) and on_transfer["n"] == 3
+    assert on_transfer["value"] == pytest.approx(2 / 3) and on_transfer["n"] == 3  # x4 has none
     assert on_transfer["ci_low"] <= on_transfer["value"] <= on_transfer["ci_high"]
     for name, cand in rephrased["candidates"].items():
         assert {"accuracy", "flexible_accuracy"} <= set(cand["metrics"]), name
@@ -198,11 +199,11 @@ def test_every_candidate_is_scored_on_each_transfer_set_as_on_the_test_split(
         rows_on_set = read_jsonl(
             run.eval_dir / "transfer" / "rephrased" / "predictions" / f"{name}.jsonl"
         )
-        assert [r["id"] for r in rows_on_set] == ["x1", "x2", "x3"]
+        assert [r["id"] for r in rows_on_set] == ["x1", "x2", "x3", "x4"]
     assert {(c["a"], c["b"]) for c in rephrased["comparisons"]} == {
         (c["a"], c["b"]) for c in results["comparisons"]
     }
-    assert all(c["n"] == 3 and "accuracy" in c["metrics"] for c in rephrased["comparisons"])
+    assert all(c["metrics"]["accuracy"]["n"] == 3 for c in rephrased["comparisons"])
     # No judge call for the transfer set: every one judged a test example.
     assert app.state.calls["fair-judge"] - judge_calls == results["judge"]["calls"]
     test_ids = {e.id for e in split.test}
@@ -210,16 +211,44 @@ def test_every_candidate_is_scored_on_each_transfer_set_as_on_the_test_split(
         assert {r["id"] for r in read_jsonl(run.eval_dir / "judge" / f"{name}.jsonl")} <= test_ids
     # The overlap check covers the transfer set, and its warning names the set.
     overlap = results["checks"]["transfer_overlap"]["rephrased"]
-    assert (overlap["exact_duplicates"], overlap["test_examples"]) == (1, 3)
+    assert (overlap["exact_duplicates"], overlap["test_examples"]) == (1, 4)
     messages = [w["message"] for w in results["warnings"] if w["check"] == "train_test_overlap"]
     assert any(
-        m.startswith("train/transfer overlap (rephrased): 1 of 3 inputs of transfer set")
+        m.startswith("train/transfer overlap (rephrased): 1 of 4 inputs of transfer set")
         for m in messages
     )
-    # Each candidate answered its 8 + 3 requests; replies come from the store on a re-run.
-    assert results["calls"] == 4 * (8 + 3) + results["judge"]["calls"]
+    # Examples without a reference are counted, never silently left out.
+    assert results["checks"]["transfer_references"]["rephrased"] == {
+        "examples": 4,
+        "without_reference": 1,
+    }
+    assert any(
+        w["message"].startswith("1 of 4 examples of transfer set 'rephrased' have no reference")
+        for w in results["warnings"]
+    )
+    # Each candidate answered its 8 + 4 requests.
+    assert results["calls"] == 4 * (8 + 4) + results["judge"]["calls"]
 
     # Without the set, its results go: nothing stale is left to mislead.
     config = _with(config, "evaluate.transfer=[]")
     again = run_evaluate(run, config, task, split.test, {})
     assert "transfer" not in again and not (run.eval_dir / "transfer" / "rephrased").exists()
+
+
+def test_a_failed_call_on_a_transfer_set_is_recorded_with_its_set() -> None:
+    from potstill.evaluate.stage import failed_calls
+
+    ok = {"id": "e1", "error": None}
+    failed = {"id": "x1", "error": "timed out", "error_kind": "timeout", "attempts": 3}
+    errors = failed_calls({"teacher": [ok]}, None, {"rephrased": {"teacher": [ok, failed]}})
+    assert errors == [
+        {
+            "id": "x1",
+            "candidate": "teacher",
+            "phase": "predict",
+            "transfer_set": "rephrased",
+            "status": "timeout",
+            "reason": "timed out",
+            "attempts": 3,
+        }
+    ]

@@ -6,10 +6,11 @@ the same error naming its file, line and field."""
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 from potstill.config import DatasetConfig, RunConfig, SourceConfig
-from potstill.data.loading import Split, load_examples, split_examples
+from potstill.data.loading import DatasetError, Split, load_examples, split_examples
 from potstill.tasks import Example, Task
 
 
@@ -46,10 +47,21 @@ def describe(source: SourceConfig, main: DatasetConfig) -> str:
 
 
 def load_source(
-    source: SourceConfig, main: DatasetConfig, task: Task, base_dir: Path = Path()
+    source: SourceConfig,
+    main: DatasetConfig,
+    task: Task,
+    base_dir: Path = Path(),
+    where: str = "dataset.test",
 ) -> list[Example]:
-    """Every example of `source` (a seeded sample of `source.size` when set), validated."""
-    examples = load_examples(source_dataset(source, main), task, base_dir)
+    """Every example of `source` (a seeded sample of `source.size` when set), validated; an
+    error names the config key of the set (`where`) before the file, line and field."""
+    try:
+        examples = load_examples(source_dataset(source, main), task, base_dir)
+    except DatasetError as exc:
+        message = str(exc)
+        if source.fields is not None:  # the mapping at fault is the set's own
+            message = re.sub(r"\bdataset\.fields\b", f"{where}.fields", message)
+        raise DatasetError(f"{where}: {message}") from None
     if source.size is None or source.size >= len(examples):
         return examples
     order = sorted(examples, key=lambda e: e.id)
@@ -61,8 +73,11 @@ def load_split(config: DatasetConfig, task: Task, base_dir: Path = Path()) -> Sp
     """The train / test (/ dev) split: a test or dev set of its own source replaces the part
     drawn at random, so the main source is all training data (bar a random dev part when
     only `dev_size` is set)."""
-    test = None if config.test is None else load_source(config.test, config, task, base_dir)
-    dev = None if config.dev is None else load_source(config.dev, config, task, base_dir)
+    test = dev = None
+    if config.test is not None:
+        test = load_source(config.test, config, task, base_dir, "dataset.test")
+    if config.dev is not None:
+        dev = load_source(config.dev, config, task, base_dir, "dataset.dev")
     return split_examples(load_examples(config, task, base_dir), config, test=test, dev=dev)
 
 
@@ -71,6 +86,6 @@ def load_transfer(
 ) -> dict[str, list[Example]]:
     """Each transfer set's examples, by set name, in config order."""
     return {
-        source.name: load_source(source, config.dataset, task, base_dir)
-        for source in config.evaluate.transfer
+        source.name: load_source(source, config.dataset, task, base_dir, f"evaluate.transfer.{i}")
+        for i, source in enumerate(config.evaluate.transfer)
     }

@@ -315,23 +315,34 @@ def reference_check(test: list[Example]) -> dict[str, Any]:
     return {"examples": len(test), "without_reference": missing}
 
 
-def reference_warnings(task: Task, check: dict[str, Any]) -> list[Finding]:
-    """Examples without a reference are never silently left out of the ground-truth metrics."""
+def reference_warnings(
+    task: Task, check: dict[str, Any], transfer_set: str | None = None
+) -> list[Finding]:
+    """Examples without a reference are never silently left out of the ground-truth metrics
+    (of the test split, or of the named transfer set)."""
     n, missing = check["examples"], check["without_reference"]
     if not missing:
         return []
+    examples, subject, mapping = "test examples", "test", "dataset.fields.answer"
+    if transfer_set is not None:
+        examples, subject = f"examples of transfer set {transfer_set!r}", transfer_set
+        mapping = "its `fields: {answer: ...}` in evaluate.transfer"
     if missing == n:
         message = (
-            f"none of the {n} test examples has a reference, so no ground-truth metric "
-            "(accuracy, ROUGE, ...) can be computed; map the answer column with "
-            "dataset.fields.answer"
+            f"none of the {n} {examples} has a reference, so no ground-truth metric "
+            f"(accuracy, ROUGE, ...) can be computed; map the answer column with {mapping}"
         )
-        return [_warn("references", "test", message)] if task.reference_match else []
+        return [_warn("references", subject, message)] if task.reference_match else []
     message = (
-        f"{missing} of {n} test examples have no reference: ground-truth metrics cover only "
-        f"the {n - missing} that do (reference-free metrics and the judge cover all {n})"
+        f"{missing} of {n} {examples} have no reference: ground-truth metrics cover only "
+        f"the {n - missing} that do"
+        + (
+            f" (reference-free metrics and the judge cover all {n})"
+            if transfer_set is None
+            else f" (reference-free metrics cover all {n})"
+        )
     )
-    return [_warn("references", "test", message)]
+    return [_warn("references", subject, message)]
 
 
 def _targets(run: RunFolder) -> list[str]:
@@ -350,7 +361,8 @@ def find_pitfalls(
     transfer: dict[str, list[Example]] | None = None,
 ) -> dict[str, Any]:
     """Every check's numbers under `checks`, and the warnings they raise under `warnings`.
-    The train/test overlap check also covers each transfer set (`checks.transfer_overlap`)."""
+    The reference count and the train/test overlap check also cover each transfer set
+    (`checks.transfer_references`, `checks.transfer_overlap`)."""
     warnings: list[Finding] = []
     checks: dict[str, Any] = {"format": {}}
     targets = _targets(run)
@@ -369,6 +381,9 @@ def find_pitfalls(
         checks["overlap"] = overlap_check(task, train, test, config.evaluate.overlap_ngram)
         warnings += overlap_warnings(checks["overlap"])
         for name, examples in (transfer or {}).items():
+            counted = reference_check(examples)
+            checks.setdefault("transfer_references", {})[name] = counted
+            warnings += reference_warnings(task, counted, name)
             check = overlap_check(task, train, examples, config.evaluate.overlap_ngram)
             checks.setdefault("transfer_overlap", {})[name] = check
             warnings += overlap_warnings(check, name)

@@ -349,6 +349,7 @@ def score_transfer_set(
     task: Task,
     found: list[Candidate],
     name: str,
+    examples: list[Example],
     predicted: Predicted,
 ) -> dict[str, Any]:
     """One transfer set's results, shaped like the test split's: every candidate's metrics
@@ -358,12 +359,12 @@ def score_transfer_set(
     samples, seed = config.evaluate.bootstrap_samples, config.evaluate.seed
     source = next(t for t in config.evaluate.transfer if t.name == name)
     folder = transfer_predictions_dir(run, name)
-    rows = {cand: rows for cand, (rows, _) in predicted.items()}
+    rows = {cand: cand_rows for cand, (cand_rows, _) in predicted.items()}
     for cand in found:
         write_jsonl(folder / f"{cand.name}.jsonl", rows[cand.name])
     return {
         "source": describe(source, config.dataset),
-        "n": len(next(iter(rows.values()), [])),
+        "n": len(examples),
         "candidates": {
             cand.name: candidate_summary(task, config, cand, *predicted[cand.name])
             for cand in found
@@ -373,6 +374,7 @@ def score_transfer_set(
 
 
 def transfer_predictions_dir(run: RunFolder, name: str) -> Path:
+    """Where a transfer set's predictions are: eval/predictions/ holds the test split's."""
     return run.eval_dir / "transfer" / name / "predictions"
 
 
@@ -418,8 +420,8 @@ def run_evaluate(
     _drop_stale_transfer(run, list(transfer))
     if transfer:
         results["transfer"] = {
-            name: score_transfer_set(run, config, task, found, name, on_transfer[name])
-            for name in transfer
+            name: score_transfer_set(run, config, task, found, name, examples, on_transfer[name])
+            for name, examples in transfer.items()
         }
     results["order"] = [c.name for c in found]
     results["task"] = task.kind
