@@ -90,3 +90,29 @@ def test_a_bad_template_and_a_split_too_large_are_named(tmp_path: Path) -> None:
     )
     fixed = check_config(config, ['task.templates.user="{{ text }}"'], tmp_path)
     assert len(fixed.problems) == 1 and "dataset.test_size 12" in fixed.problems[0]
+
+
+def test_a_worked_example_that_is_a_transfer_example_is_a_problem_and_sets_are_shown(
+    tmp_path: Path,
+) -> None:
+    data = _data(tmp_path)
+    first = json.loads(data.read_text().splitlines()[0])
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"body": first["review"], "verdict": first["label"]}) + "\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "name: r\ntask: {kind: classification, labels: [positive, negative]}\n"
+        "dataset: {path: reviews.jsonl, fields: {text: review, answer: label}, test_size: 4}\n"
+        "teacher:\n  prompt:\n    shots:\n"
+        f"      - {{inputs: {{text: {json.dumps(first['review'])}}}, answer: positive}}\n"
+        "evaluate:\n  transfer:\n"
+        "    - {name: other, path: other.jsonl, fields: {text: body, answer: verdict}}\n"
+    )
+    found = check_config(config, None, tmp_path)
+    assert len(found.problems) == 1
+    assert (
+        "a worked example repeats an evaluation example: teacher.prompt.shots.0"
+        in (found.problems[0])
+    )
+    assert "has the same words as transfer set 'other' example" in found.problems[0]
+    assert list(found.transfer) == ["other"] and len(found.transfer["other"]) == 1

@@ -30,10 +30,16 @@ from potstill.config import (
     read_config_tree,
 )
 from potstill.data.loading import DatasetError, Split
-from potstill.pipeline import absolutize, load_split, missing_api_keys
+from potstill.pipeline import (
+    absolutize,
+    load_split,
+    load_transfer,
+    missing_api_keys,
+    worked_example_overlaps,
+)
 from potstill.progress import console
 from potstill.runs import RunFolder
-from potstill.tasks import Task, build_task
+from potstill.tasks import Example, Task, build_task
 from potstill.tasks.base import task_user_text
 
 
@@ -45,6 +51,7 @@ class Checked:
     config: RunConfig | None = None
     task: Task | None = None
     split: Split | None = None
+    transfer: dict[str, list[Example]] = field(default_factory=dict)
     estimate: dict[str, Any] | None = None
 
 
@@ -127,14 +134,20 @@ def _shot_problems(task: Task, config: RunConfig) -> list[str]:
     return found
 
 
-def _estimate(config: RunConfig, task: Task, split: Split, runs_dir: Path) -> dict[str, Any]:
+def _estimate(
+    config: RunConfig,
+    task: Task,
+    split: Split,
+    transfer: dict[str, list[Example]],
+    runs_dir: Path,
+) -> dict[str, Any]:
     from potstill.synth.estimate import estimate
 
     run = RunFolder(runs_dir / config.name)
     if run.calls_db.exists():  # answers already stored count as paid
-        return estimate(run, config, task, split.train, split.test)
+        return estimate(run, config, task, split.train, split.test, transfer)
     with tempfile.TemporaryDirectory() as empty:  # nothing is written beside the config
-        return estimate(RunFolder(Path(empty)), config, task, split.train, split.test)
+        return estimate(RunFolder(Path(empty)), config, task, split.train, split.test, transfer)
 
 
 def check_config(path: Path, overrides: list[str] | None, runs_dir: Path) -> Checked:
@@ -169,9 +182,14 @@ def check_config(path: Path, overrides: list[str] | None, runs_dir: Path) -> Che
         return found
     try:
         found.split = load_split(config)
+        found.transfer = load_transfer(config)
     except DatasetError as exc:
         found.problems.append(str(exc))
         return found
+    found.problems += [
+        f"{path}: a worked example repeats an evaluation example: {m}"
+        for m in worked_example_overlaps(config, found.split.test, found.transfer)
+    ]
     for where, prompt in _prompts(config):
         try:
             found.task.messages(found.split.train[0].inputs, prompt)
@@ -179,7 +197,7 @@ def check_config(path: Path, overrides: list[str] | None, runs_dir: Path) -> Che
             found.problems.append(f"{path}: {where}: {exc}")
     if found.problems:
         return found
-    found.estimate = _estimate(config, found.task, found.split, runs_dir)
+    found.estimate = _estimate(config, found.task, found.split, found.transfer, runs_dir)
     return found
 
 
@@ -212,6 +230,9 @@ def show_plan(found: Checked) -> None:
         f"split: {len(split.train)} train, {len(split.test)} test, {len(split.dev)} dev "
         f"(seed {config.dataset.seed})"
     )
+    if found.transfer:
+        sets = ", ".join(f"{name} ({len(e)})" for name, e in found.transfer.items())
+        _say(f"transfer sets, scored like the test split: {sets}")
     table = _distribution(split)
     if table is not None:
         console.print(table)

@@ -325,9 +325,14 @@ class DatasetConfig(Strict):
         description="Task field -> the file's column (or a list of columns); unmapped fields "
         "use the task's own names.",
     )
-    test_size: int = Field(200, ge=1, description="Examples held out to evaluate on.")
+    test_size: int = Field(
+        200, ge=1, description="Examples held out to evaluate on (unless `test` gives them)."
+    )
     dev_size: int = Field(
-        0, ge=0, description="Examples held out as a development split, like the test split."
+        0,
+        ge=0,
+        description="Examples held out as a development split, like the test split (unless "
+        "`dev` gives them).",
     )
     train_size: int | None = Field(
         None, ge=1, description="At most this many training examples; all the rest when unset."

@@ -204,16 +204,23 @@ def worked_examples(config: RunConfig) -> list[tuple[str, dict[str, str]]]:
     ]
 
 
+def worked_example_overlaps(
+    config: RunConfig, test: list[Example], transfer: dict[str, list[Example]]
+) -> list[str]:
+    """One message per worked example that repeats (or nearly) an evaluation example."""
+    shots = worked_examples(config)
+    if not shots:
+        return []
+    sets = {"test": test, **{f"transfer set {name!r}": e for name, e in transfer.items()}}
+    return shot_overlaps(build_task(config.task), config.synth, shots, sets)
+
+
 def check_worked_examples(
     config: RunConfig, test: list[Example], transfer: dict[str, list[Example]]
 ) -> None:
     """A worked example that is (nearly) an example a model is scored on would hand it the
     answer: an error naming the shot and the evaluation example."""
-    shots = worked_examples(config)
-    if not shots:
-        return
-    sets = {"test": test, **{f"transfer set {name!r}": e for name, e in transfer.items()}}
-    found = shot_overlaps(build_task(config.task), config.synth, shots, sets)
+    found = worked_example_overlaps(config, test, transfer)
     if found:
         raise ConfigError(
             "worked examples repeat evaluation examples, so the scores would reward copying "
