@@ -71,6 +71,10 @@ def test_evaluate_prints_a_table_of_the_headline_metric() -> None:
     assert len(rows) == 2
     assert "75.0%" in rows[0] and "50.0% to 90.0%" in rows[0] and "8" in rows[0]
     assert "50.0%" in rows[1] and rows[1].index("distilled") < rows[1].index("student")
+    # A transfer set's scores (the same shape) get the same table, titled with the set.
+    buffer = io.StringIO()
+    Console(file=buffer, force_terminal=False, width=100).print(evaluate_table(scores, on="r"))
+    assert buffer.getvalue().splitlines()[0].strip() == "evaluate: accuracy on transfer set r"
 
 
 def test_one_of_a_thing_is_singular() -> None:

@@ -302,6 +302,9 @@ def _do_evaluate(run: RunFolder, config: RunConfig) -> dict[str, Any]:
     split, transfer = evaluation_sets(run, config)
     scores = run_evaluate(run, config, build_task(config.task), split.test, transfer)
     console.print(evaluate_table(scores))
+    shared = {"headline": scores["headline"], "order": scores["order"]}
+    for source in config.evaluate.transfer:  # each set's table too, in config order
+        console.print(evaluate_table({**scores["transfer"][source.name], **shared}, on=source.name))
     headline = scores["headline"]
     return {
         name: c["metrics"].get(headline, {}).get("value")

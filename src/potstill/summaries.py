@@ -74,10 +74,12 @@ def _figure(entry: Mapping[str, Any], key: str) -> str:
     return f"{100 * value:.1f}%" if entry.get("percent") else f"{value:.3f}"
 
 
-def evaluate_table(scores: Mapping[str, Any]) -> Table:
-    """The headline metric of every candidate, with its 95% interval and n."""
+def evaluate_table(scores: Mapping[str, Any], on: str | None = None) -> Table:
+    """The headline metric of every candidate, with its 95% interval and n (`on`: the name of
+    the transfer set these scores are of; the test split's when unset)."""
     headline = scores["headline"]
-    table = Table(title=f"evaluate: {headline}", title_justify="left")
+    where = f" on transfer set {on}" if on is not None else ""
+    table = Table(title=f"evaluate: {headline}{where}", title_justify="left")
     for column in ("candidate", "role", headline, "95% interval", "n"):
         table.add_column(column, justify="left" if column in ("candidate", "role") else "right")
     for name in scores.get("order", scores["candidates"]):
