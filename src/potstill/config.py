@@ -1012,16 +1012,18 @@ def _format_errors(source: str, err: ValidationError, overrides: dict[str, str])
 PLACEHOLDER = "<FILL IN"
 
 
-def placeholder_keys(tree: Any, where: str = "") -> list[str]:
+def placeholder_keys(tree: Any, where: str = "", _path: frozenset[int] = frozenset()) -> list[str]:
     """The dotted keys whose value (or a list item of which) is still an init placeholder."""
     if isinstance(tree, str):
         return [where] if tree.startswith(PLACEHOLDER) else []
-    if not isinstance(tree, dict | list):
+    # A YAML alias can make a tree contain itself (`name: &x [*x]`): validation refuses it.
+    if not isinstance(tree, dict | list) or id(tree) in _path:
         return []
     items = tree.items() if isinstance(tree, dict) else enumerate(tree)
     found: list[str] = []
     for key, value in items:
-        found += placeholder_keys(value, f"{where}.{key}" if where else str(key))
+        inner = f"{where}.{key}" if where else str(key)
+        found += placeholder_keys(value, inner, _path | {id(tree)})
     return sorted(set(found))
 
 
