@@ -1,5 +1,9 @@
 """Every example config runs end to end with `potstill run` on the packaged SmolLM2 teacher and
-student and its fixture data, and its report shows the kind's metrics with intervals."""
+student and its fixture data, and its report shows the kind's metrics with intervals.
+
+math.yaml also has a test file of its own and a transfer set: its 6 problems add 18 generation
+calls (3 candidates; the base student's are the zero-shot teacher's, stored), about 19 s of
+its evaluate stage's 3m25s on the 2-core machine at load 8, where the judge takes 2m36s."""
 
 from __future__ import annotations
 
