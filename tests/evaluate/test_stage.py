@@ -252,3 +252,19 @@ def test_a_failed_call_on_a_transfer_set_is_recorded_with_its_set() -> None:
             "attempts": 3,
         }
     ]
+
+
+def test_examples_without_a_reference_are_left_out_of_paired_comparisons(
+    make_evaluated_run: Callable[..., Any],
+) -> None:
+    """Not counted as wrong for both candidates, which would pull every difference to 0."""
+    run, config = make_evaluated_run(name="half-referenced")
+    test = read_jsonl(run.data_dir / "test.jsonl")
+    kept = [r if i % 2 else {**r, "reference": None} for i, r in enumerate(test)]
+    write_jsonl(run.data_dir / "test.jsonl", kept)
+    results = _evaluate(run, config)
+    with_reference = sum(r["reference"] is not None for r in kept)
+    assert results["comparisons"] and with_reference == 4
+    for comparison in results["comparisons"]:
+        assert comparison["n"] == with_reference
+        assert comparison["flexible"]["n"] == with_reference

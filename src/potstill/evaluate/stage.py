@@ -239,6 +239,15 @@ def compare_metrics(
     return found
 
 
+def _scored_pairs(
+    a: list[dict[str, Any]], b: list[dict[str, Any]], key: str
+) -> tuple[list[float], list[float]]:
+    """Both candidates' `key` scores on the examples where both have one: an example without
+    a reference is left out of the comparison, never counted as wrong for both."""
+    pairs = [(x[key], y[key]) for x, y in zip(a, b) if x[key] is not None and y[key] is not None]
+    return [x for x, _ in pairs], [y for _, y in pairs]
+
+
 def comparisons(
     found: list[Candidate],
     predictions: dict[str, list[dict[str, Any]]],
@@ -254,15 +263,8 @@ def comparisons(
     for cand in (c for c in found if c.role == "student" and scored):
         for other in (cand.base or "base_student", *teachers):
             a, b = predictions[cand.name], predictions[other]
-            strict = paired_comparison(
-                [r["score"] or 0.0 for r in a], [r["score"] or 0.0 for r in b], samples, seed
-            )
-            flexible = paired_comparison(
-                [r["flexible_score"] or 0.0 for r in a],
-                [r["flexible_score"] or 0.0 for r in b],
-                samples,
-                seed,
-            )
+            strict = paired_comparison(*_scored_pairs(a, b, "score"), samples, seed)
+            flexible = paired_comparison(*_scored_pairs(a, b, "flexible_score"), samples, seed)
             results.append(
                 {
                     "a": cand.name,
