@@ -11,6 +11,9 @@ import httpx
 import pytest
 from fault_server import FAULTS, FaultServer, request_key
 
+# Well above the "slow" fault's delay, well below the "hang" fault's.
+CLIENT_TIMEOUT_S = 1.5
+
 
 def body(question: str) -> dict[str, object]:
     return {"model": "teacher", "messages": [{"role": "user", "content": question}]}
@@ -23,8 +26,10 @@ def scripted() -> Iterator[FaultServer]:
     server = FaultServer(
         reply=lambda b: f"answer to {b['messages'][-1]['content']}",
         script=lambda key, attempt: by_key.get(key) if attempt == 1 else None,
-        hang_s=1.0,
-        slow_s=0.3,
+        # slow_s < the client's timeout < hang_s, with room on a loaded machine: a "slow"
+        # reply that missed a tight timeout was once a timeout here.
+        hang_s=CLIENT_TIMEOUT_S * 2,
+        slow_s=0.2,
     )
     server.start()
     yield server
@@ -37,7 +42,7 @@ def ask(client: httpx.Client, server: FaultServer, question: str) -> httpx.Respo
 
 def test_each_fault_is_what_a_client_sees(scripted: FaultServer) -> None:
     seen: dict[str, object] = {}
-    with httpx.Client(timeout=0.5) as client:
+    with httpx.Client(timeout=CLIENT_TIMEOUT_S) as client:
         for i, fault in enumerate(FAULTS):
             try:
                 reply = ask(client, scripted, f"q{i}")
@@ -118,10 +123,10 @@ def test_the_openai_backend_gets_an_answer_past_every_fault() -> None:
     server = FaultServer(
         reply=lambda b: '{"reason": "r", "answer": "positive"}',
         script=lambda key, attempt: by_key.get(key) if attempt == 1 else None,
-        hang_s=1.5,
+        hang_s=CLIENT_TIMEOUT_S * 2,
     )
     url = server.start()
-    model = OpenAIChatModel("m", base_url=url, timeout_s=0.5, retry_max_wait_s=0.05)
+    model = OpenAIChatModel("m", base_url=url, timeout_s=CLIENT_TIMEOUT_S, retry_max_wait_s=0.05)
     try:
         answers = asyncio.run(model.generate([ChatRequest([_user(q)], 32) for q in questions]))
     finally:
