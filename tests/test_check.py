@@ -116,3 +116,27 @@ def test_a_worked_example_that_is_a_transfer_example_is_a_problem_and_sets_are_s
     )
     assert "has the same words as transfer set 'other' example" in found.problems[0]
     assert list(found.transfer) == ["other"] and len(found.transfer["other"]) == 1
+
+
+def test_a_typo_in_a_section_does_not_hide_that_sections_other_problems(tmp_path: Path) -> None:
+    """An unknown key is dropped and the section is still checked: the dataset with a typo
+    still has its missing column found, the task with a typo its bad template."""
+    _data(tmp_path)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "name: r\n"
+        "task: {kind: classification, labels: [positive, negative], descripton: Reviews.,\n"
+        "  templates: {user: '{{ txt }}'}}\n"
+        "dataset: {path: reviews.jsonl, fields: {text: revue}, tset_size: 4}\n"
+        "judgee: {enabled: false}\n"
+    )
+    found = check_config(config, None, tmp_path)
+    text = "\n".join(found.problems)
+    assert "task.descripton: unknown key; did you mean `description`?" in text
+    assert "dataset.tset_size: unknown key; did you mean `test_size`?" in text
+    assert "judgee: unknown key; did you mean `judge`?" in text
+    assert "task.templates.user: unknown template variable" in text
+    assert len(found.problems) == 4, text
+    fixed = check_config(config, ['task.templates.user="{{ text }}"'], tmp_path)
+    missing = [p for p in fixed.problems if "field 'revue' (the task's 'text') is missing" in p]
+    assert len(missing) == 1 and len(fixed.problems) == 4, fixed.problems

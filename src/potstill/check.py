@@ -55,8 +55,9 @@ class Checked:
     estimate: dict[str, Any] | None = None
 
 
-def _drop(tree: Any, loc: tuple[Any, ...]) -> bool:
-    """Delete the deepest key of `loc` that the tree has (below the top level)."""
+def _drop(tree: Any, loc: tuple[Any, ...], unknown: bool = False) -> bool:
+    """Delete the deepest key of `loc` that the tree has (below the top level, unless the key
+    is `unknown`: a section the config does not have can go)."""
     node: Any = tree
     parents: list[tuple[Any, Any]] = []
     for part in loc:
@@ -69,7 +70,7 @@ def _drop(tree: Any, loc: tuple[Any, ...]) -> bool:
             break
         parents.append((node, key))
         node = node[key]
-    if len(parents) < 2:  # a whole top-level section cannot fall back to a default
+    if len(parents) < (1 if unknown else 2):  # a known section cannot fall back to a default
         return False
     container, key = parents[-1]
     del container[key]
@@ -77,7 +78,10 @@ def _drop(tree: Any, loc: tuple[Any, ...]) -> bool:
 
 
 def _salvage(tree: Any, overrides: list[str] | None) -> tuple[RunConfig | None, set[str]]:
-    """The config with each refused key at its default, and the sections that lost a key."""
+    """The config with each refused key at its default, and the sections that lost a key
+    which the later checks need. An unknown key (a typo) is dropped but does not count: the
+    run would refuse it, and without it the section means what it says, so the dataset or task
+    checks still run and a typo does not hide a missing column."""
     tree = copy.deepcopy(tree)
     apply_overrides(tree, overrides)
     dropped = {key.split(".")[0] for key in placeholder_keys(tree)}
@@ -87,10 +91,11 @@ def _salvage(tree: Any, overrides: list[str] | None) -> tuple[RunConfig | None, 
         try:
             return RunConfig.model_validate(tree), dropped
         except ValidationError as err:
-            locs = [item["loc"] for item in err.errors()]
-            if not any([_drop(tree, loc) for loc in locs]):
+            errors = err.errors()
+            drops = [_drop(tree, e["loc"], e["type"] == "extra_forbidden") for e in errors]
+            if not any(drops):
                 return None, dropped
-            dropped |= {str(loc[0]) for loc in locs}
+            dropped |= {str(e["loc"][0]) for e in errors if e["type"] != "extra_forbidden"}
     return None, dropped
 
 

@@ -109,3 +109,28 @@ def test_chat_markup_inside_a_dataset_cell_is_text_not_a_turn(
     assert sorted(ids.count(start) for ids in seen) == [3, 3]
     assert [a.prompt_tokens for a in answers] == [len(max(seen, key=len)), len(min(seen, key=len))]
     assert cell in model.tokenizer.decode(max(seen, key=len))
+
+
+def test_two_conversions_at_once_both_end_with_the_folder(tmp_path: Path) -> None:
+    """Two processes convert the packaged model together (two runs on a fresh machine): the
+    second to finish finds the folder there and keeps it; an incomplete leftover is replaced."""
+    from potstill.models.packaged import publish_folder
+
+    def converted(name: str, marker: str) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(marker)
+        return folder
+
+    target = tmp_path / "model"
+    assert publish_folder(converted(".first", "first"), target) == target
+    assert publish_folder(converted(".second", "second"), target) == target
+    assert (target / "config.json").read_text() == "first"
+    assert not (tmp_path / ".second").exists()
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "model.safetensors").write_text("partial")
+    publish_folder(converted(".third", "third"), half)
+    assert (half / "config.json").read_text() == "third" and not (
+        half / "model.safetensors"
+    ).exists()

@@ -67,7 +67,21 @@ def convert_packaged(name: str) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    os.replace(tmp, target)
+    return publish_folder(tmp, target)
+
+
+def publish_folder(tmp: Path, target: Path) -> Path:
+    """Rename a finished `tmp` folder to `target`. Two processes may convert at once (two
+    runs started together on a fresh machine): the first to finish wins, the other drops its
+    copy; a leftover `target` without `config.json` is incomplete and replaced."""
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        if not (target / "config.json").exists():
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(tmp, target)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
