@@ -3,7 +3,6 @@
 
 import csv
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +14,22 @@ from potstill.cli import app
 from potstill.config import ConfigError, load_config
 
 
-def _reviews_csv(folder: Path) -> Path:
-    """The twelve short reviews under foreign column names, with an id column."""
+def _reviews_csv(folder: Path, short_labels: bool = True) -> Path:
+    """The twelve short reviews under foreign column names, with an id column (and labels
+    cut to pos / neg, unless not `short_labels`)."""
     path = folder / "data" / "reviews.csv"
     path.parent.mkdir(exist_ok=True)
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["review_id", "review_body", "verdict"])
         writer.writeheader()
         for i, (text, label) in enumerate(REVIEWS.items()):
-            writer.writerow({"review_id": f"r{i}", "review_body": text, "verdict": label[:3]})
+            writer.writerow(
+                {
+                    "review_id": f"r{i}",
+                    "review_body": text,
+                    "verdict": label[:3] if short_labels else label,
+                }
+            )
     return path
 
 
@@ -91,31 +97,61 @@ def test_a_summarization_file_gets_placeholders_check_refuses_until_filled(tmp_p
     assert "[user] Meeting" in checked.output
 
 
+def _init_check_run(config: Path, runs: Path) -> Path:
+    """`potstill check` then `potstill run` on the config as written: the packaged model as
+    teacher, student and judge, offline. Returns the run folder."""
+    checked = CliRunner().invoke(app, ["check", str(config), "--runs-dir", str(runs)])
+    assert checked.exit_code == 0, checked.output
+    result = CliRunner().invoke(app, ["run", str(config), "--runs-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    run = runs / load_config(config).name
+    assert (run / "report.md").exists() and (run / "report.html").exists()
+    return run
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 @pytest.mark.slow
-def test_init_check_run_on_a_classification_file(
-    tmp_path: Path, tiny_model_dir: Path, fake_teacher: Callable[..., Any]
-) -> None:
-    """As a new user would: init, check, run, with no edit to the written config. Overrides
-    only swap in a teacher that can do the task (the FakeTeacher endpoint, whose good / bad
-    are made synonyms of the file's pos / neg), the tiny student and no judge, to keep the
-    test short: the packaged teacher is near chance on review sentences."""
-    teacher = fake_teacher()
-    data = _reviews_csv(tmp_path)
+def test_init_check_run_on_a_classification_file_with_no_edits(tmp_path: Path) -> None:
+    """As a new user would: init, check, run, with no edit to the written config and no
+    override. The packaged teacher is weak, so only a few rows are kept; the training rows
+    hold the file's labels, and every candidate is scored on the held-out examples."""
+    data = _reviews_csv(tmp_path, short_labels=False)
     out = tmp_path / "reviews.yaml"
     _init(str(data), "--out", str(out))
-    runs = str(tmp_path / "runs")
-    assert CliRunner().invoke(app, ["check", str(out), "--runs-dir", runs]).exit_code == 0
-    small = [
-        "teacher.model={backend: openai, model: fake-405b, base_url: " + teacher.base_url + "}",
-        "task.synonyms={pos: [good], neg: [bad]}",
-        f"students.0.base.model={tiny_model_dir}",
-        "judge.enabled=false",
-        "evaluate.bootstrap_samples=200",
-        "evaluate.teacher_zero_shot=false",
+    run = _init_check_run(out, tmp_path / "runs")
+    rows = _rows(run / "synth" / "train.jsonl")
+    assert rows and {r["completion"][0]["content"] for r in rows} <= {"positive", "negative"}
+    scores = json.loads((run / "eval" / "scores.json").read_text())
+    assert {"teacher", "base_student", "distilled"} <= set(scores["candidates"])
+
+
+@pytest.mark.slow
+def test_init_check_run_on_a_summarization_file_with_the_placeholder_filled(
+    tmp_path: Path,
+) -> None:
+    """A summarization file whose summary column cannot be guessed: init writes a
+    placeholder, the user fills it (the only edit), then check and run go through on the
+    packaged model, whose plain-text summaries become the training rows."""
+    path = tmp_path / "notes.jsonl"
+    rows = [
+        {
+            "body": f"Meeting {i}: the team agreed to ship release {i} on Friday after the tests.",
+            "gist": f"Team will ship release {i} on Friday once the tests have passed, agreed.",
+        }
+        for i in range(12)
     ]
-    result = CliRunner().invoke(app, ["run", str(out), *small, "--runs-dir", runs])
-    assert result.exit_code == 0, result.output
-    run = tmp_path / "runs" / "reviews"
-    rows = [json.loads(line) for line in (run / "synth" / "train.jsonl").read_text().splitlines()]
-    assert rows and {r["completion"][0]["content"] for r in rows} <= {"pos", "neg"}
-    assert (run / "report.md").exists()
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "notes.yaml"
+    _init(str(path), "--kind", "summarization", "--out", str(out))
+    text = out.read_text()
+    assert text.count("<FILL IN") == 1
+    out.write_text(text.replace('"<FILL IN: the column of the reference answer>"', "gist"))
+    run = _init_check_run(out, tmp_path / "runs")
+    kept = _rows(run / "synth" / "train.jsonl")
+    assert kept and all(r["completion"][0]["content"].strip() for r in kept)
+    scores = json.loads((run / "eval" / "scores.json").read_text())
+    assert "rougeL" in json.dumps(scores["candidates"]["distilled"])

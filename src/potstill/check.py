@@ -37,7 +37,7 @@ from potstill.pipeline import (
     missing_api_keys,
     worked_example_overlaps,
 )
-from potstill.progress import console
+from potstill.progress import console, say
 from potstill.runs import RunFolder
 from potstill.tasks import Example, Task, build_task
 from potstill.tasks.base import task_user_text
@@ -206,10 +206,6 @@ def check_config(path: Path, overrides: list[str] | None, runs_dir: Path) -> Che
     return found
 
 
-def _say(text: str) -> None:
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
-
-
 def _distribution(split: Split) -> Table | None:
     parts = {"train": split.train, "test": split.test, "dev": split.dev}
     counts = {
@@ -231,22 +227,22 @@ def show_plan(found: Checked) -> None:
     """What the run would do: splits, labels, one rendered prompt per style, the students."""
     config, task, split = found.config, found.task, found.split
     assert config is not None and task is not None and split is not None
-    _say(
+    say(
         f"split: {len(split.train)} train, {len(split.test)} test, {len(split.dev)} dev "
         f"(seed {config.dataset.seed})"
     )
     if found.transfer:
         sets = ", ".join(f"{name} ({len(e)})" for name, e in found.transfer.items())
-        _say(f"transfer sets, scored like the test split: {sets}")
+        say(f"transfer sets, scored like the test split: {sets}")
     table = _distribution(split)
     if table is not None:
         console.print(table)
     example = split.train[0]
     for where, prompt in _prompts(config):
-        _say(f"\n--- {where}: style {prompt.style}, {len(prompt.shots)} worked example(s)")
+        say(f"\n--- {where}: style {prompt.style}, {len(prompt.shots)} worked example(s)")
         for message in task.messages(example.inputs, prompt):
-            _say(f"[{message['role']}] {message['content']}")
-    _say("")
+            say(f"[{message['role']}] {message['content']}")
+    say("")
     students = Table(title="students", title_justify="left")
     for column in ("name", "base", "method", "epochs", "data"):
         students.add_column(column)
@@ -272,10 +268,10 @@ def run_check(path: Path, overrides: list[str] | None, runs_dir: Path) -> int:
     """Check, print every problem or the plan; the exit code (2 when any problem)."""
     found = check_config(path, overrides, runs_dir)
     if found.problems:
-        _say(f"{len(found.problems)} problem(s) found in {path}:")
+        say(f"{len(found.problems)} problem(s) found in {path}:")
         for problem in found.problems:
-            _say(f"error: {problem}")
+            say(f"error: {problem}")
         return 2
     show_plan(found)
-    _say(f"\n{path}: no problems found; `potstill run {path}` would do the above.")
+    say(f"\n{path}: no problems found; `potstill run {path}` would do the above.")
     return 0

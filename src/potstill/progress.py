@@ -256,3 +256,9 @@ def call_meter(
     meter = Meter(label, total, cached=cached, calls=True, clock=clock)
     with metered(meter, out, pace) as refresh:
         yield CallMeter(meter, refresh)
+
+
+def say(text: str) -> None:
+    """One message on the console: plain text, never read as markup, never wrapped (a path
+    broken across lines cannot be copied)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)

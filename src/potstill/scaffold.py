@@ -20,7 +20,7 @@ from rich.table import Table
 
 from potstill.config import PLACEHOLDER, ConfigError, DatasetConfig, TaskConfig, TaskKind
 from potstill.data.loading import read_rows
-from potstill.progress import console
+from potstill.progress import console, say
 
 # ask(question, choices) -> one of the choices; None: nobody to ask (no terminal).
 Ask = Callable[[str, Sequence[str]], str] | None
@@ -184,12 +184,12 @@ def show(source: str, rows: int, columns: list[Column], found: Guess) -> None:
         table.add_row(c.name, c.type, str(c.distinct), sample)
     console.print(table)
     why = f" ({'; '.join(found.reasons)})" if found.reasons else ""
-    console.print(f"kind: {found.kind}{why}", markup=False, highlight=False)
+    say(f"kind: {found.kind}{why}")
     for name, column in found.fields.items():
-        console.print(f"  {name} <- {column}", markup=False, highlight=False)
+        say(f"  {name} <- {column}")
     if found.labels:
         counts = ", ".join(f"{label} {n}" for label, n in found.labels.most_common())
-        console.print(f"labels: {counts}", markup=False, highlight=False)
+        say(f"labels: {counts}")
 
 
 _PACKAGED = '{backend: local, model: "packaged:smollm2-135m-instruct", batch_size: 8}'
@@ -212,6 +212,21 @@ def _q(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False)
     plain = isinstance(value, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", value)
     return value if plain else text
+
+
+def _teacher_prompt(kind: str) -> list[str]:
+    """Chain of thought with a JSON answer where the answer is a label, letter or number;
+    open text is asked zero-shot, since the packaged model writes plain text, not the JSON
+    that chain of density (the paper's summary prompt) needs."""
+    if kind not in ("summarization", "conversation"):
+        return ["  prompt: {style: cot, max_tokens: 96}"]
+    dense = (
+        "  # With a large teacher, the paper's prompt: {style: chain_of_density, max_tokens: 512}"
+    )
+    return [
+        "  prompt: {style: zero_shot, max_tokens: 128}",
+        *([dense] if kind == "summarization" else []),
+    ]
 
 
 def render(found: Guess, name: str, data_path: str, source: str, rows: int) -> str:
@@ -248,7 +263,7 @@ def render(found: Guess, name: str, data_path: str, source: str, rows: int) -> s
         "  # The packaged SmolLM2-135M runs offline here, but is far too small to teach well.",
         f"  model: {_PACKAGED}",
         _ENDPOINT.rstrip("\n"),
-        "  prompt: {style: cot, max_tokens: 96}",
+        *_teacher_prompt(found.kind),
         "students:",
         "  - name: distilled",
         f"    base: {_PACKAGED}",
@@ -286,13 +301,9 @@ def init_config(
     data_path = str(data) if hub else os.path.relpath(data.resolve(), out.resolve().parent)
     out.write_text(render(found, _folder_name(data.stem), data_path, data.name, rows), "utf-8")
     unfilled = sum(PLACEHOLDER in v for v in found.fields.values()) + (PLACEHOLDER in found.kind)
-    console.print(f"wrote {out}", markup=False, highlight=False)
+    say(f"wrote {out}")
     if unfilled:
-        console.print(
-            f"{out}: replace the {PLACEHOLDER}: ...> placeholder(s), then `potstill check {out}`",
-            markup=False,
-            highlight=False,
-        )
+        say(f"{out}: replace the {PLACEHOLDER}: ...> placeholder(s), then `potstill check {out}`")
     else:
-        console.print(f"next: potstill check {out}", markup=False, highlight=False)
+        say(f"next: potstill check {out}")
     return out

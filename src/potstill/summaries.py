@@ -10,7 +10,8 @@ from typing import Any
 
 from rich.table import Table
 
-from potstill.progress import console, duration
+from potstill.progress import duration
+from potstill.progress import say as say  # the stages print their sentences with it
 
 
 def counted(reasons: Mapping[str, int], empty: str = "none") -> str:
@@ -90,8 +91,3 @@ def evaluate_table(scores: Mapping[str, Any], on: str | None = None) -> Table:
             name, candidate.get("role", ""), _figure(entry, "value"), interval, str(entry.get("n"))
         )
     return table
-
-
-def say(text: str) -> None:
-    """One stage message on the console: plain text, never read as markup."""
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
