@@ -18,11 +18,10 @@ from potstill.evaluate.cost import cost_and_latency
 from potstill.evaluate.metrics import CandidateScores, headline, score_candidate
 from potstill.evaluate.pitfalls import find_pitfalls
 from potstill.evaluate.stats import (
-    bootstrap_ci,
-    mcnemar_exact,
+    mean_interval,
     metric_entry,
-    paired_bootstrap,
     paired_comparison,
+    paired_difference,
 )
 from potstill.models import ChatModel
 from potstill.runs import RunFolder, StageIncomplete, write_json, write_jsonl
@@ -188,8 +187,8 @@ def metrics(rows: list[dict[str, Any]], samples: int, seed: int) -> dict[str, An
 def summarize(rows: list[dict[str, Any]], samples: int, seed: int) -> dict[str, Any]:
     scores = [r["score"] for r in rows if r["score"] is not None]
     flexible = [r["flexible_score"] for r in rows if r["flexible_score"] is not None]
-    low, high = bootstrap_ci(scores, samples, seed)
-    flex_low, flex_high = bootstrap_ci(flexible, samples, seed)
+    low, high, _ = mean_interval(scores, samples, seed)
+    flex_low, flex_high, _ = mean_interval(flexible, samples, seed)
     statuses = [r["status"] for r in rows]
     latency = [r["latency_s"] for r in rows]
     tokens = [r["completion_tokens"] for r in rows]
@@ -218,8 +217,9 @@ def summarize(rows: list[dict[str, Any]], samples: int, seed: int) -> dict[str, 
 def compare_metrics(
     a: list[dict[str, Any]], b: list[dict[str, Any]], samples: int, seed: int
 ) -> dict[str, Any]:
-    """Each metric both candidates have, paired on the examples both have it for: a paired
-    bootstrap interval of the difference, and exact McNemar for 0/1 scores."""
+    """Each metric both candidates have, paired on the examples both have it for: the
+    interval of the difference (`stats.paired_difference`), and exact McNemar for 0/1
+    scores."""
     other = {r["id"]: r.get("scores", {}) for r in b}
     names = list(dict.fromkeys(m for r in a for m in r.get("scores", {})))
     found: dict[str, Any] = {}
@@ -232,10 +232,7 @@ def compare_metrics(
         if not pairs:
             continue
         xs, ys = [x for x, _ in pairs], [y for _, y in pairs]
-        entry = paired_bootstrap(xs, ys, samples, seed)
-        if set(xs) | set(ys) <= {0.0, 1.0}:
-            entry["mcnemar_p"] = mcnemar_exact(xs, ys)
-        found[name] = entry
+        found[name] = paired_difference(xs, ys, samples, seed)
     return found
 
 
