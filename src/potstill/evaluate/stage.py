@@ -4,6 +4,8 @@ LLM judge, paired comparisons, cost and latency, and the pitfall checks."""
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +55,20 @@ class Candidate:
     ref: str | None = None  # a trained student's folder, in place of model.model
     procedure: str | None = None
     base: str | None = None  # for a trained student: the name of its base candidate
+
+
+def candidate_identity(cand: Candidate) -> str:
+    """A hash of what decides a candidate's replies: the model (a trained student's folder,
+    else backend, name and endpoint) and the prompt it is asked with. Two candidates with the
+    same identity (the base student and the teacher asked zero-shot, when both are the same
+    model) answer alike, and the report's verdict shows them once."""
+    asked = {
+        "model": cand.ref or cand.model.model,
+        "backend": cand.model.backend,
+        "base_url": cand.model.base_url,
+        "prompt": cand.prompt.model_dump(mode="json"),
+    }
+    return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def teacher_zero_shot_prompt(config: RunConfig) -> PromptConfig:
@@ -308,6 +324,7 @@ def candidate_summary(
         max_tokens=cand.prompt.max_tokens,
         procedure=cand.procedure,
         base=cand.base,
+        identity=candidate_identity(cand),
         **cost_and_latency(rows, cand.model, config.evaluate.local_price_per_hour),
     )
     return summary

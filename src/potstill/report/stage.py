@@ -14,6 +14,7 @@ from potstill.config import RunConfig
 from potstill.grade.summary import human_summary, render_section
 from potstill.report.examples import disagreements
 from potstill.report.plots import cost_plot, loss_plot, metric_plot
+from potstill.report.verdict import INTERVAL_NOTE, verdicts
 from potstill.runs import RunFolder, atomic_write_bytes, atomic_write_text, read_jsonl
 from potstill.tasks import build_task
 from potstill.tasks.base import task_user_text
@@ -304,6 +305,8 @@ def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
     # Human grades, when a grading round has any (potstill grade RUN).
     human = human_summary(run, config.evaluate.bootstrap_samples, config.grade.seed)
     return {
+        "verdicts": verdicts(scores, order),
+        "verdict_note": INTERVAL_NOTE,
         "human_md": render_section(human, "md") if human else None,
         "human_html": render_section(human, "html") if human else None,
         "confusions": confusions(scores),
