@@ -174,7 +174,7 @@ def test_too_few_paired_examples_are_flagged_whatever_the_difference(
     (block,) = verdicts(evaluated(script, n)[0])
     line = _line(block, "vs base_student")
     assert line.startswith("vs base_student: too few examples to tell, +100.0 pts [")
-    assert line.endswith(f"— {n} paired examples, fewer than {MIN_PAIRED}")
+    assert line.endswith(f"on {n} paired examples — a verdict needs at least {MIN_PAIRED}")
 
 
 def test_a_degenerate_bootstrap_interval_gives_no_verdict() -> None:

@@ -100,7 +100,7 @@ def verdict_word(comp: dict[str, Any], higher_is_better: bool = True) -> tuple[s
             "says nothing about other examples"
         )
     if n < MIN_PAIRED:
-        return "too few examples to tell", f"{n} paired examples, fewer than {MIN_PAIRED}"
+        return "too few examples to tell", f"a verdict needs at least {MIN_PAIRED}"
     assert low is not None and high is not None
     if low > 0 or high < 0:
         gain = low > 0
