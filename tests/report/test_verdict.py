@@ -132,9 +132,10 @@ def test_better_worse_and_not_distinguishable_with_the_paired_interval(
     assert comp["interval"] == "newcombe"
     low, high = 100 * comp["ci_low"], 100 * comp["ci_high"]
     assert _line(block, "vs base_student") == (
-        f"vs base_student: better, +35.0 pts [{low:+.1f}, {high:+.1f}] on 40 paired examples"
+        f"vs base_student (25.0%): better, +35.0 pts [{low:+.1f}, {high:+.1f}] on 40 paired "
+        "examples"
     )
-    assert _line(block, "vs teacher").startswith("vs teacher: worse, -40.0 pts [")
+    assert _line(block, "vs teacher").startswith("vs teacher (100.0%): worse, -40.0 pts [")
     # The cost beside the evidence: the student's and the teacher's, from scores.json.
     cost = _line(block, "cost: ")
     assert cost.startswith("cost: distilled $")
@@ -145,7 +146,9 @@ def test_better_worse_and_not_distinguishable_with_the_paired_interval(
     # Four examples apart on forty: the interval includes zero.
     script = {"teacher": _right(n, 26), "base_student": _right(n, 22), "distilled": _right(n, 24)}
     (block,) = verdicts(evaluated(script, n)[0])
-    assert _line(block, "vs teacher").startswith("vs teacher: not distinguishable, -5.0 pts [")
+    assert _line(block, "vs teacher").startswith(
+        "vs teacher (65.0%): not distinguishable, -5.0 pts ["
+    )
     assert "not distinguishable, +5.0 pts [" in _line(block, "vs base_student")
 
 
@@ -158,12 +161,16 @@ def test_ties_at_zero_and_at_one_hundred_percent_keep_an_interval_that_says_some
     assert block.students[0].head == "distilled: accuracy 100.0% [91.2%, 100.0%], n = 40"
     # A tie at 100%: the bootstrap said +0.0 [+0.0, +0.0]; the paired score interval does not.
     line = _line(block, "vs teacher")
-    assert line == "vs teacher: not distinguishable, +0.0 pts [-8.8, +8.8] on 40 paired examples"
+    assert line == (
+        "vs teacher (100.0%): not distinguishable, +0.0 pts [-8.8, +8.8] on 40 paired examples"
+    )
     assert "degenerate" not in _lines(block)
     nobody = {name: [False] * n for name in everyone}
     (block,) = verdicts(evaluated(nobody, n)[0])
     assert block.students[0].head == "distilled: accuracy 0.0% [0.0%, 8.8%], n = 40"
-    assert _line(block, "vs base_student").startswith("vs base_student: not distinguishable,")
+    assert _line(block, "vs base_student").startswith(
+        "vs base_student (0.0%): not distinguishable,"
+    )
 
 
 @pytest.mark.parametrize("n", [1, 8])
@@ -173,7 +180,7 @@ def test_too_few_paired_examples_are_flagged_whatever_the_difference(
     script = {"teacher": [False] * n, "base_student": [False] * n, "distilled": [True] * n}
     (block,) = verdicts(evaluated(script, n)[0])
     line = _line(block, "vs base_student")
-    assert line.startswith("vs base_student: too few examples to tell, +100.0 pts [")
+    assert line.startswith("vs base_student (0.0%): too few examples to tell, +100.0 pts [")
     assert line.endswith(f"on {n} paired examples — a verdict needs at least {MIN_PAIRED}")
 
 
@@ -213,7 +220,7 @@ def test_the_same_model_with_the_same_prompt_is_shown_once(
     (block,) = verdicts(scores)
     text = _lines(block)
     assert text.count("vs ") == 2 and "vs teacher_zero_shot" not in text
-    assert _line(block, "vs base_student (also teacher_zero_shot): ")
+    assert _line(block, "vs base_student (30.0%; also teacher_zero_shot): better, +20.0 pts [")
     assert block.notes == [
         "base_student and teacher_zero_shot are the same model asked with the same prompt "
         "(their answers are the same): shown once, as base_student."
@@ -250,7 +257,9 @@ def test_each_transfer_set_gets_its_own_verdict_after_the_test_split(
     assert test.title.startswith("Test split") and "better" in _line(test, "vs base_student")
     assert transfer.title == "Transfer set rephrased (36 examples)"
     assert transfer.students[0].head == "distilled: accuracy 22.2% [11.7%, 38.1%], n = 36"
-    assert _line(transfer, "vs base_student").startswith("vs base_student: worse, -61.1 pts [")
+    assert _line(transfer, "vs base_student").startswith(
+        "vs base_student (83.3%): worse, -61.1 pts ["
+    )
 
 
 def test_report_md_and_html_start_with_the_verdict(evaluated: Callable[..., Any]) -> None:
@@ -267,12 +276,12 @@ def test_report_md_and_html_start_with_the_verdict(evaluated: Callable[..., Any]
         "",
         "- distilled: accuracy 60.0% [44.6%, 73.7%], n = 40",
     ]
-    assert md[7].startswith("  - vs base_student: better, +35.0 pts [")
-    assert md[8].startswith("  - vs teacher: worse, -40.0 pts [")
+    assert md[7].startswith("  - vs base_student (25.0%): better, +35.0 pts [")
+    assert md[8].startswith("  - vs teacher (100.0%): worse, -40.0 pts [")
     assert md[9].startswith("  - cost: distilled $")
     assert md.index("## Verdict") < md.index("## Comparison")
     html = (run.root / "report.html").read_text()
     body = html[html.index("<body>") :]
     assert body.index('<section id="verdict">') < body.index("<h2>Comparison</h2>")
-    assert "vs base_student: better, +35.0 pts [" in body
+    assert "vs base_student (25.0%): better, +35.0 pts [" in body
     assert read_jsonl(run.eval_dir / "predictions" / "distilled.jsonl")[0]["score"] == 1.0

@@ -61,13 +61,16 @@ def _money(value: float | None) -> str:
     return "n/a" if value is None else f"${value:.4g}"
 
 
+def _fmt(x: float, percent: bool) -> str:
+    """A metric's value as the report's tables write it."""
+    return f"{100 * x:.1f}%" if percent else f"{x:.3g}"
+
+
 def _value(entry: dict[str, Any]) -> str:
-    """A metric's value with its interval and n, as the report's tables write it."""
-
-    def fmt(x: float) -> str:
-        return f"{100 * x:.1f}%" if entry.get("percent") else f"{x:.3g}"
-
-    text = f"{fmt(entry['value'])} [{fmt(entry['ci_low'])}, {fmt(entry['ci_high'])}]"
+    """A metric's value with its interval and n."""
+    percent = bool(entry.get("percent"))
+    low, high = _fmt(entry["ci_low"], percent), _fmt(entry["ci_high"], percent)
+    text = f"{_fmt(entry['value'], percent)} [{low}, {high}]"
     flag = " (degenerate interval: it says nothing)" if _flat(entry) else ""
     return f"{text}, n = {entry['n']}{flag}"
 
@@ -177,8 +180,11 @@ def _student(
             continue
         seen.add(other)
         word, why = verdict_word(comp, higher)
+        theirs = candidates.get(other, {}).get("metrics", {}).get(headline)
+        about = [_fmt(theirs["value"], percent)] if theirs else []
         also = [n for n in groups.get(other, [other]) if n != other]
-        label = other + (f" (also {', '.join(also)})" if also else "")
+        about += [f"also {', '.join(also)}"] if also else []
+        label = other + (f" ({'; '.join(about)})" if about else "")
         numbers = f", {_difference(comp, percent)}" if comp.get("n") else ""
         lines.append(f"vs {label}: {word}{numbers}" + (f" — {why}" if why else ""))
     lines.append(_cost_line(name, candidates, teacher))
