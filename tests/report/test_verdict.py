@@ -285,3 +285,12 @@ def test_report_md_and_html_start_with_the_verdict(evaluated: Callable[..., Any]
     assert body.index('<section id="verdict">') < body.index("<h2>Comparison</h2>")
     assert "vs base_student (25.0%): better, +35.0 pts [" in body
     assert read_jsonl(run.eval_dir / "predictions" / "distilled.jsonl")[0]["score"] == 1.0
+
+
+def test_the_tables_flag_a_degenerate_interval_too() -> None:
+    from potstill.report.stage import metric_text
+
+    flat = {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n": 12, "percent": True}
+    assert metric_text(flat) == "100.0% [100.0%, 100.0%] (degenerate)"
+    wilson = {"value": 1.0, "ci_low": 0.7575, "ci_high": 1.0, "n": 12, "percent": True}
+    assert metric_text(wilson) == "100.0% [75.8%, 100.0%]"

@@ -11,6 +11,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from potstill.config import RunConfig
+from potstill.evaluate.stats import degenerate
 from potstill.grade.summary import human_summary, render_section
 from potstill.report.examples import disagreements
 from potstill.report.plots import cost_plot, loss_plot, metric_plot
@@ -46,11 +47,13 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 
 def metric_text(entry: dict[str, Any] | None) -> str:
-    """`value [low, high]` for one entry of a candidate's `metrics` mapping."""
+    """`value [low, high]` for one entry of a candidate's `metrics` mapping, flagged when the
+    interval is a single point (a bootstrap over scores that never vary says nothing)."""
     if not entry or entry.get("value") is None:
         return "—"
     fmt = _pct if entry.get("percent") else _num
-    return f"{fmt(entry['value'])} [{fmt(entry['ci_low'])}, {fmt(entry['ci_high'])}]"
+    text = f"{fmt(entry['value'])} [{fmt(entry['ci_low'])}, {fmt(entry['ci_high'])}]"
+    return text + (" (degenerate)" if degenerate(entry["ci_low"], entry["ci_high"]) else "")
 
 
 # Dataset and model text in report.md, as inert as in report.html: HTML as entities (every
