@@ -143,10 +143,11 @@ def test_newcombe_paired_interval_at_the_edges_and_on_ties() -> None:
     # One example, a right and b wrong: +100 points, and an interval that includes zero.
     low, high = newcombe_paired_interval(0, 1, 0, 0)
     assert low < 0 and high == 1.0
-    # Published worked example (Fagerland, Lydersen & Laake, ch. 8; Bentur et al., 2009):
-    # 1 / 1 / 7 / 12 gives -0.286 [-0.507, -0.026].
-    low, high = newcombe_paired_interval(1, 1, 7, 12)
-    assert (round(low, 3), round(high, 3)) == (-0.507, -0.026)
+    # The worked example of Fagerland, Lydersen & Laake (Statistical Analysis of Contingency
+    # Tables, ch. 8; Cavo et al., 2012), as the R package contingencytables tests it:
+    # 59 / 6 / 16 / 80 gives -0.0621 (95% CI -0.1186 to -0.0046).
+    low, high = newcombe_paired_interval(59, 6, 16, 80)
+    assert (round(low, 4), round(high, 4)) == (-0.1186, -0.0046)
     assert all(math.isnan(x) for x in newcombe_paired_interval(0, 0, 0, 0))
 
 
