@@ -25,7 +25,8 @@ from typing import Any
 from potstill.evaluate.stats import degenerate
 
 # Below this many paired examples an interval of a difference is too wide to decide
-# anything a user would act on (at 30 pairs, a tie at 50% still spans about ±25 points).
+# anything a user would act on: at 30 pairs, two candidates right on half the examples who
+# disagree on half of them still span ±24 points (Newcombe's interval).
 MIN_PAIRED = 30
 
 INTERVAL_NOTE = (
