@@ -71,3 +71,8 @@ def test_example_config_runs_end_to_end(path: Path, tmp_path: Path) -> None:
         assert len(on_set["comparisons"]) == len(scores["comparisons"])
         assert f"## Transfer set: {source.name}" in report
         assert f"<h2>Transfer set: {source.name}</h2>" in html
+        # A verdict block of its own, after the test split's.
+        assert report.index("**Test split (") < report.index(f"**Transfer set {source.name} (")
+    # The report opens with the verdict, on the headline metric, for every student.
+    assert report.splitlines()[:3] == [f"# potstill report: {config.name}", "", "## Verdict"]
+    assert f"- distilled: {headline} " in report

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from potstill.evaluate.stats import bootstrap_ci
+from potstill.evaluate.stats import mean_interval
 from potstill.tasks import Example, Parsed, Task
 
 
@@ -56,7 +56,8 @@ def corpus_interval(
 def score_candidate(
     task: Task, parsed: Sequence[Parsed], examples: Sequence[Example], samples: int, seed: int
 ) -> CandidateScores:
-    """Every metric of the task for one candidate's parsed replies on the test examples.
+    """Every metric of the task for one candidate's parsed replies on the test examples,
+    each with its 95% interval (`stats.mean_interval`; corpus metrics by bootstrap).
 
     A metric with no example to measure (no references at all) is left out, never zero.
     """
@@ -71,19 +72,20 @@ def score_candidate(
             if metric.name not in corpus or math.isnan(corpus[metric.name][0]):
                 continue
             value, low, high = corpus[metric.name]
-            n = len(referenced)
+            n, method = len(referenced), "bootstrap"
         else:
             values = [s[metric.name] for s in per_example if metric.name in s]
             if not values:
                 continue
             value = float(np.mean(values))
-            low, high = bootstrap_ci(values, samples, seed)
+            low, high, method = mean_interval(values, samples, seed)
             n = len(values)
         metrics[metric.name] = {
             "value": value,
             "ci_low": low,
             "ci_high": high,
             "n": n,
+            "interval": method,
             "higher_is_better": metric.higher_is_better,
         }
     details = task.details(parsed, examples) if referenced else {}

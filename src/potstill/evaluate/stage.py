@@ -4,6 +4,8 @@ LLM judge, paired comparisons, cost and latency, and the pitfall checks."""
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +20,10 @@ from potstill.evaluate.cost import cost_and_latency
 from potstill.evaluate.metrics import CandidateScores, headline, score_candidate
 from potstill.evaluate.pitfalls import find_pitfalls
 from potstill.evaluate.stats import (
-    bootstrap_ci,
-    mcnemar_exact,
+    mean_interval,
     metric_entry,
-    paired_bootstrap,
     paired_comparison,
+    paired_difference,
 )
 from potstill.models import ChatModel
 from potstill.runs import RunFolder, StageIncomplete, write_json, write_jsonl
@@ -54,6 +55,20 @@ class Candidate:
     ref: str | None = None  # a trained student's folder, in place of model.model
     procedure: str | None = None
     base: str | None = None  # for a trained student: the name of its base candidate
+
+
+def candidate_identity(cand: Candidate) -> str:
+    """A hash of what decides a candidate's replies: the model (a trained student's folder,
+    else backend, name and endpoint) and the prompt it is asked with. Two candidates with the
+    same identity (the base student and the teacher asked zero-shot, when both are the same
+    model) answer alike, and the report's verdict shows them once."""
+    asked = {
+        "model": cand.ref or cand.model.model,
+        "backend": cand.model.backend,
+        "base_url": cand.model.base_url,
+        "prompt": cand.prompt.model_dump(mode="json"),
+    }
+    return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def teacher_zero_shot_prompt(config: RunConfig) -> PromptConfig:
@@ -188,8 +203,8 @@ def metrics(rows: list[dict[str, Any]], samples: int, seed: int) -> dict[str, An
 def summarize(rows: list[dict[str, Any]], samples: int, seed: int) -> dict[str, Any]:
     scores = [r["score"] for r in rows if r["score"] is not None]
     flexible = [r["flexible_score"] for r in rows if r["flexible_score"] is not None]
-    low, high = bootstrap_ci(scores, samples, seed)
-    flex_low, flex_high = bootstrap_ci(flexible, samples, seed)
+    low, high, _ = mean_interval(scores, samples, seed)
+    flex_low, flex_high, _ = mean_interval(flexible, samples, seed)
     statuses = [r["status"] for r in rows]
     latency = [r["latency_s"] for r in rows]
     tokens = [r["completion_tokens"] for r in rows]
@@ -218,8 +233,9 @@ def summarize(rows: list[dict[str, Any]], samples: int, seed: int) -> dict[str, 
 def compare_metrics(
     a: list[dict[str, Any]], b: list[dict[str, Any]], samples: int, seed: int
 ) -> dict[str, Any]:
-    """Each metric both candidates have, paired on the examples both have it for: a paired
-    bootstrap interval of the difference, and exact McNemar for 0/1 scores."""
+    """Each metric both candidates have, paired on the examples both have it for: the
+    interval of the difference (`stats.paired_difference`), and exact McNemar for 0/1
+    scores."""
     other = {r["id"]: r.get("scores", {}) for r in b}
     names = list(dict.fromkeys(m for r in a for m in r.get("scores", {})))
     found: dict[str, Any] = {}
@@ -232,10 +248,7 @@ def compare_metrics(
         if not pairs:
             continue
         xs, ys = [x for x, _ in pairs], [y for _, y in pairs]
-        entry = paired_bootstrap(xs, ys, samples, seed)
-        if set(xs) | set(ys) <= {0.0, 1.0}:
-            entry["mcnemar_p"] = mcnemar_exact(xs, ys)
-        found[name] = entry
+        found[name] = paired_difference(xs, ys, samples, seed)
     return found
 
 
@@ -311,6 +324,7 @@ def candidate_summary(
         max_tokens=cand.prompt.max_tokens,
         procedure=cand.procedure,
         base=cand.base,
+        identity=candidate_identity(cand),
         **cost_and_latency(rows, cand.model, config.evaluate.local_price_per_hour),
     )
     return summary

@@ -11,9 +11,11 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from potstill.config import RunConfig
+from potstill.evaluate.stats import degenerate
 from potstill.grade.summary import human_summary, render_section
 from potstill.report.examples import disagreements
 from potstill.report.plots import cost_plot, loss_plot, metric_plot
+from potstill.report.verdict import INTERVAL_NOTE, verdicts
 from potstill.runs import RunFolder, atomic_write_bytes, atomic_write_text, read_jsonl
 from potstill.tasks import build_task
 from potstill.tasks.base import task_user_text
@@ -45,11 +47,13 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 
 def metric_text(entry: dict[str, Any] | None) -> str:
-    """`value [low, high]` for one entry of a candidate's `metrics` mapping."""
+    """`value [low, high]` for one entry of a candidate's `metrics` mapping, flagged when the
+    interval is a single point (a bootstrap over scores that never vary says nothing)."""
     if not entry or entry.get("value") is None:
         return "—"
     fmt = _pct if entry.get("percent") else _num
-    return f"{fmt(entry['value'])} [{fmt(entry['ci_low'])}, {fmt(entry['ci_high'])}]"
+    text = f"{fmt(entry['value'])} [{fmt(entry['ci_low'])}, {fmt(entry['ci_high'])}]"
+    return text + (" (degenerate)" if degenerate(entry["ci_low"], entry["ci_high"]) else "")
 
 
 # Dataset and model text in report.md, as inert as in report.html: HTML as entities (every
@@ -304,6 +308,8 @@ def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
     # Human grades, when a grading round has any (potstill grade RUN).
     human = human_summary(run, config.evaluate.bootstrap_samples, config.grade.seed)
     return {
+        "verdicts": verdicts(scores, order),
+        "verdict_note": INTERVAL_NOTE,
         "human_md": render_section(human, "md") if human else None,
         "human_html": render_section(human, "html") if human else None,
         "confusions": confusions(scores),
