@@ -367,6 +367,7 @@ STAGE_FUNCS: dict[str, Callable[[RunFolder, RunConfig], dict[str, Any]]] = {
 
 def run_stage(run: RunFolder, config: RunConfig, stage: str) -> dict[str, Any]:
     """Run one stage now, and record it in the manifest."""
+    run.manifest()  # a damaged manifest stops the stage before it writes anything
     previous = STAGES[STAGES.index(stage) - 1] if stage != "synth" else None
     if previous and not (run.stage_record(previous) or {}).get("status") == "done":
         raise StageOrderError(

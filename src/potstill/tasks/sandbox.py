@@ -21,8 +21,8 @@ from functools import wraps
 from typing import Any
 
 from jinja2 import StrictUndefined, nodes
-from jinja2.runtime import Context
 from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
