@@ -5,11 +5,14 @@ conftest.py checks that and counts the input)."""
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 UNSET_KEY = "POTSTILL_TEST_KEY_NEVER_SET"  # never set; see conftest.py
 NESTED_LOOPS = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
@@ -79,3 +82,63 @@ def test_a_template_that_could_hurt_is_refused_naming_its_key(
     args = ["run", str(config), "--runs-dir", str(runs)]
     message = refused(args, runs, [start, reason], f"template: {case}")
     assert message.startswith(f"error: {start}"), message
+
+
+# Pieces of templates, harmless and harmful, that hypothesis strings together at random.
+FRAGMENTS = [
+    "Review: ",
+    "{{ text }}",
+    "{{ inputs['text'] | upper }}",
+    "{{ description }} {{ answer_format }}",
+    "{% if text %}",
+    "{% endif %}",
+    "{% for i in range(100000) %}",
+    "{% for c in text %}",
+    "{% endfor %}",
+    "{{ 'A' * 10000000000 }}",
+    "{{ text * 10000000 }}",
+    "{{ 10 ** 100000000 }}",
+    "{{ 'a' | center(10000000000) }}",
+    "{{ '%*s' % (10000000000, 'a') }}",
+    "{{ '{:>10000000000}'.format(1) }}",
+    "{% set ns = namespace(s='ab') %}",
+    "{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+    "{% macro f(n) %}{{ f(n) }}{% endmacro %}",
+    "{% macro g(n) %}{% if n %}{{ g(n - 1) }}{{ g(n - 1) }}{% endif %}{% endmacro %}",
+    "{{ f(1) }}",
+    "{{ g(40) }}",
+    "{% include 'x.txt' %}",
+    "{% import 'm.j2' as m %}",
+    "{% extends 'base.j2' %}",
+    "{{ 1 / 0 }}",
+    "{{ range(10 ** 9) | list }}",
+    "{{ lipsum(100000000) }}",
+    "{{ ''.__class__.__mro__ }}",
+    "{{ text.ljust(10000000000) }}",
+    "{{ no_such_variable }}",
+    "{{",
+    "}}",
+    "{% raw %}",
+]
+TEMPLATE_KEYS = ["user", "system", "cot.user", "cot.system", "zero_shot.user"]
+
+
+@given(
+    pieces=st.lists(st.sampled_from(FRAGMENTS) | st.text(max_size=10), min_size=1, max_size=6),
+    key=st.sampled_from(TEMPLATE_KEYS),
+)
+def test_any_template_is_refused_naming_its_key_or_reaches_the_key_check(
+    refused: Any, pieces: list[str], key: str
+) -> None:
+    text = "".join(pieces)
+    assume(text.strip())
+    templates: dict[str, Any] = {}
+    style, _, part = key.rpartition(".")
+    (templates.setdefault(style, {}) if style else templates)[part] = text
+    with tempfile.TemporaryDirectory(prefix="potstill-bad-template-") as tmp:
+        config = _config(Path(tmp), templates)
+        runs = Path(tmp) / "runs"
+        args = ["run", str(config), "--runs-dir", str(runs)]
+        message = refused(args, runs, [], "template: random pieces")
+        # The template's key, or (a template that renders) the unset API-key variable
+        assert f"task.templates.{key}: " in message or UNSET_KEY in message, message
