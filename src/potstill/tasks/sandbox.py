@@ -5,8 +5,9 @@ The sandbox (`jinja2.sandbox`) already refuses unsafe attributes and calls and c
 `range()` at 100,000 items. On top of it, here: no loader (`{% include %}`, `{% import %}`,
 `{% extends %}` are refused when the template is compiled); no value a template makes may
 exceed `MAX_CHARS` (repetition, `+`, `~`, padding, `replace`, format widths are sized before
-they are computed, other results after); and one render may take `MAX_STEPS` loop iterations
-and calls and `MAX_SECONDS` at most. Exceeding a bound raises `TemplateLimit`.
+they are computed, other results after), nor a product or power `MAX_INT_BITS`; and one
+render may take `MAX_STEPS` loop iterations and calls and `MAX_SECONDS` at most. Exceeding a
+bound raises `TemplateLimit`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from jinja2.visitor import NodeTransformer
 MAX_CHARS = 10_000_000  # far past any model's context window
 MAX_STEPS = 200_000  # loop iterations and calls in one render
 MAX_SECONDS = 5.0  # one render
+MAX_INT_BITS = 100_000  # about 30,000 digits: products and powers past it are refused
 # Tags that read another template, which a prompt never needs (there is no loader).
 LOADING_TAGS: dict[type[nodes.Node], str] = {
     nodes.Include: "include",
@@ -87,6 +89,13 @@ def _size_of(value: Any) -> Any:
     if isinstance(value, str | bytes | list | tuple | dict | set):
         check_size(len(value))
     return value
+
+
+def _check_bits(bits: int) -> None:
+    if bits > MAX_INT_BITS:
+        raise TemplateLimit(
+            f"a number of about {bits:,} bits, over the {MAX_INT_BITS:,} a prompt may use"
+        )
 
 
 def _is_count(value: Any) -> bool:
@@ -203,12 +212,14 @@ class BoundedEnvironment(SandboxedEnvironment):
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         _step()
-        if operator == "*":
+        if operator == "*" and _is_count(left) and _is_count(right):
+            _check_bits(left.bit_length() + right.bit_length())
+        elif operator == "*":
             for seq, times in ((left, right), (right, left)):
                 if isinstance(seq, str | list | tuple) and _is_count(times):
                     check_size(len(seq) * times, "repetition would make a value")
         elif operator == "**" and _is_count(left) and _is_count(right) and abs(left) > 1:
-            check_size(right * left.bit_length() // 4, "a power would make a number (in digits)")
+            _check_bits(right * left.bit_length())
         elif operator == "+" and isinstance(left, str | list | tuple):
             if isinstance(right, str | list | tuple):
                 check_size(len(left) + len(right), "`+` would make a value")
