@@ -306,7 +306,7 @@ def test_a_teacher_whose_every_reply_is_rejected_is_one_message(
     result = potstill("run", config, "--runs-dir", tmp_path / "runs", "--stop-after", "synth")
     expect = [
         "synth: the teacher gave no usable training row for any of the 8 inputs",
-        "(rejected: 8 no_answer)",
+        "(8 teacher calls; rejected: 8 no_answer)",
         str(tmp_path / "runs" / "damaged" / "synth" / "rejected.jsonl"),
         "teacher.prompt",
     ]
