@@ -28,7 +28,10 @@ SUITE = [
     "tests/models/test_openai_backend.py",
     "tests/test_pipeline_endpoint.py",
 ]
-PROPERTY_TESTS = ["tests/reliability/test_bad_input.py"]
+PROPERTY_TESTS = [
+    "tests/reliability/test_bad_input.py",
+    "tests/reliability/test_bad_templates.py",
+]
 
 
 def run_pytest(paths: list[str], profile: str) -> dict[str, Any]:

@@ -92,6 +92,29 @@ def test_a_bad_template_and_a_split_too_large_are_named(tmp_path: Path) -> None:
     assert len(fixed.problems) == 1 and "dataset.test_size 12" in fixed.problems[0]
 
 
+def test_templates_that_fail_to_render_are_each_a_problem(tmp_path: Path) -> None:
+    # Before: check rendered only the first training row and knew no bounds, so a template
+    # that recursed or looped without end crashed it or ran for minutes.
+    _data(tmp_path)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "name: r\ntask: {kind: classification, labels: [positive, negative], templates: {\n"
+        "  cot: {user: '{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}'},\n"
+        "  zero_shot: {system: '{% for i in range(100000) %}{% for j in range(100000) %}"
+        "{% endfor %}{% endfor %}'}}}\n"
+        "dataset: {path: reviews.jsonl, fields: {text: review}, test_size: 4}\n"
+        "teacher: {prompt: {style: cot}}\n"
+    )
+    found = check_config(config, None, tmp_path)
+    assert len(found.problems) == 2, found.problems
+    recursion, loops = sorted(found.problems)
+    assert f"{config}: task.templates.cot.user: the template failed" in recursion
+    assert "recursion too deep" in recursion and "rendering teacher.prompt" in recursion
+    assert f"{config}: task.templates.zero_shot.system: the template failed" in loops
+    assert "more than 200,000 loop iterations" in loops
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_worked_example_that_is_a_transfer_example_is_a_problem_and_sets_are_shown(
     tmp_path: Path,
 ) -> None:

@@ -20,4 +20,4 @@ def test_help_shows_flags_without_a_bool_type(command: list[str]) -> None:
     assert "--help" in result.output
     assert "<bool>" not in result.output
     if command == ["grade"]:  # options that take a value still show its type
-        assert "<int>" in result.output and "--summary" in result.output
+        assert "<int range> [1<=x<=65535]" in result.output and "--summary" in result.output

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from potstill.runs import atomic_write_text, read_jsonl, write_json
+from potstill.runs import DamagedRunFile, atomic_write_text, read_jsonl, write_json
 
 if TYPE_CHECKING:
     from conftest import SmallDisk
@@ -23,12 +23,22 @@ def test_atomic_write_replaces_whole_files_with_ordinary_permissions(tmp_path: P
     assert [p.name for p in path.parent.iterdir()] == ["f.txt"]  # no temp files left
 
 
-def test_read_jsonl_drops_only_a_torn_last_line(tmp_path: Path) -> None:
+def test_read_jsonl_names_the_file_and_line_of_damage(tmp_path: Path) -> None:
+    # Every JSONL file is written whole, so even a torn last line is damage, not a crash.
     path = tmp_path / "r.jsonl"
-    path.write_text('{"a": 1}\n{"a": 2}\n{"a": ')
+    path.write_text('{"a": 1}\n\n{"a": 2}\n')
     assert read_jsonl(path) == [{"a": 1}, {"a": 2}]
-    path.write_text('{"a": 1}\n{"a": \n{"a": 3}\n')
-    with pytest.raises(ValueError):
+    for text, line, what in (
+        ('{"a": 1}\n{"a": 2}\n{"a": ', 3, "not a line of JSON"),
+        ('{"a": 1}\n{"a": \n{"a": 3}\n', 2, "not a line of JSON"),
+        ('{"a": 1}\n[1]\n', 2, "not a JSON object"),
+        ("[" * 100_000 + "]" * 100_000 + "\n", 1, r"not a line of JSON \(nested too deeply\)"),
+    ):
+        path.write_text(text)
+        with pytest.raises(DamagedRunFile, match=rf"^{path}:{line}: {what}.*, so it is damaged"):
+            read_jsonl(path)
+    path.write_bytes(b'{"a": "caf\xe9"}\n')
+    with pytest.raises(DamagedRunFile, match=rf"^{path}: it is not UTF-8 text"):
         read_jsonl(path)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from rich.table import Table
 
 from potstill.config import (
     ConfigError,
-    PromptConfig,
     RunConfig,
     apply_overrides,
     parse_config,
@@ -35,6 +33,8 @@ from potstill.pipeline import (
     load_split,
     load_transfer,
     missing_api_keys,
+    prompts_used,
+    template_problems,
     worked_example_overlaps,
 )
 from potstill.progress import console, say
@@ -107,20 +107,9 @@ def _one_per_key(message: str, path: Path) -> list[str]:
     return [f"{path}: {line.strip()}" for line in keys]
 
 
-def _prompts(config: RunConfig) -> Iterator[tuple[str, PromptConfig]]:
-    """Every prompt the run asks with, by its key."""
-    yield "teacher.prompt", config.teacher.prompt
-    if config.evaluate.teacher_zero_shot:
-        yield "teacher (zero-shot)", PromptConfig(max_tokens=config.teacher.prompt.max_tokens)
-    yield "synth.prompt", config.synth.prompt
-    for index, extra in enumerate(config.evaluate.candidates):
-        if extra.prompt is not None:
-            yield f"evaluate.candidates.{index}.prompt", extra.prompt
-
-
 def _shot_problems(task: Task, config: RunConfig) -> list[str]:
     found = []
-    for where, prompt in _prompts(config):
+    for where, prompt in prompts_used(config):
         for index, shot in enumerate(prompt.shots):
             key = f"{where}.shots.{index}"
             try:
@@ -195,11 +184,7 @@ def check_config(path: Path, overrides: list[str] | None, runs_dir: Path) -> Che
         f"{path}: a worked example repeats an evaluation example: {m}"
         for m in worked_example_overlaps(config, found.split.test, found.transfer)
     ]
-    for where, prompt in _prompts(config):
-        try:
-            found.task.messages(found.split.train[0].inputs, prompt)
-        except ConfigError as exc:
-            found.problems.append(f"{path}: {where}: {exc}")
+    found.problems += [f"{path}: {m}" for m in template_problems(config, found.split)]
     if found.problems:
         return found
     found.estimate = _estimate(config, found.task, found.split, found.transfer, runs_dir)
@@ -238,7 +223,7 @@ def show_plan(found: Checked) -> None:
     if table is not None:
         console.print(table)
     example = split.train[0]
-    for where, prompt in _prompts(config):
+    for where, prompt in prompts_used(config):
         say(f"\n--- {where}: style {prompt.style}, {len(prompt.shots)} worked example(s)")
         for message in task.messages(example.inputs, prompt):
             say(f"[{message['role']}] {message['content']}")

@@ -19,7 +19,7 @@ from potstill.grade.rounds import GradeError
 from potstill.models.openai_backend import EndpointRefused, MissingKeyError
 from potstill.models.packaged import ModelRefError
 from potstill.progress import console
-from potstill.runs import StageIncomplete, StageOrderError
+from potstill.runs import DamagedRunFile, StageFailed, StageIncomplete, StageOrderError
 from potstill.train.lint import TrainingDataError
 
 _option_type = TyperOption.display_type_rich
@@ -47,12 +47,18 @@ USER_ERRORS = (
     EndpointRefused,
     GradeError,
     StageOrderError,
+    StageFailed,
+    DamagedRunFile,
     TrainingDataError,
 )
 # A stage that wrote its files but left work to retry (failed calls) exits with this code.
 EXIT_INCOMPLETE = 3
 
-RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder that holds run folders.")]
+RunsDir = Annotated[
+    Path,
+    typer.Option("--runs-dir", help="Folder that holds run folders.", file_okay=False),
+]
+
 Overrides = Annotated[
     list[str] | None,
     typer.Argument(help="Config overrides as dotted key=value, e.g. students.0.train.epochs=3"),
@@ -83,11 +89,17 @@ def _main(
 # A file that cannot be written (or read) for a reason the user fixes, not potstill.
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _NOT_ALLOWED = {errno.EROFS, errno.EACCES, errno.EPERM}
+_NOT_A_FOLDER = {errno.ENOTDIR, errno.EEXIST}  # a file where a run's folder must be
 
 
 def _storage_message(exc: OSError) -> str | None:
-    if exc.filename is None or exc.errno not in _NO_SPACE | _NOT_ALLOWED:
+    if exc.filename is None or exc.errno not in _NO_SPACE | _NOT_ALLOWED | _NOT_A_FOLDER:
         return None
+    if exc.errno in _NOT_A_FOLDER:
+        return (
+            f"{exc.filename}: {exc.strerror}: a file stands where a folder must be; move it, "
+            "or choose another --runs-dir, then run the same command again."
+        )
     fix = (
         "free some space"
         if exc.errno in _NO_SPACE
@@ -221,7 +233,7 @@ def serve(
         ),
     ],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
     name: Annotated[str | None, typer.Option(help="Model name clients use.")] = None,
 ) -> None:
     """Serve a local model as an OpenAI-compatible endpoint (/v1/chat/completions)."""
@@ -236,7 +248,9 @@ def grade(
     host: Annotated[str, typer.Option(help="Address to listen on (and to put in links).")] = (
         "127.0.0.1"
     ),
-    port: Annotated[int, typer.Option(help="Port to listen on (and to put in links).")] = 8000,
+    port: Annotated[
+        int, typer.Option(help="Port to listen on (and to put in links).", min=1, max=65535)
+    ] = 8000,
     add_grader: Annotated[
         str | None, typer.Option("--add-grader", help="Add a grader; prints their link.")
     ] = None,

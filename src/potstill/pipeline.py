@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from potstill.config import ConfigError, ModelConfig, RunConfig
+from potstill.config import ConfigError, ModelConfig, PromptConfig, RunConfig
 from potstill.data.loading import Split
 from potstill.data.sets import load_split as load_dataset_split
 from potstill.data.sets import load_transfer as load_transfer_sets
@@ -230,6 +230,45 @@ def check_worked_examples(
         )
 
 
+def prompts_used(config: RunConfig) -> Iterator[tuple[str, PromptConfig]]:
+    """Every prompt the run asks with, by its key."""
+    yield "teacher.prompt", config.teacher.prompt
+    if config.evaluate.teacher_zero_shot:
+        yield "teacher (zero-shot)", PromptConfig(max_tokens=config.teacher.prompt.max_tokens)
+    yield "synth.prompt", config.synth.prompt
+    for index, extra in enumerate(config.evaluate.candidates):
+        if extra.prompt is not None:
+            yield f"evaluate.candidates.{index}.prompt", extra.prompt
+
+
+# How many of the first training and test rows every template is rendered for at load.
+TEMPLATE_CHECK_ROWS = 3
+
+
+def template_problems(config: RunConfig, split: Split) -> list[str]:
+    """One message per template that fails to render (an error, or past the sandbox's
+    bounds) for the first rows of the split, in every prompt the run uses; the message
+    names the template's key."""
+    task = build_task(config.task)
+    rows = split.train[:TEMPLATE_CHECK_ROWS] + split.test[:TEMPLATE_CHECK_ROWS]
+    found: dict[str, str] = {}  # one message per distinct error, however many prompts share it
+    for where, prompt in prompts_used(config):
+        for example in rows:
+            try:
+                task.messages(example.inputs, prompt)
+            except ConfigError as exc:
+                found.setdefault(str(exc), f"{exc} (rendering {where} for example {example.id!r})")
+                break
+    return list(found.values())
+
+
+def check_templates(config: RunConfig, split: Split) -> None:
+    """Every template renders for the first rows, or a ConfigError naming its key."""
+    found = template_problems(config, split)
+    if found:
+        raise ConfigError("; ".join(found))
+
+
 def _model_configs(node: BaseModel, where: str) -> Iterator[tuple[str, ModelConfig]]:
     """Every model a config describes, with its dotted key (teacher.model, students.0.base)."""
     if isinstance(node, ModelConfig):
@@ -328,6 +367,7 @@ STAGE_FUNCS: dict[str, Callable[[RunFolder, RunConfig], dict[str, Any]]] = {
 
 def run_stage(run: RunFolder, config: RunConfig, stage: str) -> dict[str, Any]:
     """Run one stage now, and record it in the manifest."""
+    run.manifest()  # a damaged manifest stops the stage before it writes anything
     previous = STAGES[STAGES.index(stage) - 1] if stage != "synth" else None
     if previous and not (run.stage_record(previous) or {}).get("status") == "done":
         raise StageOrderError(
@@ -377,17 +417,20 @@ def run_pipeline(config: RunConfig, runs_dir: Path, stop_after: str | None = Non
     """Run every stage that is missing or stale; finished, current stages are skipped.
     With `stop_after`, no stage after that one runs (e.g. synth here, train on a GPU cluster).
 
-    Bad input (a dataset row, a template, an unset API-key variable) is found before anything
-    is written, so it leaves no run folder behind and never changes an existing one.
+    Bad input (a dataset row, a template that fails to render for the first rows, an unset
+    API-key variable) is found before anything is written, so it leaves no run folder behind
+    and never changes an existing one.
     """
     run = RunFolder(runs_dir / config.name)
     split = None if split_is_pinned(run, config) else load_split(config)
     transfer = None if transfer_is_pinned(run, config) else load_transfer(config)
+    examples = split or _read_split(run)
     check_worked_examples(
         config,
-        (split or _read_split(run)).test,
+        examples.test,
         transfer if transfer is not None else _read_transfer(run, config),
     )
+    check_templates(config, examples)
     stale = stale_stages(run, config)
     if stop_after is not None:  # stages after stop_after do not run, so need no keys
         stale = [s for s in stale if STAGES.index(s) <= STAGES.index(stop_after)]

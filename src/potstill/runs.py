@@ -35,6 +35,59 @@ class StageIncomplete(RuntimeError):
         self.result = result
 
 
+class StageFailed(ValueError):
+    """A stage cannot make its output for a reason the user fixes (the message says what);
+    it is not recorded as done, so the next run tries it again."""
+
+
+class DamagedRunFile(ValueError):
+    """A file of a run folder that cannot be read back (edited by hand, cut short, disk
+    damage); the message names the file (and line) and what to do about it."""
+
+
+# What to do about a damaged file, by where it is in the run folder.
+_STAGE_OF_FOLDER = {"synth": "synth", "eval": "evaluate", "students": "train"}
+
+
+def _remedy(path: Path) -> str:
+    if path.name == "calls.sqlite":
+        return (
+            "delete it (with any calls.sqlite-wal / -shm beside it) and run the same command "
+            "again; the calls stored in it are then sent, and paid for, again"
+        )
+    if path.name == "grades.sqlite":
+        return (
+            "restore it from a backup, or delete it to start the grading round anew (the "
+            "grades in it are lost)"
+        )
+    if path.name == "manifest.json":
+        return (
+            "delete it and run `potstill run` again: every stage runs again, and the answers "
+            "stored in calls.sqlite are not paid for again"
+        )
+    for folder in path.parents:
+        root = folder.parent
+        if (root / "config.yaml").exists():
+            if folder.name in _STAGE_OF_FOLDER:
+                return (
+                    f"run `potstill {_STAGE_OF_FOLDER[folder.name]} {root}` again to write it "
+                    "anew (answers stored in calls.sqlite are not paid for again)"
+                )
+            if folder.name == "data":
+                return (
+                    f"delete the folder {folder} and run the same `potstill run` again: the "
+                    "split is drawn anew from the dataset, with the same seed"
+                )
+            break
+    return "delete it and run the same command again"
+
+
+def damaged(path: Path, what: str, line: int | None = None) -> DamagedRunFile:
+    """The error for a run file that cannot be read: `path[:line]: what; what to do`."""
+    where = f"{path}:{line}" if line is not None else str(path)
+    return DamagedRunFile(f"{where}: {what}, so it is damaged; {_remedy(path)}")
+
+
 # mkstemp makes files 0600; finished files get the permissions an ordinary open() would.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -74,16 +127,23 @@ _SQLITE_ERRNO = {
 }
 
 
+# SQLite's errors for a file that is not a database, or one whose pages are damaged.
+_SQLITE_DAMAGED = ("SQLITE_NOTADB", "SQLITE_CORRUPT")
+
+
 @contextmanager
 def sqlite_storage_errors(path: Path) -> Iterator[None]:
     """Turn SQLite's full-disk, read-only and cannot-open errors into OSErrors naming `path`
-    (SQLite itself never says which file); SQLite has rolled the failed write back."""
+    (SQLite itself never says which file; it has rolled the failed write back), and a
+    damaged database into a DamagedRunFile naming it."""
     try:
         yield
-    except sqlite3.OperationalError as exc:
+    except sqlite3.DatabaseError as exc:
         name = getattr(exc, "sqlite_errorname", "")
+        if name.startswith(_SQLITE_DAMAGED):
+            raise damaged(path, f"SQLite cannot read it ({exc})") from None
         code = next((c for prefix, c in _SQLITE_ERRNO.items() if name.startswith(prefix)), None)
-        if code is None:
+        if code is None or not isinstance(exc, sqlite3.OperationalError):
             raise
         raise OSError(code, str(exc), str(path)) from exc
 
@@ -101,21 +161,42 @@ def write_jsonl(path: Path, rows: Iterable[Any]) -> None:
     atomic_write_text(path, text)
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise damaged(path, f"it is not UTF-8 text (byte {exc.start})") from None
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Read a JSONL file this package wrote; a torn last line (crash mid-append) is ignored."""
+    """Read a JSONL file this package wrote: one JSON object a line. Every such file is
+    written whole (`write_jsonl`), so a line that is not one is damage: a DamagedRunFile
+    naming the file and line."""
     rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as handle:
-        lines = handle.readlines()
-    for i, line in enumerate(lines):
+    for number, line in enumerate(_read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1 and not line.endswith("\n"):
-                break
-            raise
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+            raise damaged(path, f"not a line of JSON ({reason})", number) from None
+        if not isinstance(row, dict):
+            raise damaged(path, "not a JSON object", number)
+        rows.append(row)
     return rows
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Read a JSON object this package wrote (`write_json`); a DamagedRunFile if it is not."""
+    try:
+        data = json.loads(_read_text(path))
+    except (json.JSONDecodeError, RecursionError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        raise damaged(path, f"not JSON ({reason})") from None
+    if not isinstance(data, dict):
+        raise damaged(path, "not a JSON object")
+    return data
 
 
 def package_versions() -> dict[str, str]:
@@ -173,7 +254,9 @@ class RunFolder:
     def manifest(self) -> dict[str, Any]:
         if not self.manifest_path.exists():
             return {"stages": {}}
-        data: dict[str, Any] = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        data = read_json(self.manifest_path)
+        if not isinstance(data.get("stages"), dict):
+            raise damaged(self.manifest_path, "it has no `stages` record")
         return data
 
     def stage_record(self, stage: str) -> dict[str, Any] | None:

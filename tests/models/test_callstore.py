@@ -177,3 +177,27 @@ def test_a_held_back_request_is_not_sent_to_a_batching_model(tmp_path: Path) -> 
     answers = answer_all(model, store, _requests("a", "b"), 8, admit=lambda i: "no" if i else None)
     assert [r.messages[0]["content"] for r in model.sent] == ["a"]
     assert answers[1].error == "no" and store.count() == 1
+
+
+def test_a_damaged_store_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    from potstill.runs import DamagedRunFile
+
+    path = tmp_path / "calls.sqlite"
+    path.write_bytes(b"not a database at all" * 200)
+    with pytest.raises(DamagedRunFile, match=rf"^{path}: SQLite cannot read it .*delete it"):
+        CallStore(path)
+    # Whole pages of a real store overwritten: the header still opens, a read does not.
+    store = CallStore(path.with_name("real.sqlite"))
+    rows = [
+        (f"k{i}", "m", ChatRequest([{"role": "user", "content": "x" * 2000}], 4), ChatResponse("y"))
+        for i in range(40)
+    ]
+    store.put_many(rows)
+    store.close()
+    real = path.with_name("real.sqlite")
+    data = bytearray(real.read_bytes())
+    data[4096:] = b"\xff" * (len(data) - 4096)
+    real.write_bytes(bytes(data))
+    with pytest.raises(DamagedRunFile, match=rf"^{real}: SQLite cannot read it"):
+        reopened = CallStore(real)
+        reopened.get_many([f"k{i}" for i in range(40)])

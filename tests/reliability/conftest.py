@@ -31,13 +31,16 @@ UNSET_KEY = "POTSTILL_TEST_KEY_NEVER_SET"
 POTSTILL = Path(sys.executable).with_name("potstill")
 
 
-def _check_message(output: str, expect: Sequence[str], runs_dir: Path) -> str:
-    """The output is one `error:` message holding every expected fragment; nothing written."""
+def _check_message(output: str, expect: Sequence[str], runs_dir: Path | None) -> str:
+    """The output is one `error:` message holding every expected fragment; nothing written
+    under `runs_dir` (None: a run folder that exists, which the caller checks itself)."""
     text = output.lstrip()
     assert text.startswith("error:"), f"not one clean message:\n{output[-3000:]}"
     assert sum(line.startswith("error:") for line in text.splitlines()) == 1, output[-3000:]
     for fragment in expect:
         assert fragment in text, f"{fragment!r} not in the message:\n{text[:3000]}"
+    if runs_dir is None:
+        return text
     written = sorted(str(p) for p in runs_dir.rglob("*")) if runs_dir.exists() else []
     assert written == [], f"a refused run left files behind: {written}"
     return text
@@ -51,7 +54,7 @@ def refused(tally: Tally) -> Refused:
     """Run `potstill ARGS` in-process; assert a clean refusal; return the message."""
     assert UNSET_KEY not in os.environ
 
-    def check(args: Sequence[str], runs_dir: Path, expect: Sequence[str], kind: str) -> str:
+    def check(args: Sequence[str], runs_dir: Path | None, expect: Sequence[str], kind: str) -> str:
         result = CliRunner().invoke(app, list(args))
         escaped = result.exception is not None and not isinstance(result.exception, SystemExit)
         tally.record(kind, escaped)

@@ -59,3 +59,48 @@ def test_styles_must_fit_the_kind() -> None:
         parse_config({**base, "task": {"kind": "math"}, "teacher": teacher}, "t.yaml")
     with pytest.raises(ConfigError, match="conversation task is asked zero_shot"):
         parse_config({**base, "task": {"kind": "conversation"}}, "t.yaml")  # teacher: cot
+
+
+@pytest.mark.parametrize(
+    ("tag", "text"),
+    [
+        ("include", "{% include 'secrets.txt' %}"),
+        ("import", "{% import 'macros.j2' as m %}{{ inputs.question }}"),
+        ("from ... import", "{% from 'macros.j2' import m %}{{ inputs.question }}"),
+        ("extends", "{% extends '/etc/passwd' %}"),
+    ],
+)
+def test_a_tag_that_reads_another_template_is_refused_at_load_naming_the_key(
+    tag: str, text: str
+) -> None:
+    # Before: a TypeError traceback ("no loader for this environment specified") at render.
+    for templates, key in (
+        ({"user": text}, "task.templates.user"),
+        ({"cot": {"system": text}}, "task.templates.cot.system"),
+    ):
+        with pytest.raises(ConfigError, match=rf"^{key}: {{% {tag} %}} \(line 1\) is not allowed"):
+            build_task(TaskConfig(kind="math", templates=templates))
+
+
+@pytest.mark.parametrize(
+    ("text", "expect"),
+    [
+        ("{{ 'A' * 10000000000 }}", "repetition would make a value of 10,000,000,000"),
+        ("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "recursion too deep"),
+        ("{{ 1 / 0 }}", "ZeroDivisionError: division by zero"),
+        ("{{ range(10 ** 9) | length }}", "OverflowError"),
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            "more than 200,000 loop iterations and calls",
+        ),
+    ],
+    ids=["huge repetition", "recursive macro", "division by zero", "huge range", "nested loops"],
+)
+def test_a_template_past_the_bounds_is_a_config_error_naming_the_key(
+    text: str, expect: str
+) -> None:
+    # Before: MemoryError, RecursionError, and 3.8 GB in 53 s for the nested loops.
+    task = build_task(TaskConfig(kind="math", templates={"zero_shot": {"user": text}}))
+    with pytest.raises(ConfigError, match=r"^task.templates.zero_shot.user: the template") as exc:
+        task.messages({"question": "q"}, PromptConfig())
+    assert expect in str(exc.value)

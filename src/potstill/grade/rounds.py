@@ -16,7 +16,7 @@ from potstill.config import GradeConfig, Rubric, RunConfig
 from potstill.grade.rubrics import Criterion, rubric_for
 from potstill.grade.sampling import assign, draw_sample, strata
 from potstill.grade.store import GradeStore, GradingTask
-from potstill.runs import RunFolder, read_jsonl
+from potstill.runs import RunFolder, read_json, read_jsonl
 from potstill.tasks import Example
 
 MODE_ORDER = ("pointwise", "pairwise")
@@ -35,7 +35,7 @@ def evaluation_order(run: RunFolder) -> list[str]:
     scores = run.eval_dir / "scores.json"
     if not scores.exists():
         return []
-    return list(json.loads(scores.read_text(encoding="utf-8")).get("order", []))
+    return list(read_json(scores).get("order", []))
 
 
 def candidate_names(run: RunFolder, wanted: list[str] | None) -> list[str]:

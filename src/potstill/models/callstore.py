@@ -59,7 +59,8 @@ class CallStore:
         self._db.close()
 
     def get(self, key: str) -> ChatResponse | None:
-        row = self._db.execute("SELECT response FROM calls WHERE key = ?", (key,)).fetchone()
+        with sqlite_storage_errors(self.path):  # a damaged file: an error naming it
+            row = self._db.execute("SELECT response FROM calls WHERE key = ?", (key,)).fetchone()
         return ChatResponse.from_json(json.loads(row[0])) if row else None
 
     def get_many(self, keys: Sequence[str]) -> list[ChatResponse | None]:
@@ -68,7 +69,9 @@ class CallStore:
             part = list(dict.fromkeys(keys[start : start + 500]))
             marks = ",".join("?" * len(part))
             query = f"SELECT key, response FROM calls WHERE key IN ({marks})"
-            for key, response in self._db.execute(query, part):
+            with sqlite_storage_errors(self.path):
+                stored = self._db.execute(query, part).fetchall()
+            for key, response in stored:
                 found[key] = ChatResponse.from_json(json.loads(response))
         return [found.get(k) for k in keys]
 
@@ -82,7 +85,8 @@ class CallStore:
             self._db.commit()
 
     def count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
+        with sqlite_storage_errors(self.path):
+            return int(self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
 
 
 AnswerHook = Callable[[int, ChatResponse, bool], None]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,13 @@ from potstill.grade.summary import human_summary, render_section
 from potstill.report.examples import disagreements
 from potstill.report.plots import cost_plot, loss_plot, metric_plot
 from potstill.report.verdict import INTERVAL_NOTE, verdicts
-from potstill.runs import RunFolder, atomic_write_bytes, atomic_write_text, read_jsonl
+from potstill.runs import (
+    RunFolder,
+    atomic_write_bytes,
+    atomic_write_text,
+    read_json,
+    read_jsonl,
+)
 from potstill.tasks import build_task
 from potstill.tasks.base import task_user_text
 
@@ -295,9 +300,9 @@ def transfer_sections(scores: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
-    scores = json.loads((run.eval_dir / "scores.json").read_text(encoding="utf-8"))
+    scores = read_json(run.eval_dir / "scores.json")
     summary_path = run.synth_dir / "summary.json"
-    synth = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else None
+    synth = read_json(summary_path) if summary_path.exists() else None
     candidates = _ordered(scores)
     # scores.json is written with sorted keys; the config keeps the transfer sets' order.
     order = [t.name for t in config.evaluate.transfer]
@@ -344,7 +349,7 @@ def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
 def run_report(run: RunFolder, config: RunConfig) -> Path:
     """Write report.md, report.html and plots/; returns the path of report.md."""
     context = build_context(run, config)
-    scores = json.loads((run.eval_dir / "scores.json").read_text(encoding="utf-8"))
+    scores = read_json(run.eval_dir / "scores.json")
     plots = _plots(run, config, _ordered(scores))
     for plot in plots:
         atomic_write_bytes(run.root / plot["file"], plot["png"])

@@ -10,7 +10,14 @@ from typing import Any
 from potstill.config import RunConfig
 from potstill.models.base import ChatRequest, ChatResponse
 from potstill.models.cost import call_cost
-from potstill.runs import RunFolder, StageIncomplete, atomic_write_text, write_json, write_jsonl
+from potstill.runs import (
+    RunFolder,
+    StageFailed,
+    StageIncomplete,
+    atomic_write_text,
+    write_json,
+    write_jsonl,
+)
 from potstill.summaries import say, synth_sentence
 from potstill.synth.calls import TeacherCalls
 from potstill.synth.card import render_card
@@ -311,7 +318,28 @@ def _write_outputs(
             summary,
         )
     if not rows:
-        raise RuntimeError(
-            f"synth: the teacher produced no usable training row; see {synth / 'rejected.jsonl'}"
-        )
+        _no_rows(run, reasons, len(records), calls, summary)
     return summary
+
+
+def _no_rows(
+    run: RunFolder, reasons: Counter[str], inputs: int, calls: int, summary: dict[str, Any]
+) -> None:
+    """Not one training row: exit 3 when only failed calls are to blame (a re-run retries
+    them), else exit 2 with the main reasons (the same replies would come back)."""
+    counts = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common(3))
+    others = sum(reasons.values()) - sum(n for _, n in reasons.most_common(3))
+    counts += f", {others} other" if others else ""
+    where = run.synth_dir / "rejected.jsonl"
+    if reasons and set(reasons) <= {"call_failed"}:
+        raise StageIncomplete(
+            f"synth: every teacher call failed ({counts}); see {run.synth_dir / 'errors.jsonl'} "
+            f"and run `potstill synth {run.root}` again to retry them",
+            summary,
+        )
+    raise StageFailed(
+        f"synth: the teacher gave no usable training row for any of the {inputs} inputs "
+        f"({calls} teacher calls; rejected: {counts}); each reply and why it was rejected "
+        f"are in {where}. Change what they point at (the teacher, teacher.prompt, "
+        "task.templates, the labels or synonyms of the task) and run again."
+    )

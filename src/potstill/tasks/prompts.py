@@ -6,11 +6,11 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from jinja2 import StrictUndefined, Template, TemplateError, meta
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import Template, TemplateError, meta
 
 from potstill.config import ConfigError, PromptConfig, TemplatesConfig
 from potstill.models.base import Message
+from potstill.tasks.sandbox import LOADING_TAGS, BoundedEnvironment, guard, render_budget
 
 if TYPE_CHECKING:
     from potstill.tasks.base import Parsed
@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 COMMON_VARIABLES = ("inputs", "description", "answer_format", "style")
 DEFAULT_SYSTEM = "{{ description }} {{ answer_format }}"
 
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+# Jinja's sandbox with no loader and bounded size, work and time (tasks/sandbox.py).
+_ENV = BoundedEnvironment()
 
 
 def default_user_template(fields: Iterable[str]) -> str:
@@ -33,8 +34,9 @@ def default_user_template(fields: Iterable[str]) -> str:
 class Prompts:
     """The templates of one task: the kind's defaults, overridden by `task.templates`.
 
-    Unknown variables are a config error naming the key (`task.templates.cot.system`), found
-    when the task is built rather than halfway through a run.
+    Unknown variables and tags that read other templates (include, import, extends) are a
+    config error naming the key (`task.templates.cot.system`), found when the task is built
+    rather than halfway through a run; so is a render that goes past the sandbox's bounds.
     """
 
     def __init__(
@@ -65,20 +67,37 @@ class Prompts:
             tree = _ENV.parse(text)
         except TemplateError as exc:
             raise ConfigError(f"{key}: not a valid Jinja2 template ({exc})") from None
+        for tag, name in LOADING_TAGS.items():
+            found = next(iter(tree.find_all(tag)), None)
+            if found is not None:
+                raise ConfigError(
+                    f"{key}: {{% {name} %}} (line {found.lineno}) is not allowed: a prompt "
+                    "template reads no other template; write the text into this one"
+                )
         unknown = sorted(meta.find_undeclared_variables(tree) - self._variables)
         if unknown:
             raise ConfigError(
                 f"{key}: unknown template variable(s) {unknown}; this task offers "
                 f"{sorted(self._variables)}"
             )
-        return _ENV.from_string(text)
+        return _ENV.from_string(guard(tree))
 
     def _render(self, style: str, part: str, context: Mapping[str, Any]) -> str:
         key, template = self._templates.get((style, part)) or self._templates[("*", part)]
         try:
-            return template.render(**context).strip()
+            with render_budget():
+                return template.render(**context).strip()
         except TemplateError as exc:
             raise ConfigError(f"{key}: the template failed to render ({exc})") from None
+        except RecursionError:
+            raise ConfigError(
+                f"{key}: the template failed to render (recursion too deep: a macro that "
+                "calls itself without end?)"
+            ) from None
+        except Exception as exc:  # the template's own code failed: 1 / 0, range(10**9), ...
+            raise ConfigError(
+                f"{key}: the template failed to render ({type(exc).__name__}: {exc})"
+            ) from None
 
     def system(self, style: str, context: Mapping[str, Any]) -> str:
         return self._render(style, "system", {**context, "style": style})

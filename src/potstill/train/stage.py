@@ -23,7 +23,7 @@ from potstill.config import RunConfig, StudentConfig, TrainConfig
 from potstill.models.packaged import gpu_bf16, load_pretrained
 from potstill.models.tokens import prompt_completion_ids
 from potstill.progress import console
-from potstill.runs import RunFolder, is_main_process, write_json, write_jsonl
+from potstill.runs import RunFolder, is_main_process, read_json, write_json, write_jsonl
 from potstill.summaries import say, train_end_sentence, train_start_sentence
 from potstill.tasks import Task
 from potstill.train import attention
@@ -202,7 +202,7 @@ def _finished(folder: Path, fingerprint: str) -> dict[str, Any] | None:
     summary_path = folder / "summary.json"
     if not (summary_path.exists() and (folder / "final" / "config.json").exists()):
         return None
-    summary: dict[str, Any] = json.loads(summary_path.read_text(encoding="utf-8"))
+    summary = read_json(summary_path)
     return summary if summary.get("fingerprint") == fingerprint else None
 
 
