@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from potstill.cli import app
 from potstill.config import builtin_config_path
+from potstill.data.loading import DatasetError
 from potstill.runs import RunFolder, read_jsonl
 
 
@@ -253,9 +254,11 @@ def test_transfer_sets_are_pinned_beside_the_split_and_removed_with_the_config(
     pinned = run.data_dir / "transfer" / "rephrased.jsonl"
     assert read_jsonl(pinned) == [e.to_json() for e in sets["rephrased"]]
     assert transfer_is_pinned(run, config)
-    # The pinned copy is what later stages read, even if the source file changes.
-    (tmp_path / "rephrased.jsonl").write_text("")
+    # The pinned copy is what later stages read; a source changed since is refused by name.
     assert prepare_transfer(run, config) == sets
+    (tmp_path / "rephrased.jsonl").write_text("")
+    with pytest.raises(DatasetError, match=r"evaluate\.transfer\.0: .*rephrased\.jsonl changed"):
+        prepare_transfer(run, config)
     # Training inputs are screened against the transfer sets: they are part of synth's input.
     without = config.model_copy(
         update={"evaluate": config.evaluate.model_copy(update={"transfer": []})}
