@@ -319,15 +319,18 @@ def _lock(path: Path) -> int | None:
 
 
 def _holder(path: Path) -> str:
-    """Who holds the lock, as its record says (`pid 12 on host, ...`), or that it is unknown."""
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        return (
-            f"pid {record['pid']} on {record['host']}, `{record['command']}`, "
-            f"since {record['started']}"
-        )
-    except (OSError, ValueError, TypeError, KeyError):
-        return f"its record in {path} cannot be read"
+    """Who holds the lock, as its record says (`pid 12 on host, ...`), or that it is unknown.
+    The holder writes the record just after it takes the lock, so it is read a few times."""
+    for _ in range(20):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            return (
+                f"pid {record['pid']} on {record['host']}, `{record['command']}`, "
+                f"since {record['started']}"
+            )
+        except (OSError, ValueError, TypeError, KeyError):
+            time.sleep(0.05)
+    return f"its record in {path} cannot be read"
 
 
 def is_main_process() -> bool:
