@@ -315,6 +315,8 @@ def test_a_dataset_edited_in_place_is_refused_until_a_new_run_or_refresh(
         assert f"error: dataset: {data} changed since the split was pinned" in message
         assert "start a new run (another `name`), or run `potstill run CONFIG --refresh`" in message
         assert snapshot() == before  # nothing rewritten
+    checked = CliRunner().invoke(app, ["check", str(config), "--runs-dir", str(runs)])
+    assert checked.exit_code == 2 and "changed since the split was pinned" in checked.output
     sent = sum(teacher.answered.values())
     refreshed = CliRunner().invoke(app, [*args, "--refresh"])
     assert refreshed.exit_code == 0, refreshed.output

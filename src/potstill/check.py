@@ -32,9 +32,12 @@ from potstill.config import (
 from potstill.data.loading import DatasetError, Split
 from potstill.pipeline import (
     absolutize,
+    check_sources_unchanged,
     load_split,
     load_transfer,
     missing_api_keys,
+    split_is_pinned,
+    transfer_is_pinned,
     worked_example_overlaps,
 )
 from potstill.progress import console
@@ -186,6 +189,12 @@ def check_config(path: Path, overrides: list[str] | None, runs_dir: Path) -> Che
     except DatasetError as exc:
         found.problems.append(str(exc))
         return found
+    run = RunFolder(runs_dir / config.name)
+    try:  # a run of this config that pinned its data: has a source changed since?
+        pinned = split_is_pinned(run, config), transfer_is_pinned(run, config)
+        check_sources_unchanged(run, config, *pinned)
+    except DatasetError as exc:
+        found.problems.append(str(exc))
     found.problems += [
         f"{path}: a worked example repeats an evaluation example: {m}"
         for m in worked_example_overlaps(config, found.split.test, found.transfer)
