@@ -28,6 +28,10 @@ def test_a_call_in_flight_when_the_process_died_counts_in_the_next_run(tmp_path:
 
 
 def test_stored_answers_of_a_run_from_before_the_ledger_still_count(tmp_path: Path) -> None:
-    budget = Budget(max_usd=1.0, price=PRICE, ledger=SpendLedger(tmp_path / "calls.sqlite"))
-    budget.settle(0, ANSWER, "old", fresh=False)
+    db = tmp_path / "calls.sqlite"
+    budget = Budget(max_usd=1.0, price=PRICE, ledger=SpendLedger(db))
+    budget.settle(0, ANSWER, "old", fresh=False)  # answered while the run had no budget
     assert abs(budget.spent - 0.01) < 1e-9
+    again = Budget(max_usd=1.0, price=PRICE, ledger=SpendLedger(db))  # now in the ledger
+    again.settle(0, ANSWER, "old", fresh=False)
+    assert abs(again.spent - 0.01) < 1e-9

@@ -85,12 +85,10 @@ class Budget:
     ledger: SpendLedger | None = None
     spent: float = 0.0
     _reserved: dict[int, tuple[int | None, float]] = field(default_factory=dict)
-    _paid_keys: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.ledger is not None:
             self.spent = self.ledger.spent()
-            self._paid_keys = self.ledger.keys()
 
     def worst_case(self, request: ChatRequest) -> float:
         prompt = worst_case_prompt_tokens(request.messages)
@@ -111,13 +109,16 @@ class Budget:
     def settle(self, index: int, response: ChatResponse, key: str, fresh: bool) -> None:
         """Count an answer: a sent call at its real cost (its worst case when the endpoint
         reported no usage, or failed in a way it may have billed); a stored answer only if
-        no ledger entry has counted it already (a run from before the ledger)."""
+        the ledger does not count it yet (it was sent before the run had a budget), and then
+        into the ledger too."""
         entry, worst = self._reserved.pop(index, (None, 0.0))
         if not fresh:
-            if key not in self._paid_keys and response.ok:
-                self.spent += call_cost(
-                    self.price, response.prompt_tokens, response.completion_tokens
-                )
+            if not response.ok or (self.ledger is not None and self.ledger.holds(key)):
+                return
+            stored = call_cost(self.price, response.prompt_tokens, response.completion_tokens)
+            self.spent += stored
+            if self.ledger is not None:
+                self.ledger.record(key, stored)
             return
         if response.ok:
             used = response.prompt_tokens + response.completion_tokens

@@ -29,6 +29,7 @@ class SpendLedger:
                 "CREATE TABLE IF NOT EXISTS spend (id INTEGER PRIMARY KEY, key TEXT NOT NULL, "
                 "worst_usd REAL NOT NULL, cost_usd REAL, created REAL NOT NULL)"
             )
+            self._db.execute("CREATE INDEX IF NOT EXISTS spend_key ON spend (key)")
             self._db.commit()
 
     def close(self) -> None:
@@ -39,9 +40,19 @@ class SpendLedger:
         row = self._db.execute("SELECT SUM(COALESCE(cost_usd, worst_usd)) FROM spend").fetchone()
         return float(row[0] or 0.0)
 
-    def keys(self) -> set[str]:
-        """The call-store keys of every call the ledger holds (its answer is paid for)."""
-        return {key for (key,) in self._db.execute("SELECT DISTINCT key FROM spend")}
+    def holds(self, key: str) -> bool:
+        """Whether the ledger counts a call with this call-store key."""
+        found = self._db.execute("SELECT 1 FROM spend WHERE key = ? LIMIT 1", (key,))
+        return found.fetchone() is not None
+
+    def record(self, key: str, cost_usd: float) -> None:
+        """Count a call sent before the ledger kept it (a stored answer, at its real cost)."""
+        with sqlite_storage_errors(self.path):
+            self._db.execute(
+                "INSERT INTO spend (key, worst_usd, cost_usd, created) VALUES (?, ?, ?, ?)",
+                (key, cost_usd, cost_usd, time.time()),
+            )
+            self._db.commit()
 
     def reserve(self, key: str, worst_usd: float) -> int:
         """Commit a call's worst case before it is sent; returns its entry."""
