@@ -198,7 +198,8 @@ class RunFolder:
             if fd is not None:
                 # Removed while still held, so the file exists only while someone holds it
                 # (a finished run folder is as the run left it); see `_lock` for the race.
-                self.lock_path.unlink(missing_ok=True)
+                with suppress(OSError):  # never in place of the error that ended the block
+                    self.lock_path.unlink(missing_ok=True)
                 os.close(fd)
             with suppress(OSError):
                 for folder in made:  # the run folder, then the parents it needed
