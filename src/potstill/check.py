@@ -10,7 +10,6 @@ nothing: the budget estimate reads the run's call store only where one exists.
 from __future__ import annotations
 
 import copy
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -146,11 +145,9 @@ def _estimate(
 ) -> dict[str, Any]:
     from potstill.synth.estimate import estimate
 
+    # Answers already stored count as paid; a run without a call store gets none made.
     run = RunFolder(runs_dir / config.name)
-    if run.calls_db.exists():  # answers already stored count as paid
-        return estimate(run, config, task, split.train, split.test, transfer)
-    with tempfile.TemporaryDirectory() as empty:  # nothing is written beside the config
-        return estimate(RunFolder(Path(empty)), config, task, split.train, split.test, transfer)
+    return estimate(run, config, task, split.train, split.test, transfer)
 
 
 def check_config(path: Path, overrides: list[str] | None, runs_dir: Path) -> Checked:

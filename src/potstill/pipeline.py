@@ -141,13 +141,15 @@ def _read_split(run: RunFolder) -> Split:
     return Split(parts["train"], parts["test"], parts["dev"])
 
 
-def prepare_split(run: RunFolder, config: RunConfig) -> Split:
-    """Load and split the dataset once; data/{train,test,dev}.jsonl pin the split."""
+def prepare_split(run: RunFolder, config: RunConfig, pin: bool = True) -> Split:
+    """Load and split the dataset once; data/{train,test,dev}.jsonl pin the split (unless
+    `pin` is false: then a split not pinned yet is loaded and not written)."""
     if split_is_pinned(run, config):
         check_sources_unchanged(run, config, transfer=False)
         return _read_split(run)
     split = load_split(config)
-    pin_split(run, config, split)
+    if pin:
+        pin_split(run, config, split)
     return split
 
 
@@ -208,20 +210,25 @@ def _read_transfer(run: RunFolder, config: RunConfig) -> dict[str, list[Example]
     }
 
 
-def prepare_transfer(run: RunFolder, config: RunConfig) -> dict[str, list[Example]]:
+def prepare_transfer(
+    run: RunFolder, config: RunConfig, pin: bool = True
+) -> dict[str, list[Example]]:
     """Load the transfer sets once; data/transfer/<name>.jsonl pin them, as the split is."""
     if transfer_is_pinned(run, config):
         check_sources_unchanged(run, config, split=False)
         return _read_transfer(run, config)
     sets = load_transfer(config)
-    pin_transfer(run, config, sets)
+    if pin:
+        pin_transfer(run, config, sets)
     return sets
 
 
-def evaluation_sets(run: RunFolder, config: RunConfig) -> tuple[Split, dict[str, list[Example]]]:
-    """The pinned split and transfer sets (loaded and pinned on first use), with the worked
-    examples checked against every evaluation set."""
-    split, transfer = prepare_split(run, config), prepare_transfer(run, config)
+def evaluation_sets(
+    run: RunFolder, config: RunConfig, pin: bool = True
+) -> tuple[Split, dict[str, list[Example]]]:
+    """The pinned split and transfer sets (loaded and pinned on first use, unless `pin` is
+    false), with the worked examples checked against every evaluation set."""
+    split, transfer = prepare_split(run, config, pin), prepare_transfer(run, config, pin)
     check_worked_examples(config, split.test, transfer)
     return split, transfer
 
@@ -406,10 +413,11 @@ def _cost(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def estimate_synth(run: RunFolder, config: RunConfig) -> dict[str, Any]:
-    """What the synth stage would send and cost, without calling the teacher."""
+    """What the synth stage would send and cost, without calling the teacher; it writes
+    nothing (so it takes no write lock, and works while a run writes the folder)."""
     from potstill.synth.estimate import estimate
 
-    split, transfer = evaluation_sets(run, config)
+    split, transfer = evaluation_sets(run, config, pin=False)
     return estimate(run, config, build_task(config.task), split.train, split.test, transfer)
 
 
