@@ -103,3 +103,40 @@ def test_the_lock_is_reentrant_and_leaves_no_folder_it_did_not_fill(tmp_path: Pa
     with run.writing(), run.writing():  # a stage inside a run takes it again
         atomic_write_text(run.config_path, "name: new\n")
     assert [p.name for p in run.root.iterdir()] == ["config.yaml"]
+
+
+# Holds the lock, forks a child that lives on (as a data loader worker would), and waits.
+FORKING_HOLDER = """
+import os, sys, time
+from pathlib import Path
+from potstill.runs import RunFolder
+with RunFolder(Path(sys.argv[1])).writing():
+    child = os.fork()
+    if child == 0:
+        time.sleep(600)
+        os._exit(0)
+    print(child, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_forked_child_does_not_keep_the_lock_after_its_parent_is_killed(
+    tmp_path: Path,
+) -> None:
+    run = RunFolder(tmp_path / "run")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", FORKING_HOLDER, str(run.root)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None
+    child = int(holder.stdout.readline())
+    try:
+        with pytest.raises(RunLocked), run.writing():
+            pytest.fail("the lock was free while its holder lived")
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=60)
+        os.kill(child, 0)  # the child is still alive
+        with run.writing():
+            pass
+    finally:
+        holder.kill()
+        os.kill(child, signal.SIGKILL)

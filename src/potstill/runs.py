@@ -190,11 +190,11 @@ class RunFolder:
         made = list(itertools.takewhile(lambda p: not p.exists(), [self.root, *self.root.parents]))
         self.root.mkdir(parents=True, exist_ok=True)  # an OSError here names the folder
         fd = _lock(self.lock_path)
-        _HELD.add(key)
+        _HELD[key] = fd
         try:
             yield
         finally:
-            _HELD.discard(key)
+            del _HELD[key]
             if fd is not None:
                 # Removed while still held, so the file exists only while someone holds it
                 # (a finished run folder is as the run left it); see `_lock` for the race.
@@ -268,8 +268,21 @@ class RunFolder:
         return bool(record and record["status"] == "done" and record["fingerprint"] == fingerprint)
 
 
-# Run folders this process holds the write lock of (resolved paths).
-_HELD: set[Path] = set()
+# Run folders this process holds the write lock of (resolved paths), with the lock's file.
+_HELD: dict[Path, int | None] = {}
+
+
+def _not_in_forked_children() -> None:
+    """A forked child (a data loader worker) closes its copy of the lock's file, so it never
+    keeps the lock held after its parent died; the parent's copy still holds it."""
+    for fd in _HELD.values():
+        if fd is not None:
+            with suppress(OSError):
+                os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_not_in_forked_children)
 # A folder that can take no new file cannot be written by anyone: the run goes on unlocked,
 # and its first write fails with a message that names that file.
 _CANNOT_CREATE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
