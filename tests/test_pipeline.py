@@ -368,3 +368,15 @@ with RunFolder(Path(sys.argv[1])).writing():
     print("held", flush=True)
     sys.stdin.read()
 """
+
+
+def test_each_pin_of_the_split_makes_the_synth_stage_stale(tmp_path: Path) -> None:
+    from potstill.config import parse_config
+    from potstill.pipeline import absolutize, fingerprint, open_run, pin_split, prepare_split
+
+    config = absolutize(parse_config(_word_problems(tmp_path), "sets.yaml"), tmp_path)
+    run = open_run(config, tmp_path / "runs")
+    split = prepare_split(run, config)
+    before = fingerprint(run, config, "synth")
+    pin_split(run, config, split)  # the same rows, pinned again at once (--refresh)
+    assert fingerprint(run, config, "synth") != before

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,8 @@ def _record_sources(run: RunFolder, config: RunConfig, pinned: bool) -> None:
     """Keep in the manifest what each local source held when its rows were pinned (and,
     for a new split, when), so a later run sees a source that changed since."""
     data = dict(run.manifest().get("data") or {})
-    if pinned:
+    if pinned:  # a new id each time, even for two pins within one second
+        data["pin"] = uuid.uuid4().hex
         data["pinned_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     data["sources"] = source_digests(config)
     run.set_manifest("data", data)
@@ -321,9 +323,9 @@ def fingerprint(run: RunFolder, config: RunConfig, stage: str) -> str:
         synth = config.section_hash("task", "dataset", "teacher", "synth")
         # A split pinned anew (`potstill run --refresh`) makes every stage stale; runs that
         # pinned theirs before this was recorded keep their fingerprints.
-        pinned_at = (run.manifest().get("data") or {}).get("pinned_at")
-        if pinned_at is not None:
-            synth = _hash(synth, pinned_at)
+        pin = (run.manifest().get("data") or {}).get("pin")
+        if pin is not None:
+            synth = _hash(synth, pin)
         # Training inputs are screened against the transfer sets too.
         return _hash(synth, transfer_fingerprint(config)) if config.evaluate.transfer else synth
     if stage == "train":
