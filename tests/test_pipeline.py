@@ -330,23 +330,14 @@ def test_a_dataset_edited_in_place_is_refused_until_a_new_run_or_refresh(
 
 
 def test_a_dry_run_reads_a_run_that_another_process_is_writing(tmp_path: Path) -> None:
-    import subprocess
-    import sys
+    from lock_holder import holding_run_lock
 
     from potstill.config import parse_config
     from potstill.pipeline import absolutize, open_run
 
     config = absolutize(parse_config(_word_problems(tmp_path), "sets.yaml"), tmp_path)
     run = open_run(config, tmp_path / "runs")  # a run folder whose split is not pinned yet
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(run.root)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdin is not None and holder.stdout is not None
-    try:
-        assert holder.stdout.readline() == "held\n"
+    with holding_run_lock(run.root):
         before = sorted(p.name for p in run.root.iterdir())
         shown = CliRunner().invoke(app, ["synth", str(run.root), "--dry-run"])
         assert shown.exit_code == 0, shown.output
@@ -354,20 +345,6 @@ def test_a_dry_run_reads_a_run_that_another_process_is_writing(tmp_path: Path) -
         refused = CliRunner().invoke(app, ["synth", str(run.root)])
         assert refused.exit_code == 2
         assert "another potstill process is writing this run folder" in refused.output
-    finally:
-        holder.stdin.close()
-        assert holder.wait(timeout=60) == 0
-
-
-# Holds a run folder's write lock until its stdin closes.
-HOLDER = """
-import sys
-from pathlib import Path
-from potstill.runs import RunFolder
-with RunFolder(Path(sys.argv[1])).writing():
-    print("held", flush=True)
-    sys.stdin.read()
-"""
 
 
 def test_each_pin_of_the_split_makes_the_synth_stage_stale(tmp_path: Path) -> None:

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from lock_holder import holding_run_lock
 
 UNSET_KEY = "POTSTILL_TEST_KEY_NEVER_SET"  # never set; see conftest.py
 ROWS = [
@@ -126,17 +125,6 @@ def test_bad_input_through_the_installed_command(
     refused_by_subprocess(args, runs, [*expect], case)
 
 
-# Holds a run folder's write lock until its stdin closes.
-HOLDER = """
-import sys
-from pathlib import Path
-from potstill.runs import RunFolder
-with RunFolder(Path(sys.argv[1])).writing():
-    print("held", flush=True)
-    sys.stdin.read()
-"""
-
-
 def _snapshot(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -177,20 +165,12 @@ def test_a_bad_rerun_leaves_an_existing_run_folder_as_it_was(
     args = ["run", str(config), "--runs-dir", str(runs)]
     expect = [f"dataset: {data} changed since the split was pinned", "--refresh"]
     refused_by_subprocess(args, runs / "elsewhere", expect, "rerun: data edited in place")
-    # Another process writing the run folder (it lets go when its stdin closes).
+    # Another process writing the run folder.
     data.write_bytes(jsonl(ROWS))
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(run.root)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdin is not None and holder.stdout is not None
-    try:
-        assert holder.stdout.readline() == "held\n"
-        expect = [f"{run.root}: another potstill process is writing this run folder (pid "]
+    with holding_run_lock(run.root) as holder:
+        expect = [
+            f"{run.root}: another potstill process is writing this run folder",
+            f"(pid {holder.pid} on ",
+        ]
         refused_by_subprocess(args, runs / "elsewhere", expect, "rerun: another process writing")
-    finally:
-        holder.stdin.close()
-        assert holder.wait(timeout=60) == 0
     assert _snapshot(run.root) == before
