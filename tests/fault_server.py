@@ -96,6 +96,10 @@ class FaultServer:
     hang_s: float = 3.0
     slow_s: float = 0.2
     retry_after_s: float = 0.05
+    # When set, every request after the first `gate_after` waits for this event before it is
+    # answered (a test holds calls in flight with it).
+    gate: threading.Event | None = None
+    gate_after: int = 0
     url: str = ""
     # What happened, per request: (monotonic time, key, attempt, fault or "ok").
     log: list[tuple[float, str, int, str]] = field(default_factory=list)
@@ -191,6 +195,9 @@ class FaultServer:
         fault = self.choose(key, attempt)
         with self._lock:
             self.log.append((time.monotonic(), key, attempt, fault or "ok"))
+            held = self.gate is not None and len(self.log) > self.gate_after
+        if held and self.gate is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.gate.wait)
         if fault == "hang":
             await asyncio.sleep(self.hang_s)
             writer.transport.abort()

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from potstill.cli import app
 from potstill.config import builtin_config_path
+from potstill.data.loading import DatasetError
 from potstill.runs import RunFolder, read_jsonl
 
 
@@ -253,9 +254,11 @@ def test_transfer_sets_are_pinned_beside_the_split_and_removed_with_the_config(
     pinned = run.data_dir / "transfer" / "rephrased.jsonl"
     assert read_jsonl(pinned) == [e.to_json() for e in sets["rephrased"]]
     assert transfer_is_pinned(run, config)
-    # The pinned copy is what later stages read, even if the source file changes.
-    (tmp_path / "rephrased.jsonl").write_text("")
+    # The pinned copy is what later stages read; a source changed since is refused by name.
     assert prepare_transfer(run, config) == sets
+    (tmp_path / "rephrased.jsonl").write_text("")
+    with pytest.raises(DatasetError, match=r"evaluate\.transfer\.0: .*rephrased\.jsonl changed"):
+        prepare_transfer(run, config)
     # Training inputs are screened against the transfer sets: they are part of synth's input.
     without = config.model_copy(
         update={"evaluate": config.evaluate.model_copy(update={"transfer": []})}
@@ -264,3 +267,93 @@ def test_transfer_sets_are_pinned_beside_the_split_and_removed_with_the_config(
     assert not transfer_is_pinned(run, without)  # a set no longer configured is still there
     assert prepare_transfer(run, without) == {}
     assert not (run.data_dir / "transfer").exists()
+
+
+def test_a_dataset_edited_in_place_is_refused_until_a_new_run_or_refresh(
+    fake_teacher: Any, tmp_path: Path
+) -> None:
+    import hashlib
+
+    import yaml
+
+    teacher = fake_teacher()
+    data = tmp_path / "reviews.jsonl"
+    rows = [
+        {"text": f"Review {i}: the lamp was {w}.", "label": "good" if w == "great" else "bad"}
+        for i, w in enumerate(["great", "awful"] * 6)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = tmp_path / "run.yaml"
+    teacher_model = {"backend": "openai", "model": "fake", "base_url": teacher.base_url}
+    tree = {
+        "name": "edited",
+        "task": {"kind": "classification", "labels": ["good", "bad"]},
+        "dataset": {"path": "reviews.jsonl", "fields": {"answer": "label"}, "test_size": 4},
+        "teacher": {"model": teacher_model},
+    }
+    config.write_text(yaml.safe_dump(tree))
+    runs = tmp_path / "runs"
+    args = ["run", str(config), "--runs-dir", str(runs), "--stop-after", "synth"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    run = RunFolder(runs / "edited")
+    recorded = json.loads(run.manifest_path.read_text())["data"]["sources"]
+    assert recorded == {
+        "dataset": {"path": str(data), "sha256": hashlib.sha256(data.read_bytes()).hexdigest()}
+    }
+
+    def snapshot() -> dict[str, bytes]:
+        return {str(p): p.read_bytes() for p in sorted(run.root.rglob("*")) if p.is_file()}
+
+    before = snapshot()
+    rows[0]["label"] = "bad"  # the same file, edited in place; the config is unchanged
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for again in (args, ["synth", str(run.root)]):
+        refused = CliRunner().invoke(app, again)
+        assert refused.exit_code == 2, refused.output
+        message = " ".join(refused.output.split())
+        assert f"error: dataset: {data} changed since the split was pinned" in message
+        assert "start a new run (another `name`), or run `potstill run CONFIG --refresh`" in message
+        assert snapshot() == before  # nothing rewritten
+    checked = CliRunner().invoke(app, ["check", str(config), "--runs-dir", str(runs)])
+    assert checked.exit_code == 2 and "changed since the split was pinned" in checked.output
+    sent = sum(teacher.answered.values())
+    refreshed = CliRunner().invoke(app, [*args, "--refresh"])
+    assert refreshed.exit_code == 0, refreshed.output
+    assert "up to date, skipped" not in refreshed.output  # every stage runs again
+    pinned = read_jsonl(run.data_dir / "train.jsonl") + read_jsonl(run.data_dir / "test.jsonl")
+    first_row = next(r for r in pinned if r["inputs"]["text"] == rows[0]["text"])
+    assert first_row["reference"] == "bad"  # the new rows
+    assert sum(teacher.answered.values()) == sent  # same inputs: the stored answers serve
+    settled = CliRunner().invoke(app, args)
+    assert settled.exit_code == 0 and "synth: up to date, skipped" in settled.output
+
+
+def test_a_dry_run_reads_a_run_that_another_process_is_writing(tmp_path: Path) -> None:
+    from lock_holder import holding_run_lock
+
+    from potstill.config import parse_config
+    from potstill.pipeline import absolutize, open_run
+
+    config = absolutize(parse_config(_word_problems(tmp_path), "sets.yaml"), tmp_path)
+    run = open_run(config, tmp_path / "runs")  # a run folder whose split is not pinned yet
+    with holding_run_lock(run.root):
+        before = sorted(p.name for p in run.root.iterdir())
+        shown = CliRunner().invoke(app, ["synth", str(run.root), "--dry-run"])
+        assert shown.exit_code == 0, shown.output
+        assert sorted(p.name for p in run.root.iterdir()) == before  # it wrote nothing
+        refused = CliRunner().invoke(app, ["synth", str(run.root)])
+        assert refused.exit_code == 2
+        assert "another potstill process is writing this run folder" in refused.output
+
+
+def test_each_pin_of_the_split_makes_the_synth_stage_stale(tmp_path: Path) -> None:
+    from potstill.config import parse_config
+    from potstill.pipeline import absolutize, fingerprint, open_run, pin_split, prepare_split
+
+    config = absolutize(parse_config(_word_problems(tmp_path), "sets.yaml"), tmp_path)
+    run = open_run(config, tmp_path / "runs")
+    split = prepare_split(run, config)
+    before = fingerprint(run, config, "synth")
+    pin_split(run, config, split)  # the same rows, pinned again at once (--refresh)
+    assert fingerprint(run, config, "synth") != before

@@ -3,12 +3,22 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from potstill.runs import DamagedRunFile, atomic_write_text, read_jsonl, write_json
+from potstill.runs import (
+    DamagedRunFile,
+    RunFolder,
+    RunLocked,
+    atomic_write_text,
+    read_jsonl,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from conftest import SmallDisk
@@ -66,3 +76,84 @@ def test_a_read_only_folder_names_the_file_and_changes_nothing(small_disk: Small
         assert err.value.errno == errno.EROFS
         assert err.value.filename in (str(target), str(target.parent))
     assert path.read_text() == "# old report\n"
+
+
+# Holds the run folder's write lock until it is killed.
+HOLDER = """
+import sys, time
+from pathlib import Path
+from potstill.runs import RunFolder
+with RunFolder(Path(sys.argv[1])).writing():
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_writer_is_refused_and_a_sigkilled_holder_leaves_no_stuck_lock(
+    tmp_path: Path,
+) -> None:
+    run = RunFolder(tmp_path / "run")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(run.root)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(RunLocked) as refused, run.writing():
+            pytest.fail("a second writer got the lock")
+        message = str(refused.value)
+        assert message.startswith(f"{run.root}: another potstill process is writing")
+        assert f"pid {holder.pid} on " in message and "-c" in message and "since 20" in message
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=60)
+    assert run.lock_path.exists()  # left behind by the kill, with its record
+    with run.writing():  # the OS dropped the lock with the process
+        assert json.loads(run.lock_path.read_text())["pid"] == os.getpid()
+    assert not run.lock_path.exists()  # it exists only while someone holds it
+
+
+def test_the_lock_is_reentrant_and_leaves_no_folder_it_did_not_fill(tmp_path: Path) -> None:
+    run = RunFolder(tmp_path / "runs" / "new")
+    with pytest.raises(ValueError), run.writing():
+        raise ValueError("bad input, found before anything was written")
+    assert not run.root.exists()
+    with run.writing(), run.writing():  # a stage inside a run takes it again
+        atomic_write_text(run.config_path, "name: new\n")
+    assert [p.name for p in run.root.iterdir()] == ["config.yaml"]
+
+
+# Holds the lock, forks a child that lives on (as a data loader worker would), and waits.
+FORKING_HOLDER = """
+import os, sys, time
+from pathlib import Path
+from potstill.runs import RunFolder
+with RunFolder(Path(sys.argv[1])).writing():
+    child = os.fork()
+    if child == 0:
+        time.sleep(600)
+        os._exit(0)
+    print(child, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_forked_child_does_not_keep_the_lock_after_its_parent_is_killed(
+    tmp_path: Path,
+) -> None:
+    run = RunFolder(tmp_path / "run")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", FORKING_HOLDER, str(run.root)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None
+    child = int(holder.stdout.readline())
+    try:
+        with pytest.raises(RunLocked), run.writing():
+            pytest.fail("the lock was free while its holder lived")
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=60)
+        os.kill(child, 0)  # the child is still alive
+        with run.writing():
+            pass
+    finally:
+        holder.kill()
+        os.kill(child, signal.SIGKILL)

@@ -10,7 +10,6 @@ nothing: the budget estimate reads the run's call store only where one exists.
 from __future__ import annotations
 
 import copy
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +29,14 @@ from potstill.config import (
 from potstill.data.loading import DatasetError, Split
 from potstill.pipeline import (
     absolutize,
+    check_sources_unchanged,
     load_split,
     load_transfer,
     missing_api_keys,
     prompts_used,
+    split_is_pinned,
     template_problems,
+    transfer_is_pinned,
     worked_example_overlaps,
 )
 from potstill.progress import console, say
@@ -137,11 +139,9 @@ def _estimate(
 ) -> dict[str, Any]:
     from potstill.synth.estimate import estimate
 
+    # Answers already stored count as paid; a run without a call store gets none made.
     run = RunFolder(runs_dir / config.name)
-    if run.calls_db.exists():  # answers already stored count as paid
-        return estimate(run, config, task, split.train, split.test, transfer)
-    with tempfile.TemporaryDirectory() as empty:  # nothing is written beside the config
-        return estimate(RunFolder(Path(empty)), config, task, split.train, split.test, transfer)
+    return estimate(run, config, task, split.train, split.test, transfer)
 
 
 def check_config(path: Path, overrides: list[str] | None, runs_dir: Path) -> Checked:
@@ -180,6 +180,12 @@ def check_config(path: Path, overrides: list[str] | None, runs_dir: Path) -> Che
     except DatasetError as exc:
         found.problems.append(str(exc))
         return found
+    run = RunFolder(runs_dir / config.name)
+    try:  # a run of this config that pinned its data: has a source changed since?
+        pinned = split_is_pinned(run, config), transfer_is_pinned(run, config)
+        check_sources_unchanged(run, config, *pinned)
+    except DatasetError as exc:
+        found.problems.append(str(exc))
     found.problems += [
         f"{path}: a worked example repeats an evaluation example: {m}"
         for m in worked_example_overlaps(config, found.split.test, found.transfer)

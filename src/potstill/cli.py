@@ -19,7 +19,13 @@ from potstill.grade.rounds import GradeError
 from potstill.models.openai_backend import EndpointRefused, MissingKeyError
 from potstill.models.packaged import ModelRefError
 from potstill.progress import console
-from potstill.runs import DamagedRunFile, StageFailed, StageIncomplete, StageOrderError
+from potstill.runs import (
+    DamagedRunFile,
+    RunLocked,
+    StageFailed,
+    StageIncomplete,
+    StageOrderError,
+)
 from potstill.train.lint import TrainingDataError
 
 _option_type = TyperOption.display_type_rich
@@ -46,6 +52,7 @@ USER_ERRORS = (
     MissingKeyError,
     EndpointRefused,
     GradeError,
+    RunLocked,
     StageOrderError,
     StageFailed,
     DamagedRunFile,
@@ -143,6 +150,14 @@ def run(
         str | None,
         typer.Option(help="Run no stage after this one (synth, train, evaluate, report)."),
     ] = None,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh",
+            help="Load the dataset and transfer sets anew (a file changed since the run pinned "
+            "it) and run every stage again.",
+        ),
+    ] = False,
 ) -> None:
     """Run every stage of CONFIG that is missing or stale (synth, train, evaluate, report)."""
     from potstill.pipeline import absolutize, run_pipeline
@@ -152,7 +167,7 @@ def run(
         if stop_after is not None and stop_after not in STAGES:
             raise ConfigError(f"--stop-after must be one of {', '.join(STAGES)}")
         cfg = absolutize(load_config(config, overrides), config.parent)
-        run_pipeline(cfg, runs_dir, stop_after)
+        run_pipeline(cfg, runs_dir, stop_after, refresh)
 
     _guard(action)
 

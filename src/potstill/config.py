@@ -627,12 +627,13 @@ class SynthConfig(Strict):
 class BudgetConfig(Strict):
     """What the synth stage may spend, and how `potstill synth RUN --dry-run` estimates it."""
 
-    # Counted over all its calls (those answered in earlier runs too).
+    # Counted over all its calls (those sent by earlier runs too, from the ledger in
+    # calls.sqlite), each call in flight at its worst case.
     max_usd: float | None = Field(
         None,
         gt=0,
-        description="The most the synth stage may spend on teacher calls; needs the teacher's "
-        "price.",
+        description="The most the synth stage may spend on teacher calls, over all its runs "
+        "(a call in flight counts at its worst case); needs the teacher's price.",
     )
     tokenizer: str | None = Field(
         None,

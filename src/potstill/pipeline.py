@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,10 +13,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from potstill.config import ConfigError, ModelConfig, PromptConfig, RunConfig
-from potstill.data.loading import Split
+from potstill.data.loading import DatasetError, Split
 from potstill.data.sets import load_split as load_dataset_split
 from potstill.data.sets import load_transfer as load_transfer_sets
-from potstill.data.sets import source_dataset
+from potstill.data.sets import source_dataset, source_digests
 from potstill.models.openai_backend import MissingKeyError
 from potstill.progress import console, duration
 from potstill.runs import (
@@ -69,6 +71,40 @@ def open_run(config: RunConfig, runs_dir: Path) -> RunFolder:
     return run
 
 
+def _record_sources(run: RunFolder, config: RunConfig, pinned: bool) -> None:
+    """Keep in the manifest what each local source held when its rows were pinned (and,
+    for a new split, when), so a later run sees a source that changed since."""
+    data = dict(run.manifest().get("data") or {})
+    if pinned:  # a new id each time, even for two pins within one second
+        data["pin"] = uuid.uuid4().hex
+        data["pinned_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    data["sources"] = source_digests(config)
+    run.set_manifest("data", data)
+
+
+def check_sources_unchanged(
+    run: RunFolder, config: RunConfig, split: bool = True, transfer: bool = True
+) -> None:
+    """A pinned source (the split's with `split`, the transfer sets' with `transfer`) whose
+    file now holds other bytes than when it was pinned is an error naming it: the run would
+    otherwise go on with the old rows without a word."""
+    recorded = (run.manifest().get("data") or {}).get("sources") or {}
+    if not recorded:
+        return  # pinned before potstill recorded its sources
+    for key, now in source_digests(config).items():
+        was = recorded.get(key)
+        pinned = transfer if key.startswith("evaluate.transfer") else split
+        if not pinned or not was or was.get("path") != now["path"]:
+            continue
+        if was.get("sha256") != now["sha256"]:
+            what = "the set was pinned" if key.startswith("evaluate.") else "the split was pinned"
+            raise DatasetError(
+                f"{key}: {now['path']} changed since {what} in {run.data_dir} (every stage "
+                "was made from the rows read then); start a new run (another `name`), or run "
+                "`potstill run CONFIG --refresh` to pin it anew and run every stage again"
+            )
+
+
 def _split_paths(run: RunFolder) -> dict[str, Path]:
     return {name: run.data_dir / f"{name}.jsonl" for name in ("train", "test", "dev")}
 
@@ -96,6 +132,7 @@ def pin_split(run: RunFolder, config: RunConfig, split: Split) -> None:
         else:
             paths[name].unlink(missing_ok=True)
     atomic_write_text(run.data_dir / "fingerprint", config.section_hash("task", "dataset"))
+    _record_sources(run, config, pinned=True)
 
 
 def _read_split(run: RunFolder) -> Split:
@@ -106,12 +143,15 @@ def _read_split(run: RunFolder) -> Split:
     return Split(parts["train"], parts["test"], parts["dev"])
 
 
-def prepare_split(run: RunFolder, config: RunConfig) -> Split:
-    """Load and split the dataset once; data/{train,test,dev}.jsonl pin the split."""
+def prepare_split(run: RunFolder, config: RunConfig, pin: bool = True) -> Split:
+    """Load and split the dataset once; data/{train,test,dev}.jsonl pin the split (unless
+    `pin` is false: then a split not pinned yet is loaded and not written)."""
     if split_is_pinned(run, config):
+        check_sources_unchanged(run, config, transfer=False)
         return _read_split(run)
     split = load_split(config)
-    pin_split(run, config, split)
+    if pin:
+        pin_split(run, config, split)
     return split
 
 
@@ -161,6 +201,7 @@ def pin_transfer(run: RunFolder, config: RunConfig, sets: dict[str, list[Example
     for name, examples in sets.items():
         write_jsonl(folder / f"{name}.jsonl", [e.to_json() for e in examples])
     atomic_write_text(folder / "fingerprint", transfer_fingerprint(config))
+    _record_sources(run, config, pinned=False)
 
 
 def _read_transfer(run: RunFolder, config: RunConfig) -> dict[str, list[Example]]:
@@ -171,19 +212,25 @@ def _read_transfer(run: RunFolder, config: RunConfig) -> dict[str, list[Example]
     }
 
 
-def prepare_transfer(run: RunFolder, config: RunConfig) -> dict[str, list[Example]]:
+def prepare_transfer(
+    run: RunFolder, config: RunConfig, pin: bool = True
+) -> dict[str, list[Example]]:
     """Load the transfer sets once; data/transfer/<name>.jsonl pin them, as the split is."""
     if transfer_is_pinned(run, config):
+        check_sources_unchanged(run, config, split=False)
         return _read_transfer(run, config)
     sets = load_transfer(config)
-    pin_transfer(run, config, sets)
+    if pin:
+        pin_transfer(run, config, sets)
     return sets
 
 
-def evaluation_sets(run: RunFolder, config: RunConfig) -> tuple[Split, dict[str, list[Example]]]:
-    """The pinned split and transfer sets (loaded and pinned on first use), with the worked
-    examples checked against every evaluation set."""
-    split, transfer = prepare_split(run, config), prepare_transfer(run, config)
+def evaluation_sets(
+    run: RunFolder, config: RunConfig, pin: bool = True
+) -> tuple[Split, dict[str, list[Example]]]:
+    """The pinned split and transfer sets (loaded and pinned on first use, unless `pin` is
+    false), with the worked examples checked against every evaluation set."""
+    split, transfer = prepare_split(run, config, pin), prepare_transfer(run, config, pin)
     check_worked_examples(config, split.test, transfer)
     return split, transfer
 
@@ -313,6 +360,11 @@ def fingerprint(run: RunFolder, config: RunConfig, stage: str) -> str:
 
     if stage == "synth":
         synth = config.section_hash("task", "dataset", "teacher", "synth")
+        # A split pinned anew (`potstill run --refresh`) makes every stage stale; runs that
+        # pinned theirs before this was recorded keep their fingerprints.
+        pin = (run.manifest().get("data") or {}).get("pin")
+        if pin is not None:
+            synth = _hash(synth, pin)
         # Training inputs are screened against the transfer sets too.
         return _hash(synth, transfer_fingerprint(config)) if config.evaluate.transfer else synth
     if stage == "train":
@@ -377,6 +429,11 @@ def run_stage(run: RunFolder, config: RunConfig, stage: str) -> dict[str, Any]:
         raise RuntimeError(
             f"stage {stage} runs in one process; only `potstill train` runs under accelerate launch"
         )
+    with run.writing():
+        return _run_stage(run, config, stage)
+
+
+def _run_stage(run: RunFolder, config: RunConfig, stage: str) -> dict[str, Any]:
     fp = fingerprint(run, config, stage)
     console.rule(f"[bold]{stage}")
     try:
@@ -398,10 +455,11 @@ def _cost(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def estimate_synth(run: RunFolder, config: RunConfig) -> dict[str, Any]:
-    """What the synth stage would send and cost, without calling the teacher."""
+    """What the synth stage would send and cost, without calling the teacher; it writes
+    nothing (so it takes no write lock, and works while a run writes the folder)."""
     from potstill.synth.estimate import estimate
 
-    split, transfer = evaluation_sets(run, config)
+    split, transfer = evaluation_sets(run, config, pin=False)
     return estimate(run, config, build_task(config.task), split.train, split.test, transfer)
 
 
@@ -413,17 +471,32 @@ def stale_stages(run: RunFolder, config: RunConfig) -> list[str]:
     return []
 
 
-def run_pipeline(config: RunConfig, runs_dir: Path, stop_after: str | None = None) -> RunFolder:
+def run_pipeline(
+    config: RunConfig, runs_dir: Path, stop_after: str | None = None, refresh: bool = False
+) -> RunFolder:
     """Run every stage that is missing or stale; finished, current stages are skipped.
     With `stop_after`, no stage after that one runs (e.g. synth here, train on a GPU cluster).
+    With `refresh`, the split and transfer sets are loaded and pinned anew, and every stage
+    runs again.
 
-    Bad input (a dataset row, a template that fails to render for the first rows, an unset
-    API-key variable) is found before anything is written, so it leaves no run folder behind
-    and never changes an existing one.
+    The run folder's write lock is held throughout (`RunFolder.writing`). Bad input (a
+    dataset row, a template that fails to render for the first rows, an unset API-key
+    variable, a source changed since it was pinned) is found before anything is written, so
+    it leaves no run folder behind and never changes an existing one.
     """
     run = RunFolder(runs_dir / config.name)
-    split = None if split_is_pinned(run, config) else load_split(config)
-    transfer = None if transfer_is_pinned(run, config) else load_transfer(config)
+    with run.writing():
+        return _run_pipeline(run, config, stop_after, refresh)
+
+
+def _run_pipeline(
+    run: RunFolder, config: RunConfig, stop_after: str | None, refresh: bool
+) -> RunFolder:
+    split_pinned = not refresh and split_is_pinned(run, config)
+    transfer_pinned = not refresh and transfer_is_pinned(run, config)
+    check_sources_unchanged(run, config, split_pinned, transfer_pinned)
+    split = None if split_pinned else load_split(config)
+    transfer = None if transfer_pinned else load_transfer(config)
     examples = split or _read_split(run)
     check_worked_examples(
         config,
@@ -431,12 +504,12 @@ def run_pipeline(config: RunConfig, runs_dir: Path, stop_after: str | None = Non
         transfer if transfer is not None else _read_transfer(run, config),
     )
     check_templates(config, examples)
-    stale = stale_stages(run, config)
+    stale = list(STAGES) if refresh else stale_stages(run, config)
     if stop_after is not None:  # stages after stop_after do not run, so need no keys
         stale = [s for s in stale if STAGES.index(s) <= STAGES.index(stop_after)]
     if {"synth", "evaluate"} & set(stale):  # the stages that call models
         check_api_keys(config)
-    run = open_run(config, runs_dir)
+    run = open_run(config, run.root.parent)
     if split is not None:
         pin_split(run, config, split)
     if transfer is not None:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import errno
+import fcntl
+import itertools
 import json
 import os
 import platform
+import shlex
+import socket
 import sqlite3
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +30,10 @@ STAGES = ("synth", "train", "evaluate", "report")
 
 class StageOrderError(ValueError):
     """A stage asked for before the stage it reads from has finished."""
+
+
+class RunLocked(RuntimeError):
+    """Another process is writing the run folder."""
 
 
 class StageIncomplete(RuntimeError):
@@ -240,8 +249,42 @@ class RunFolder:
     def data_dir(self) -> Path:
         return self.root / "data"
 
+    @property
+    def lock_path(self) -> Path:
+        return self.root / "run.lock"
+
     def student_dir(self, name: str) -> Path:
         return self.root / "students" / name
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the run folder's write lock for the block: one process writes a run folder at
+        a time; another gets `RunLocked` naming the holder. Re-entrant in one process.
+
+        The folder (and its parents) is made if it is missing, and removed again at the end
+        if nothing was written into it (bad input leaves no run folder behind).
+        """
+        key = self.root.resolve()
+        if not is_main_process() or key in _HELD:  # other ranks never write run files
+            yield
+            return
+        made = list(itertools.takewhile(lambda p: not p.exists(), [self.root, *self.root.parents]))
+        self.root.mkdir(parents=True, exist_ok=True)  # an OSError here names the folder
+        fd = _lock(self.lock_path)
+        _HELD[key] = fd
+        try:
+            yield
+        finally:
+            del _HELD[key]
+            if fd is not None:
+                # Removed while still held, so the file exists only while someone holds it
+                # (a finished run folder is as the run left it); see `_lock` for the race.
+                with suppress(OSError):  # never in place of the error that ended the block
+                    self.lock_path.unlink(missing_ok=True)
+                os.close(fd)
+            with suppress(OSError):
+                for folder in made:  # the run folder, then the parents it needed
+                    folder.rmdir()  # only if empty
 
     def load_config(self) -> RunConfig:
         if not self.config_path.exists():
@@ -279,6 +322,10 @@ class RunFolder:
         if updated != manifest:
             write_json(self.manifest_path, updated)
 
+    def set_manifest(self, key: str, value: Any) -> None:
+        """Keep `value` under `key` in the manifest (beside the stage records)."""
+        write_json(self.manifest_path, {**self.manifest(), key: value})
+
     def mark_done(self, stage: str, fingerprint: str, seconds: float, **extra: Any) -> None:
         self._mark(stage, "done", fingerprint, seconds, **extra)
 
@@ -302,6 +349,85 @@ class RunFolder:
     def is_current(self, stage: str, fingerprint: str) -> bool:
         record = self.stage_record(stage)
         return bool(record and record["status"] == "done" and record["fingerprint"] == fingerprint)
+
+
+# Run folders this process holds the write lock of (resolved paths), with the lock's file.
+_HELD: dict[Path, int | None] = {}
+
+
+def _not_in_forked_children() -> None:
+    """A forked child (a data loader worker) closes its copy of the lock's file, so it never
+    keeps the lock held after its parent died; the parent's copy still holds it."""
+    for fd in _HELD.values():
+        if fd is not None:
+            with suppress(OSError):
+                os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_not_in_forked_children)
+# A folder that can take no new file cannot be written by anyone: the run goes on unlocked,
+# and its first write fails with a message that names that file.
+_CANNOT_CREATE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
+
+
+def _lock(path: Path) -> int | None:
+    """Take the exclusive `flock` on `path` (made if missing) and write who holds it there.
+
+    The flock is the lock, and the OS drops it when the holder dies, even by SIGKILL, so it
+    is never left stuck; the record in the file only tells a refused process who holds it.
+    Holders remove the file before they let go, so a lock taken on a file that is no
+    longer at `path` is dropped and taken again on the file that is."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        except OSError as exc:
+            if exc.errno in _CANNOT_CREATE:
+                return None
+            raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            folder = path.parent
+            raise RunLocked(
+                f"{folder}: another potstill process is writing this run folder "
+                f"({_holder(path)}); wait until it ends (or stop it), then run the same command "
+                "again. Commands that only read it (potstill grade RUN --summary or --export, "
+                "potstill check) work meanwhile."
+            ) from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    with suppress(OSError):  # informational only: a full disk must not stop the run here
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+    return fd
+
+
+def _holder(path: Path) -> str:
+    """Who holds the lock, as its record says (`pid 12 on host, ...`), or that it is unknown.
+    The holder writes the record just after it takes the lock, so it is read a few times."""
+    for _ in range(20):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            return (
+                f"pid {record['pid']} on {record['host']}, `{record['command']}`, "
+                f"since {record['started']}"
+            )
+        except (OSError, ValueError, TypeError, KeyError):
+            time.sleep(0.05)
+    return f"its record in {path} cannot be read"
 
 
 def is_main_process() -> bool:

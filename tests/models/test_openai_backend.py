@@ -197,3 +197,36 @@ def test_stream_hands_over_answers_as_they_arrive(fake_teacher: Callable[..., An
     arrived = asyncio.run(collect())
     assert [i for i, _ in arrived][-1] == 0  # the slow one last, the others did not wait
     assert sorted(i for i, _ in arrived) == list(range(6))
+
+
+def test_the_budget_sees_each_answer_settled_before_the_next_call_is_admitted(
+    tmp_path: Any,
+) -> None:
+    from fault_server import FaultServer
+
+    from potstill.models.callstore import CallStore, answer_all
+    from potstill.models.cost import Budget, Price
+
+    server = FaultServer(reply=lambda body: "ok")  # reports 5 completion tokens a reply
+    url = server.start()
+    try:
+        model = OpenAIChatModel("m", base_url=url, max_concurrency=1)
+        # Worst case 10 tokens, $0.01; a real answer $0.005: after one answer $0.005 is spent
+        # and a second call fits in $0.018, as long as the first's worst case is settled
+        # before the second is admitted (else $0.01 + $0.01 would not fit).
+        budget = Budget(max_usd=0.018, price=Price(0.0, 1000.0))
+        requests = [ChatRequest([{"role": "user", "content": f"q{i}"}], 10) for i in range(4)]
+        store = CallStore(tmp_path / "calls.sqlite")
+        answers = answer_all(
+            model,
+            store,
+            requests,
+            4,
+            admit=lambda i: budget.admit(i, requests[i], f"k{i}"),
+            on_answer=lambda i, r, fresh: budget.settle(i, r, f"k{i}", fresh),
+        )
+        store.close()
+    finally:
+        server.stop()
+    assert [a.ok for a in answers] == [True, True, False, False]
+    assert len(server.log) == 2 and abs(budget.spent - 0.01) < 1e-9

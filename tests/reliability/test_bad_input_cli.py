@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from lock_holder import holding_run_lock
 
 UNSET_KEY = "POTSTILL_TEST_KEY_NEVER_SET"  # never set; see conftest.py
 ROWS = [
@@ -159,4 +160,17 @@ def test_a_bad_rerun_leaves_an_existing_run_folder_as_it_was(
         data.write_bytes(jsonl(ROWS))
         args = ["run", str(config), *([extra] if extra else []), "--runs-dir", str(runs)]
         refused_by_subprocess(args, runs / "elsewhere", [expect], "rerun: config or key")
+    # The same config, and the data file edited in place since the split was pinned.
+    data.write_bytes(jsonl([*ROWS[:3], {**ROWS[3], "review": "Far too loud."}]))
+    args = ["run", str(config), "--runs-dir", str(runs)]
+    expect = [f"dataset: {data} changed since the split was pinned", "--refresh"]
+    refused_by_subprocess(args, runs / "elsewhere", expect, "rerun: data edited in place")
+    # Another process writing the run folder.
+    data.write_bytes(jsonl(ROWS))
+    with holding_run_lock(run.root) as holder:
+        expect = [
+            f"{run.root}: another potstill process is writing this run folder",
+            f"(pid {holder.pid} on ",
+        ]
+        refused_by_subprocess(args, runs / "elsewhere", expect, "rerun: another process writing")
     assert _snapshot(run.root) == before

@@ -5,6 +5,7 @@ the same error naming its file, line and field."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from pathlib import Path
@@ -89,3 +90,51 @@ def load_transfer(
         source.name: load_source(source, config.dataset, task, base_dir, f"evaluate.transfer.{i}")
         for i, source in enumerate(config.evaluate.transfer)
     }
+
+
+def _source_paths(config: RunConfig) -> dict[str, DatasetConfig]:
+    """Every source a run reads, by its config key: the main dataset, the test and dev
+    sources, the transfer sets."""
+    sources = {"dataset": config.dataset}
+    for part in ("test", "dev"):
+        source = getattr(config.dataset, part)
+        if source is not None:
+            sources[f"dataset.{part}"] = source_dataset(source, config.dataset)
+    for i, transfer in enumerate(config.evaluate.transfer):
+        sources[f"evaluate.transfer.{i}"] = source_dataset(transfer, config.dataset)
+    return sources
+
+
+def local_source(config: DatasetConfig) -> Path | None:
+    """The file or folder a source is read from, if it is on this machine (a generator, or a
+    dataset that `datasets` fetches from the hub, is not)."""
+    name = config.path if config.hub_name is None else config.hub_name
+    if name is None:
+        return None
+    path = Path(name)
+    return path if path.exists() else None
+
+
+def content_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes; of a folder, of its files' relative paths and bytes."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if file != path:  # a folder's file: its name counts too
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def source_digests(config: RunConfig) -> dict[str, dict[str, str]]:
+    """What each local source holds now, by config key: its path and content digest. A
+    source that is not on this machine (a hub dataset, a generator) is given by its config,
+    which the split's fingerprint already covers."""
+    found = {}
+    for key, source in _source_paths(config).items():
+        path = local_source(source)
+        if path is not None:
+            found[key] = {"path": str(path), "sha256": content_digest(path)}
+    return found

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from potstill.config import ModelConfig
 from potstill.models.base import ChatRequest, ChatResponse
-from potstill.models.tokens import heuristic_prompt_tokens
+from potstill.models.ledger import SpendLedger
+from potstill.models.tokens import worst_case_prompt_tokens
 
 
 @dataclass(frozen=True)
@@ -62,36 +63,70 @@ class Spend:
         }
 
 
+# Failures the endpoint answers without producing a reply (a rate limit, a refusal, a
+# server error status): not billed. A timeout, a dropped connection or a broken reply may
+# have been produced, and billed, all the same.
+UNBILLED_FAILURES = ("rate_limited", "quota", "not_sent", "http_")
+
+
 @dataclass
 class Budget:
-    """A hard cap on spending: a call starts only if its worst case still fits.
+    """A hard cap on spending: a call is sent only if its worst case still fits.
 
-    Each call in flight reserves its estimated prompt cost plus `max_tokens` of completion,
-    so concurrent calls cannot together overshoot the cap; the reservation is replaced by
-    the real cost when the answer comes.
+    Each call reserves its worst case (prompt tokens bounded by the UTF-8 bytes of its
+    messages, plus `max_tokens` of completion) before it is sent, so calls in flight count
+    and cannot together overshoot the cap; the reservation becomes the real cost when the
+    answer comes. With a `ledger` the reservations are committed to the run's calls.sqlite
+    first, so what was spent, calls in flight included, carries over to the next run.
     """
 
     max_usd: float | None
     price: Price | None
-    chars_per_token: float = 4.0
+    ledger: SpendLedger | None = None
     spent: float = 0.0
-    _reserved: dict[int, float] = field(default_factory=dict)
+    _reserved: dict[int, tuple[int | None, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.ledger is not None:
+            self.spent = self.ledger.spent()
 
     def worst_case(self, request: ChatRequest) -> float:
-        prompt = heuristic_prompt_tokens(request.messages, self.chars_per_token)
+        prompt = worst_case_prompt_tokens(request.messages)
         return call_cost(self.price, prompt, request.max_tokens)
 
-    def admit(self, key: int, request: ChatRequest) -> str | None:
+    def admit(self, index: int, request: ChatRequest, key: str) -> str | None:
         """None (and the call's worst case reserved) when it fits, else why it does not."""
         if self.max_usd is None:
             return None
         cost = self.worst_case(request)
-        if self.spent + sum(self._reserved.values()) + cost > self.max_usd:
+        reserved = sum(c for _, c in self._reserved.values())
+        if self.spent + reserved + cost > self.max_usd:
             return f"not sent: budget.max_usd ${self.max_usd:g} reached (spent ${self.spent:.4f})"
-        self._reserved[key] = cost
+        entry = self.ledger.reserve(key, cost) if self.ledger is not None else None
+        self._reserved[index] = (entry, cost)
         return None
 
-    def settle(self, key: int, cost: float) -> None:
-        """Record a finished call's real cost (an answer from the store counts too)."""
-        self._reserved.pop(key, None)
+    def settle(self, index: int, response: ChatResponse, key: str, fresh: bool) -> None:
+        """Count an answer: a sent call at its real cost (its worst case when the endpoint
+        reported no usage, or failed in a way it may have billed); a stored answer only if
+        the ledger does not count it yet (it was sent before the run had a budget), and then
+        into the ledger too."""
+        entry, worst = self._reserved.pop(index, (None, 0.0))
+        if not fresh:
+            if not response.ok or (self.ledger is not None and self.ledger.holds(key)):
+                return
+            stored = call_cost(self.price, response.prompt_tokens, response.completion_tokens)
+            self.spent += stored
+            if self.ledger is not None:
+                self.ledger.record(key, stored)
+            return
+        if response.ok:
+            used = response.prompt_tokens + response.completion_tokens
+            real = call_cost(self.price, response.prompt_tokens, response.completion_tokens)
+            cost = real if used else worst
+        else:
+            unbilled = (response.error_kind or "").startswith(UNBILLED_FAILURES)
+            cost = 0.0 if unbilled else worst
         self.spent += cost
+        if entry is not None and self.ledger is not None:
+            self.ledger.settle(entry, cost)

@@ -224,8 +224,11 @@ class OpenAIChatModel:
                 if reason is not None:
                     held = ChatResponse(None, "error", error=reason, error_kind="not_sent")
                     out.put_nowait((i, held))
-                    continue
-                out.put_nowait((i, await self._call(client, requests[i], limiter)))
+                else:
+                    out.put_nowait((i, await self._call(client, requests[i], limiter)))
+                # The consumer takes (and a budget settles) that answer before this worker
+                # asks `admit` about the next request, so the check sees its real cost.
+                await asyncio.sleep(0)
         except Exception as exc:  # EndpointRefused, or a bug: the consumer raises it
             out.put_nowait(exc)
 

@@ -21,6 +21,22 @@ def heuristic_prompt_tokens(messages: Sequence[Message], chars_per_token: float 
     )
 
 
+# Chat-format tokens a template may add around the text: the role, turn markers, a default
+# system header (Llama 3's names a date and a knowledge cut-off): more than templates add.
+WORST_TOKENS_PER_MESSAGE = 16
+WORST_TOKENS_PER_REQUEST = 64
+
+
+def worst_case_prompt_tokens(messages: Sequence[Message]) -> int:
+    """An upper bound on a request's prompt tokens, for the budget: no tokenizer makes more
+    tokens of a text than it has UTF-8 bytes (byte-level BPE; SentencePiece falls back to
+    bytes), so no text, in any script, is undercounted; plus the chat format's overhead."""
+    return WORST_TOKENS_PER_REQUEST + sum(
+        WORST_TOKENS_PER_MESSAGE + len(m.get("role", "").encode()) + len(m["content"].encode())
+        for m in messages
+    )
+
+
 # Stand-ins for message content while the chat template is rendered alone: private-use
 # characters, which no template markup or special token contains.
 _MARK = "\ue000potstill-content-{}\ue001"

@@ -1,4 +1,8 @@
-"""The synth stage's teacher calls: through the call store, under the budget, on a meter."""
+"""The synth stage's teacher calls: through the call store, under the budget, on a meter.
+
+With `budget.max_usd` set, every call's worst case is committed to the spending ledger in
+calls.sqlite before it is sent (`models/ledger.py`), so the budget holds across runs.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from potstill.models import ChatModel, build_model, chunk_size
 from potstill.models.base import ChatRequest, ChatResponse
 from potstill.models.callstore import CallStore, answer_all, request_key
 from potstill.models.cost import Budget, Price, Spend, price_of
+from potstill.models.ledger import SpendLedger
 from potstill.progress import call_meter
 from potstill.runs import RunFolder
 
@@ -28,17 +33,22 @@ class TeacherCalls:
     @classmethod
     def open(cls, run: RunFolder, config: RunConfig) -> TeacherCalls:
         price = price_of(config.teacher.model)
-        budget = Budget(config.budget.max_usd, price, config.budget.chars_per_token)
+        model = build_model(config.teacher.model)
+        store = CallStore(run.calls_db)
+        max_usd = config.budget.max_usd
+        ledger = SpendLedger(run.calls_db) if max_usd is not None else None
         return cls(
-            build_model(config.teacher.model),
-            CallStore(run.calls_db),
+            model,
+            store,
             chunk_size(config.teacher.model),
             price,
-            budget,
+            Budget(max_usd, price, ledger),
         )
 
     def close(self) -> None:
         self.store.close()
+        if self.budget.ledger is not None:
+            self.budget.ledger.close()
 
     def answer(self, label: str, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
         """Answers in request order; failed and held-back calls come back with `error`."""
@@ -48,7 +58,7 @@ class TeacherCalls:
 
             def on_answer(i: int, response: ChatResponse, fresh: bool) -> None:
                 cost = self.total.add(response, self.price) if response.ok else 0.0
-                self.budget.settle(i, cost)
+                self.budget.settle(i, response, keys[i], fresh)
                 if fresh:
                     if response.ok:
                         self.sent.add(response, self.price)
@@ -61,6 +71,6 @@ class TeacherCalls:
                 self.store,
                 requests,
                 self.chunk,
-                admit=lambda i: self.budget.admit(i, requests[i]),
+                admit=lambda i: self.budget.admit(i, requests[i], keys[i]),
                 on_answer=on_answer,
             )

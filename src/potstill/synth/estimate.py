@@ -18,7 +18,7 @@ from rich.table import Table
 
 from potstill.config import RunConfig
 from potstill.models import model_identity
-from potstill.models.base import ChatRequest, Message
+from potstill.models.base import ChatRequest, ChatResponse, Message
 from potstill.models.callstore import CallStore, request_key
 from potstill.models.cost import call_cost, price_of
 from potstill.models.tokens import heuristic_prompt_tokens, tokenizer_counter
@@ -56,12 +56,18 @@ class _Counter:
         )
         self.run = run
 
-    def phase(self, name: str, requests: list[ChatRequest], completions: list[int]) -> Phase:
+    def _stored(self, requests: list[ChatRequest]) -> list[ChatResponse | None]:
+        """The stored answers; none, and no call store made, for a run that has none."""
+        if not self.run.calls_db.exists():
+            return [None] * len(requests)
         store = CallStore(self.run.calls_db)
         try:
-            stored = store.get_many([request_key(self.identity, r) for r in requests])
+            return store.get_many([request_key(self.identity, r) for r in requests])
         finally:
             store.close()
+
+    def phase(self, name: str, requests: list[ChatRequest], completions: list[int]) -> Phase:
+        stored = self._stored(requests)
         found = Phase(name, calls=len(requests), stored=sum(s is not None for s in stored))
         for request, answer, completion in zip(requests, stored, completions):
             if answer is None:
@@ -71,11 +77,7 @@ class _Counter:
         return found
 
     def answered(self, request: ChatRequest) -> str | None:
-        store = CallStore(self.run.calls_db)
-        try:
-            answer = store.get(request_key(self.identity, request))
-        finally:
-            store.close()
+        answer = self._stored([request])[0]
         return answer.text if answer and answer.ok else None
 
 
