@@ -279,7 +279,9 @@ def fingerprint(run: RunFolder, config: RunConfig, stage: str) -> str:
     if stage == "train":
         return _hash(config.section_hash("students"), upstream("synth"))
     if stage == "evaluate":
-        return _hash(config.section_hash("teacher", "evaluate", "judge"), upstream("train"))
+        # `checks`: the guard rails' thresholds decide warnings and whether the judge counts.
+        sections = config.section_hash("teacher", "evaluate", "judge", "checks")
+        return _hash(sections, upstream("train"))
     return _hash(upstream("evaluate"))
 
 

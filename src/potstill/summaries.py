@@ -67,6 +67,11 @@ def train_end_sentence(name: str, summary: Mapping[str, Any]) -> str:
     return f"train[{name}]: " + "; ".join(parts) + "."
 
 
+def warning_lines(stage: str, warnings: list[dict[str, str]]) -> list[str]:
+    """`synth: warning: the teacher's yield is 4.2%: ...`, one line per guard-rail warning."""
+    return [f"{stage}: warning: {w['message']}" for w in warnings]
+
+
 def _figure(entry: Mapping[str, Any], key: str) -> str:
     value = entry.get(key)
     if value is None:
