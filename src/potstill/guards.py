@@ -122,6 +122,7 @@ def teacher_figures(
             answered = [r for r in records if r.get("status") == "ok"]
             references = [r for r in records if r.get("reference") is not None]
             figures["answers"] = {
+                "inputs": len(records),
                 "answer": answer,
                 "kept": count,
                 "kept_of": sum(kept.values()),
@@ -197,6 +198,12 @@ def _constant_message(spread: Mapping[str, Any], checks: ChecksConfig) -> str:
     )
     if answered_of and answered / answered_of < checks.max_answer_share:
         return text + "; the rejections removed most other answers (see synth/rejected.jsonl)."
+    unanswered = spread["inputs"] - answered_of
+    if unanswered > (1 - checks.max_answer_share) * spread["inputs"]:
+        return text + (
+            f"; the other {unanswered} inputs got no answer in the asked form, and what they "
+            "would have said is missing from the rows (see the teacher's yield)."
+        )
     refs, refs_of = spread["references"], spread["references_of"]
     if not refs_of:
         return text + ". Check the teacher on labelled examples, or use a stronger teacher."

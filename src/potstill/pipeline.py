@@ -29,7 +29,7 @@ from potstill.runs import (
     world_size,
     write_jsonl,
 )
-from potstill.summaries import evaluate_table, say
+from potstill.summaries import evaluate_table, judge_line, say
 from potstill.synth.filters import shot_overlaps
 from potstill.tasks import Example, build_task
 
@@ -307,6 +307,8 @@ def _do_evaluate(run: RunFolder, config: RunConfig) -> dict[str, Any]:
     shared = {"headline": scores["headline"], "order": scores["order"]}
     for source in config.evaluate.transfer:  # each set's table too, in config order
         console.print(evaluate_table({**scores["transfer"][source.name], **shared}, on=source.name))
+    if line := judge_line(scores):
+        say(line)
     headline = scores["headline"]
     return {
         name: c["metrics"].get(headline, {}).get("value")
