@@ -252,6 +252,14 @@ def student_warnings(name: str, figures: Mapping[str, Any], checks: ChecksConfig
                 "(a larger dataset, or synth.generate) or raise the teacher's yield.",
             )
         )
+    warmup = figures.get("warmup_steps")
+    long_warmup = ""
+    if warmup and steps and warmup / steps > checks.max_warmup_share:
+        long_warmup = (
+            f"warm-up took {warmup} of its {steps} optimizer steps ({_pct(warmup / steps)}; at "
+            f"most {_pct(checks.max_warmup_share)}, checks.max_warmup_share), the first at "
+            "learning rate 0"
+        )
     if steps is not None and steps < checks.min_optimizer_steps:
         found.append(
             warn(
@@ -259,11 +267,13 @@ def student_warnings(name: str, figures: Mapping[str, Any], checks: ChecksConfig
                 name,
                 f"{name} was trained for {steps} optimizer steps (fewer than "
                 f"{checks.min_optimizer_steps}, checks.min_optimizer_steps): too few updates to "
-                "move its weights far from the base student. More rows, more epochs "
-                "(train.epochs) or a smaller batch (train.batch_size, "
-                "train.gradient_accumulation_steps).",
+                "move its weights far from the base student"
+                + (f"; {long_warmup}" if long_warmup else "")
+                + ". More rows, more epochs (train.epochs) or a smaller batch "
+                "(train.batch_size, train.gradient_accumulation_steps).",
             )
         )
+        long_warmup = ""  # said with the steps
     start, end = figures.get("loss_start"), figures.get("loss_end")
     if start is not None and end is not None and start > 0:
         drop = (start - end) / start
@@ -279,16 +289,13 @@ def student_warnings(name: str, figures: Mapping[str, Any], checks: ChecksConfig
                     "that the rows teach something the base student does not already say.",
                 )
             )
-    warmup = figures.get("warmup_steps")
-    if warmup and steps and warmup / steps > checks.max_warmup_share:
+    if long_warmup:
         found.append(
             warn(
                 "student_warmup",
                 name,
-                f"warm-up took {warmup} of {name}'s {steps} optimizer steps "
-                f"({_pct(warmup / steps)}; at most {_pct(checks.max_warmup_share)}, "
-                "checks.max_warmup_share): its first step ran at learning rate 0 and it hardly "
-                "trained at the configured rate. Train for more steps.",
+                f"{name}: {long_warmup}, so it hardly trained at the configured rate. Train "
+                "for more steps.",
             )
         )
     return found
