@@ -104,7 +104,13 @@ def test_a_student_too_small_too_short_and_flat_gets_every_warning() -> None:
     # The long warm-up is a consequence of the few steps, said with them.
     assert "warm-up took 1 of its 2 optimizer steps (50.0%; at most 25.0%" in steps
     loss = found["student_loss"]
-    assert "2.500 over the first quarter of its steps, 2.490 over the last (+0.4%" in loss
+    assert loss.startswith("tiny's training loss hardly fell: 2.500 over the first quarter")
+    assert "2.490 over the last (down 0.4%; at least 5.0% expected" in loss
+    rising = student_figures(summary, [{"loss": 2.0}, {"loss": 2.2}])
+    (loss,) = [w["message"] for w in student_warnings("t", rising, CHECKS) if "loss" in w["check"]]
+    assert (
+        "did not fall: 2.000 over the first quarter of its steps, 2.200 over the last (up" in loss
+    )
     # Alone (the steps limit lowered), the warm-up is a warning of its own.
     alone = student_warnings("tiny", figures, ChecksConfig(min_optimizer_steps=2))
     (warmup,) = [w["message"] for w in alone if w["check"] == "student_warmup"]

@@ -282,8 +282,10 @@ def student_warnings(name: str, figures: Mapping[str, Any], checks: ChecksConfig
                 warn(
                     "student_loss",
                     name,
-                    f"{name}'s training loss did not fall: {start:.3f} over the first "
-                    f"quarter of its steps, {end:.3f} over the last ({drop:+.1%}; at least "
+                    f"{name}'s training loss "
+                    + ("hardly fell" if drop > 0 else "did not fall")
+                    + f": {start:.3f} over the first quarter of its steps, {end:.3f} over the "
+                    f"last ({'down' if drop > 0 else 'up'} {abs(drop):.1%}; at least "
                     f"{_pct(checks.min_loss_drop)} expected, checks.min_loss_drop). It learnt "
                     "little from its rows: raise train.learning_rate or train.epochs, or check "
                     "that the rows teach something the base student does not already say.",

@@ -36,7 +36,7 @@ CHECK_TITLES = {
     "teacher_constant_answer": "one answer",
     "student_rows": "too few rows",
     "student_steps": "too few steps",
-    "student_loss": "loss did not fall",
+    "student_loss": "training loss",
     "student_warmup": "warm-up",
 }
 
