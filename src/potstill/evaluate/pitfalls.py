@@ -214,22 +214,16 @@ def too_few_examples(comparisons: list[dict[str, Any]]) -> list[Finding]:
     return found
 
 
+# Per kind of judge reply: (how many were asked, how many were read), in a candidate's judge entry.
+_READ = {"pointwise": ("judged", "scored"), "pairwise": ("pairs", "decided")}
+
+
 def _unreadable(candidates: dict[str, Any], kind: str) -> tuple[int, int]:
     """(unreadable, asked) over every candidate's pointwise or pairwise judge replies."""
-    asked = unread = 0
-    for cand in candidates.values():
-        info = cand.get("judge", {}).get(kind)
-        if info:
-            n, ok = (
-                (info["judged"], info["scored"])
-                if kind == "pointwise"
-                else (
-                    info["pairs"],
-                    info["decided"],
-                )
-            )
-            asked, unread = asked + n, unread + n - ok
-    return unread, asked
+    asked_key, read_key = _READ[kind]
+    entries = [c["judge"][kind] for c in candidates.values() if c.get("judge", {}).get(kind)]
+    asked = sum(e[asked_key] for e in entries)
+    return asked - sum(e[read_key] for e in entries), asked
 
 
 def judge_trust(

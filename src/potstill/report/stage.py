@@ -143,7 +143,7 @@ def _judge_rows(candidates: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def judge_trust(scores: dict[str, Any]) -> dict[str, Any]:
+def judge_trust_context(scores: dict[str, Any]) -> dict[str, Any]:
     """Whether the judge's scores are evidence, as the evaluate stage decided it
     (`judge.trusted`, `judge.reasons` in scores.json; a judge without the decision counts)."""
     judge = scores.get("judge") or {}
@@ -329,7 +329,7 @@ def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
         "transfer": transfer,
         "judge_rows": _judge_rows(candidates),
         "judge": scores.get("judge"),
-        **judge_trust(scores),
+        **judge_trust_context(scores),
         "cost_rows": _cost_rows(candidates),
         "synth": synth,
         "synth_cost": _cost(synth) if synth else "n/a",
