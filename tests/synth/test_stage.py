@@ -321,6 +321,8 @@ def test_a_low_yield_and_a_constant_answer_are_warned_about_when_synth_ends(
     assert f"'positive' in {accepted} of {accepted} kept rows (100.0%" in constant
     # Not the teacher's bias: its "bad" replies are missing from the rows.
     assert f"the other {outside} inputs got no answer in the asked form" in constant
+    card = (run.synth_dir / "card.md").read_text()
+    assert "## Warnings" in card and f"- {found['teacher_yield']}" in card
     # The CLI says so too, one line per warning, after the stage's sentence.
     output = " ".join(result.output.split())  # rich may wrap long lines
     assert "synth: warning: the teacher's yield is" in output
