@@ -177,11 +177,10 @@ def teacher_warnings(figures: Mapping[str, Any], kind: str, checks: ChecksConfig
             )
         )
     spread = figures.get("answers")
-    if (
-        spread
-        and spread["kept_of"] >= 5
-        and spread["kept"] / spread["kept_of"] >= (checks.max_answer_share)
-    ):
+    # Five rows at least: on fewer, one answer filling them says little (and the row count
+    # warns about the student anyway).
+    share = spread["kept"] / spread["kept_of"] if spread else 0.0
+    if spread and spread["kept_of"] >= 5 and share >= checks.max_answer_share:
         found.append(warn("teacher_constant_answer", "teacher", _constant_message(spread, checks)))
     return found
 
