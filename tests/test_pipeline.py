@@ -57,6 +57,20 @@ def test_demo_pipeline_on_a_few_examples(tiny_model_dir: Path, tmp_path: Path) -
     report = (run.root / "report.md").read_text()
     assert "| teacher |" in report and "| distilled | student |" in report
     assert "## LLM judge" in report and "position-flip rate" in report
+    # The packaged 135M judge's verdicts follow the answers' order: past the flip limit its
+    # scores are no evidence, they leave the tables and the report says why.
+    judge = scores["judge"]
+    if judge["bias"]["flip_rate"] is not None and judge["bias"]["flip_rate"] >= 0.5:
+        assert judge["trusted"] is False and "pairwise verdicts changed" in judge["reasons"][0]
+    assert judge["trusted"] is (not judge["reasons"])
+    assert ("**Not to be trusted: this judge failed its own checks:**" in report) is (
+        not judge["trusted"]
+    )
+    if not judge["trusted"]:
+        assert all("judge_score" not in c["metrics"] for c in scores["candidates"].values())
+    # A student of a few rows for a few steps is said to be one.
+    assert {"student_rows", "student_steps"} <= {w["check"] for w in scores["warnings"]}
+    assert "train[distilled]: warning: distilled was trained on" in " ".join(result.output.split())
     plots = sorted((run.root / "plots").glob("*.png"))
     assert {p.name for p in plots} >= {"metric_accuracy.png", "accuracy_vs_cost.png"}
     html = (run.root / "report.html").read_text()

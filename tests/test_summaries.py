@@ -10,9 +10,11 @@ from rich.console import Console
 from potstill.summaries import (
     counted,
     evaluate_table,
+    judge_line,
     synth_sentence,
     train_end_sentence,
     train_start_sentence,
+    warning_lines,
 )
 
 
@@ -81,3 +83,15 @@ def test_one_of_a_thing_is_singular() -> None:
     end = train_end_sentence("a", {"steps": 1, "seconds": None, "last_loss": None})
     assert end == "train[a]: 1 step."
     assert train_start_sentence("a", 1, "synth", "answer", Counter()).startswith("train[a]: 1 row ")
+
+
+def test_guard_rail_warnings_and_an_untrusted_judge_are_lines_of_their_own() -> None:
+    found = [{"check": "student_rows", "subject": "s", "message": "s was trained on 3 rows."}]
+    assert warning_lines("train[s]", found) == ["train[s]: warning: s was trained on 3 rows."]
+    assert judge_line({"judge": {"trusted": True, "reasons": []}}) is None
+    assert judge_line({}) is None  # no judge, or one from before the decision
+    line = judge_line({"judge": {"trusted": False, "reasons": ["100.0% of its 60 flipped"]}})
+    assert line == (
+        "evaluate: warning: the judge failed its own checks and its scores are left out of "
+        "the comparisons: 100.0% of its 60 flipped."
+    )

@@ -801,6 +801,65 @@ class JudgeConfig(Strict):
     )
 
 
+class ChecksConfig(Strict):
+    """Thresholds of the guard rails that say when a run's evidence means little
+    (docs/checks.md gives each one's reason)."""
+
+    min_teacher_yield: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="Warn when fewer of the inputs the teacher labelled become training rows.",
+    )
+    max_answer_share: float = Field(
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="Warn when one answer is at least this share of the kept training rows "
+        "(tasks with discrete answers: labels, letters, numbers).",
+    )
+    min_student_rows: int = Field(
+        50, ge=0, description="Warn when a student is trained on fewer rows."
+    )
+    min_optimizer_steps: int = Field(
+        20, ge=0, description="Warn when a student is trained for fewer optimizer steps."
+    )
+    min_loss_drop: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="Warn when a student's training loss falls by less than this share of "
+        "its starting value (mean of the first quarter of logged steps against the last).",
+    )
+    max_warmup_share: float = Field(
+        0.25,
+        ge=0.0,
+        le=1.0,
+        description="Warn when warm-up takes more than this share of a student's optimizer steps.",
+    )
+    max_judge_flip_rate: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="The judge is not trusted when at least this share of its pairwise "
+        "verdicts change with the answers' order (a judge that picks at random flips half).",
+    )
+    max_judge_unreadable_rate: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="The judge is not trusted when more than this share of its pointwise or "
+        "pairwise replies has no readable score or verdict.",
+    )
+    max_judge_position_skew: float = Field(
+        0.25,
+        ge=0.0,
+        le=0.5,
+        description="The judge is not trusted when the share of its single-order verdicts "
+        "naming position A is further than this from 50% (with at least 20 such verdicts).",
+    )
+
+
 GradeMode = Literal["pointwise", "pairwise"]
 
 
@@ -863,6 +922,9 @@ class RunConfig(Strict):
     budget: BudgetConfig = Field(BudgetConfig(), description="Spending on teacher calls.")
     grade: GradeConfig = Field(GradeConfig(), description="Human grading.")
     judge: JudgeConfig = Field(JudgeConfig(), description="The LLM judge.")
+    checks: ChecksConfig = Field(
+        ChecksConfig(), description="When a run's evidence means little: warning thresholds."
+    )
 
     @model_validator(mode="after")
     def _styles_fit_the_task(self) -> RunConfig:

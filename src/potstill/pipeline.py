@@ -31,7 +31,7 @@ from potstill.runs import (
     world_size,
     write_jsonl,
 )
-from potstill.summaries import evaluate_table, say
+from potstill.summaries import evaluate_table, judge_line, say
 from potstill.synth.filters import shot_overlaps
 from potstill.tasks import Example, build_task
 
@@ -370,7 +370,9 @@ def fingerprint(run: RunFolder, config: RunConfig, stage: str) -> str:
     if stage == "train":
         return _hash(config.section_hash("students"), upstream("synth"))
     if stage == "evaluate":
-        return _hash(config.section_hash("teacher", "evaluate", "judge"), upstream("train"))
+        # `checks`: the guard rails' thresholds decide warnings and whether the judge counts.
+        sections = config.section_hash("teacher", "evaluate", "judge", "checks")
+        return _hash(sections, upstream("train"))
     return _hash(upstream("evaluate"))
 
 
@@ -396,6 +398,8 @@ def _do_evaluate(run: RunFolder, config: RunConfig) -> dict[str, Any]:
     shared = {"headline": scores["headline"], "order": scores["order"]}
     for source in config.evaluate.transfer:  # each set's table too, in config order
         console.print(evaluate_table({**scores["transfer"][source.name], **shared}, on=source.name))
+    if line := judge_line(scores):
+        say(line)
     headline = scores["headline"]
     return {
         name: c["metrics"].get(headline, {}).get("value")

@@ -68,6 +68,22 @@ def train_end_sentence(name: str, summary: Mapping[str, Any]) -> str:
     return f"train[{name}]: " + "; ".join(parts) + "."
 
 
+def warning_lines(stage: str, warnings: list[dict[str, str]]) -> list[str]:
+    """`synth: warning: the teacher's yield is 4.2%: ...`, one line per guard-rail warning."""
+    return [f"{stage}: warning: {w['message']}" for w in warnings]
+
+
+def judge_line(scores: Mapping[str, Any]) -> str | None:
+    """`evaluate: the judge is not evidence: ...` when it failed its own checks, else None."""
+    judge = scores.get("judge") or {}
+    if judge.get("trusted", True):
+        return None
+    return (
+        "evaluate: warning: the judge failed its own checks and its scores are left out of "
+        "the comparisons: " + "; ".join(judge.get("reasons", [])) + "."
+    )
+
+
 def _figure(entry: Mapping[str, Any], key: str) -> str:
     value = entry.get(key)
     if value is None:

@@ -2,10 +2,11 @@
 
 from typing import Any
 
-from potstill.config import TaskConfig
+from potstill.config import ChecksConfig, TaskConfig
 from potstill.evaluate.pitfalls import (
     format_check,
     format_warnings,
+    judge_trust,
     judge_warnings,
     overlap_check,
     overlap_warnings,
@@ -14,6 +15,7 @@ from potstill.evaluate.pitfalls import (
     reference_check,
     reference_warnings,
     reply_shape,
+    set_judge_aside,
     too_few_examples,
 )
 from potstill.tasks import Example, build_task
@@ -171,3 +173,81 @@ def test_test_examples_without_a_reference_are_counted_and_warned_about() -> Non
     none = reference_check([Example("e", {"question": "q"}, None)])
     assert "dataset.fields.answer" in reference_warnings(math, none)[0]["message"]
     assert reference_warnings(math, reference_check(test[1::2])) == []
+
+
+def _judged(flip: float | None, first: float | None = 0.5, first_n: int = 40) -> dict[str, Any]:
+    return {
+        "bias": {
+            "pairs": 48,
+            "flip_rate": flip,
+            "first_position_rate": first,
+            "first_position_n": first_n,
+        }
+    }
+
+
+def _judge_entry(judged: int, scored: int, pairs: int, decided: int) -> dict[str, Any]:
+    return {
+        "judge": {
+            "pointwise": {"judged": judged, "scored": scored},
+            "pairwise": {"pairs": pairs, "decided": decided},
+        }
+    }
+
+
+def test_a_judge_past_a_bias_threshold_is_not_trusted_and_says_why() -> None:
+    checks, fine = ChecksConfig(), {"s": _judge_entry(30, 30, 30, 30)}
+    assert judge_trust(_judged(0.3), fine, checks) == {"trusted": True, "reasons": []}
+    # The packaged 135M judge: every verdict follows the position.
+    (reason,) = judge_trust(_judged(1.0), fine, checks)["reasons"]
+    assert reason.startswith("100.0% of its 48 pairwise verdicts changed when the two answers")
+    assert "at or above 50.0%, checks.max_judge_flip_rate" in reason
+    # A coin-flip judge flips half its verdicts: that is already no evidence.
+    assert judge_trust(_judged(0.5), fine, checks)["trusted"] is False
+    # Unreadable replies, over every candidate: 20 of 60 pointwise is a third.
+    unread = {"a": _judge_entry(30, 10, 30, 30), "b": _judge_entry(30, 30, 30, 30)}
+    (reason,) = judge_trust(_judged(0.0), unread, checks)["reasons"]
+    assert "20 of its 60 pointwise replies (33.3%) had no readable score" in reason
+    # Position skew needs 20 single-order verdicts; 80% A is 30 points from 50%.
+    (reason,) = judge_trust(_judged(0.0, first=0.8), fine, checks)["reasons"]
+    assert "named position A in 80.0% of 40 single-order verdicts" in reason
+    assert judge_trust(_judged(0.0, first=0.8, first_n=10), fine, checks)["trusted"] is True
+    # Thresholds are the user's: a stricter flip limit distrusts the 30% judge.
+    assert judge_trust(_judged(0.3), fine, ChecksConfig(max_judge_flip_rate=0.2))["reasons"]
+    # A judge without pairwise verdicts is judged on what it has.
+    assert judge_trust({"bias": {"flip_rate": None, "pairs": 0}}, {}, checks)["trusted"] is True
+
+
+def test_an_untrusted_judge_leaves_the_metrics_comparisons_and_disagreements() -> None:
+    def candidate(accuracy: float, judge: float) -> dict[str, Any]:
+        return {
+            "metrics": {"accuracy": _metric(accuracy), "judge_score": _metric(judge)},
+            **_judge_entry(6, 6, 6, 6),
+        }
+
+    results = {
+        "candidates": {"a": candidate(0.8, 2.0), "b": candidate(0.6, 4.0)},
+        "comparisons": [
+            {"a": "a", "b": "b", "metrics": {"accuracy": {}, "judge_score": {}}},
+        ],
+    }
+    assert ranking_disagreements(results["candidates"])  # the judge disagrees with accuracy
+    set_judge_aside(results)
+    a = results["candidates"]["a"]
+    assert set(a["metrics"]) == {"accuracy"}
+    assert a["judge"]["metrics"]["judge_score"]["value"] == 2.0  # kept for the judge section
+    assert set(results["comparisons"][0]["metrics"]) == {"accuracy"}
+    assert ranking_disagreements(results["candidates"]) == []
+    judge = {
+        "sample_size": 6,
+        "test_size": 6,
+        "same_as_teacher": False,
+        "trusted": False,
+        "reasons": ["100.0% of its 12 pairwise verdicts changed"],
+        "bias": {"pairs": 12, "flip_rate": 1.0, "first_position_n": 0},
+    }
+    found = {w["check"]: w["message"] for w in judge_warnings(judge, results["candidates"])}
+    assert found["judge_untrusted"].startswith(
+        "the judge failed its own checks, so its scores are not evidence: 100.0% of its 12 "
+    )
+    assert "left out of the comparison table, the paired comparisons" in found["judge_untrusted"]

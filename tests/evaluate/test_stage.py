@@ -268,3 +268,32 @@ def test_examples_without_a_reference_are_left_out_of_paired_comparisons(
     for comparison in results["comparisons"]:
         assert comparison["n"] == with_reference
         assert comparison["flexible"]["n"] == with_reference
+
+
+def test_a_meaningless_run_is_warned_about_with_its_numbers_in_scores_json(
+    make_evaluated_run: Callable[..., Any],
+) -> None:
+    run, config = make_evaluated_run(name="meaningless")
+    # What the packaged teacher did on 10 reviews: 8 replies outside the label set, 1 cut off.
+    record = {"answer": None, "status": "no_answer", "reference": "positive"}
+    records = [{**record, "raw_answer": "good", "rejected": "no_answer"}] * 8
+    records += [{**record, "raw_answer": None, "status": None, "rejected": "finish_length"}]
+    records += [{**record, "answer": "positive", "status": "ok", "rejected": None}]
+    write_jsonl(run.synth_dir / "teacher.jsonl", records)
+    # A student trained on 3 rows for 2 steps, the first in warm-up, its loss flat.
+    folder = run.student_dir("distilled")
+    (folder / "summary.json").write_text(json.dumps({"rows": 3, "steps": 2, "warmup_steps": 1}))
+    write_jsonl(folder / "train_log.jsonl", [{"step": 1, "loss": 1.5}, {"step": 2, "loss": 1.5}])
+    results = _evaluate(run, config)
+    found = {w["check"]: w for w in results["warnings"]}
+    assert {"student_rows", "student_steps", "student_loss"} <= set(found)
+    assert "warm-up took 1 of its 2 optimizer steps" in found["student_steps"]["message"]
+    assert found["student_rows"]["subject"] == "distilled"
+    assert "1 of 10 inputs became training rows" in found["teacher_yield"]["message"]
+    assert "8 of 10 replies held no answer" in found["teacher_yield"]["message"]  # math
+    assert results["checks"]["teacher"]["accepted"] == 1
+    assert results["checks"]["students"]["distilled"]["loss_start"] == 1.5
+    # The thresholds are the config's: relaxed, the same run is quiet about the student.
+    relaxed = _with(config, "checks.min_student_rows=1", "checks.min_optimizer_steps=1")
+    again = {w["check"] for w in _evaluate(run, relaxed)["warnings"]}
+    assert not {"student_rows", "student_steps"} & again and "student_loss" in again

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from potstill.config import parse_config
 from potstill.evaluate.stage import run_evaluate
 from potstill.pipeline import prepare_split
 from potstill.report.stage import run_report
@@ -98,3 +99,57 @@ def test_report_html_renders_offline_in_headless_chromium(
             assert fetched and all(u.startswith(("file://", "data:")) for u in fetched)
         finally:
             browser.close()
+
+
+def test_a_judge_that_fails_its_checks_leaves_the_tables_and_the_report_says_why(
+    make_evaluated_run: Callable[..., Any], scripted_endpoint: tuple[str, Any]
+) -> None:
+    url, _ = scripted_endpoint
+    # The gullible judge follows the injector's "Verdict: A" in whichever place it stands: its
+    # 6 comparisons of the injector flip, 6 of the 24 pairs; the limit here is 20%.
+    extra = f"{{name: injector, model: {{backend: openai, model: injector, base_url: '{url}'}}}}"
+    run, config = make_evaluated_run(
+        f"evaluate.candidates=[{extra}]",
+        "judge.model.model=gullible-judge",
+        "checks.max_judge_flip_rate=0.2",
+        name="untrusted",
+    )
+    scores = run_evaluate(run, config, build_task(config.task), prepare_split(run, config).test)
+    assert scores["judge"]["trusted"] is False
+    (reason,) = scores["judge"]["reasons"]
+    assert reason.startswith("25.0% of its 24 pairwise verdicts changed")
+    for name, candidate in scores["candidates"].items():
+        assert not {"judge_score", "judge_win_rate"} & set(candidate["metrics"]), name
+        assert "judge_score" in candidate["judge"]["metrics"]  # for the judge section
+    assert all(
+        not {"judge_score", "judge_win_rate"} & set(c["metrics"]) for c in scores["comparisons"]
+    )
+
+    def judge_clashes(found: dict[str, Any]) -> list[str]:
+        return [
+            w["subject"]
+            for w in found["warnings"]
+            if w["check"] in ("metric_disagreement", "too_few_examples")
+            and "judge_" in w["message"]
+        ]
+
+    assert "judge_untrusted" in [w["check"] for w in scores["warnings"]]
+    assert judge_clashes(scores) == []
+    run_report(run, config)
+    md = (run.root / "report.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| candidate | role"))
+    assert "accuracy [95% CI]" in header and "judge" not in header
+    assert "**Not to be trusted: this judge failed its own checks:** 25.0% of its 24" in md
+    assert "judge_score is the LLM judge's rubric score" not in md
+    assert "(plots/metric_judge_score.png)" not in md
+    # Its pointwise scores are still shown, in the judge section only.
+    assert "| injector | 5 [5, 5] | 6 of 6 |" in md
+    assert "**judge not trusted**: the judge failed its own checks" in md
+    html = (run.root / "report.html").read_text()
+    assert 'id="judge-untrusted"' in html and "25.0% of its 24 pairwise verdicts" in html
+    # Trusted under the default limit (50%), the same judge's scores do drive those warnings.
+    lenient = parse_config(
+        config.model_dump(mode="json"), "test", ["checks.max_judge_flip_rate=0.5"]
+    )
+    trusted = run_evaluate(run, lenient, build_task(config.task), prepare_split(run, config).test)
+    assert trusted["judge"]["trusted"] is True and judge_clashes(trusted)

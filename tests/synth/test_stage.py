@@ -284,3 +284,46 @@ def test_training_inputs_without_a_reference_are_counted_in_the_card(
     assert missing > 0 and summary["inputs_without_reference"] == missing
     card = (run.synth_dir / "card.md").read_text()
     assert f"training inputs without a reference: {missing} of {summary['inputs']}" in card
+
+
+def test_a_low_yield_and_a_constant_answer_are_warned_about_when_synth_ends(
+    fake_teacher: Callable[..., Any], tmp_path: Path
+) -> None:
+    from synth.conftest import review_config, write_reviews
+
+    from potstill.pipeline import open_run
+
+    # The labels are positive / negative, the teacher says good / bad: "good" is a synonym,
+    # "bad" is not, so every negative reply falls outside the label set.
+    data = write_reviews(tmp_path / "reviews.jsonl", 24)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    for row in rows:
+        row["label"] = {"good": "positive", "bad": "negative"}[row["label"]]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    teacher = fake_teacher()
+    task = {"kind": "classification", "labels": ["positive", "negative"]}
+    tree = review_config(data, teacher.base_url, {}, {}, {}, checks={"min_teacher_yield": 0.6})
+    tree["task"] = {**task, "synonyms": {"positive": ["good"]}}
+    run = open_run(parse_config(tree, "test config"), tmp_path / "runs")
+    result = _invoke("synth", str(run.root))
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run.synth_dir / "summary.json").read_text())
+    accepted, labelled = summary["accepted"], summary["checks"]["labelled"]
+    outside = labelled - accepted
+    assert 0 < accepted < 0.6 * labelled and summary["checks"]["outside"] == outside
+    found = {w["check"]: w["message"] for w in summary["warnings"]}
+    assert set(found) == {"teacher_yield", "teacher_constant_answer"}
+    assert (
+        f"{outside} of {labelled} replies were outside the label set (most often 'bad' "
+        f"{outside}): add what the teacher says as synonyms (task.synonyms)"
+    ) in found["teacher_yield"]
+    constant = found["teacher_constant_answer"]
+    assert f"'positive' in {accepted} of {accepted} kept rows (100.0%" in constant
+    # Not the teacher's bias: its "bad" replies are missing from the rows.
+    assert f"the other {outside} inputs got no answer in the asked form" in constant
+    card = (run.synth_dir / "card.md").read_text()
+    assert "## Warnings" in card and f"- {found['teacher_yield']}" in card
+    # The CLI says so too, one line per warning, after the stage's sentence.
+    output = " ".join(result.output.split())  # rich may wrap long lines
+    assert "synth: warning: the teacher's yield is" in output
+    assert "synth: warning: one answer fills the training rows: 'positive'" in output

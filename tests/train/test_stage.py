@@ -105,6 +105,13 @@ def test_training_writes_a_loadable_standalone_model(
     folder = run.student_dir("s")
     final = folder / "final"
     assert summary["steps"] == 3 and summary["rows"] == 6 and summary["dev_rows"] == 2
+    # ceil(5% of 3 steps): one warm-up step, a third of this toy run; every guard says so.
+    assert (summary["max_steps"], summary["warmup_steps"]) == (3, 1)
+    assert summary["checks"]["rows"] == 6 and summary["checks"]["loss_start"] is not None
+    warned = {w["check"] for w in summary["warnings"]}
+    assert {"student_rows", "student_steps"} <= warned
+    (steps,) = [w["message"] for w in summary["warnings"] if w["check"] == "student_steps"]
+    assert "warm-up took 1 of its 3 optimizer steps (33.3%" in steps
     # On a CPU with no attention configured: packed rows, each attended alone
     expected = ("length_grouped", None) if torch.cuda.is_available() else ("padding_free", NAME)
     assert summary["real_tokens"] > 0 and (summary["batching"], summary["attention"]) == expected

@@ -35,6 +35,9 @@ from potstill.tasks import Example, Task
 from potstill.tasks.base import task_user_text
 
 REFERENCE = "teacher"  # pairwise verdicts are against this candidate
+# The metrics the judge adds to a candidate's rows and `metrics` (evaluate/pitfalls.py sets an
+# untrusted judge's aside).
+JUDGE_METRICS = ("judge_score", "judge_win_rate")
 WIN_VALUE = {"win": 1.0, "tie": 0.5, "loss": 0.0}
 SIGN = {"win": 1.0, "tie": 0.0, "loss": -1.0}
 

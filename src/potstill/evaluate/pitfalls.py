@@ -11,20 +11,17 @@ import re
 from collections import Counter
 from typing import Any
 
-from potstill.config import RunConfig
+from potstill.config import ChecksConfig, RunConfig
+from potstill.evaluate.judgments import JUDGE_METRICS
+from potstill.guards import Finding, run_guards
+from potstill.guards import warn as _warn
 from potstill.runs import RunFolder, read_jsonl
 from potstill.tasks import Example, Task
 from potstill.tasks.base import task_user_text
 
-Finding = dict[str, str]
-
 
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
-
-
-def _warn(check: str, subject: str, message: str) -> Finding:
-    return {"check": check, "subject": subject, "message": message}
 
 
 def parse_failures(name: str, cand: dict[str, Any]) -> list[Finding]:
@@ -217,9 +214,79 @@ def too_few_examples(comparisons: list[dict[str, Any]]) -> list[Finding]:
     return found
 
 
+# Per kind of judge reply: (how many were asked, how many were read), in a candidate's judge entry.
+_READ = {"pointwise": ("judged", "scored"), "pairwise": ("pairs", "decided")}
+
+
+def _unreadable(candidates: dict[str, Any], kind: str) -> tuple[int, int]:
+    """(unreadable, asked) over every candidate's pointwise or pairwise judge replies."""
+    asked_key, read_key = _READ[kind]
+    entries = [c["judge"][kind] for c in candidates.values() if c.get("judge", {}).get(kind)]
+    asked = sum(e[asked_key] for e in entries)
+    return asked - sum(e[read_key] for e in entries), asked
+
+
+def judge_trust(
+    judge: dict[str, Any], candidates: dict[str, Any], checks: ChecksConfig
+) -> dict[str, Any]:
+    """Whether the judge's scores are evidence: not when its position-flip rate, its share of
+    unreadable replies or its position skew is past the thresholds of `checks:`. Returns
+    {"trusted": bool, "reasons": [one sentence with the numbers per failed check]}."""
+    bias, reasons = judge["bias"], []
+    flip = bias.get("flip_rate")
+    if flip is not None and bias.get("pairs") and flip >= checks.max_judge_flip_rate:
+        reasons.append(
+            f"{_pct(flip)} of its {bias['pairs']} pairwise verdicts changed when the two answers "
+            f"swapped places (at or above {_pct(checks.max_judge_flip_rate)}, "
+            "checks.max_judge_flip_rate; a judge that names A or B at random flips half)"
+        )
+    for kind, what in (("pointwise", "score"), ("pairwise", "verdict")):
+        unread, asked = _unreadable(candidates, kind)
+        if asked and unread / asked > checks.max_judge_unreadable_rate:
+            reasons.append(
+                f"{unread} of its {asked} {kind} replies ({_pct(unread / asked)}) had no "
+                f"readable {what} (above {_pct(checks.max_judge_unreadable_rate)}, "
+                "checks.max_judge_unreadable_rate)"
+            )
+    first, n = bias.get("first_position_rate"), bias.get("first_position_n", 0)
+    if first is not None and n >= 20 and abs(first - 0.5) > checks.max_judge_position_skew:
+        reasons.append(
+            f"it named position A in {_pct(first)} of {n} single-order verdicts that picked a "
+            f"winner (more than {_pct(checks.max_judge_position_skew)} from 50%, "
+            "checks.max_judge_position_skew)"
+        )
+    return {"trusted": not reasons, "reasons": reasons}
+
+
+def set_judge_aside(results: dict[str, Any]) -> None:
+    """An untrusted judge's scores leave every candidate's `metrics` (kept under its
+    `judge.metrics`, for the judge section alone) and the paired comparisons, so no table,
+    comparison or metric-disagreement warning rests on them."""
+    for cand in results["candidates"].values():
+        metrics = cand.get("metrics", {})
+        aside = {m: metrics.pop(m) for m in JUDGE_METRICS if m in metrics}
+        if "judge" in cand:
+            cand["judge"]["metrics"] = aside
+    for comp in results["comparisons"]:
+        for metric in JUDGE_METRICS:
+            comp.get("metrics", {}).pop(metric, None)
+
+
 def judge_warnings(judge: dict[str, Any], candidates: dict[str, Any]) -> list[Finding]:
-    """The judge checked: its sample, failures, position and length biases, self-preference."""
+    """The judge checked: whether it is trusted, its sample, failures, position and length
+    biases, self-preference."""
     bias, found = judge["bias"], []
+    if judge.get("trusted") is False:
+        found.append(
+            _warn(
+                "judge_untrusted",
+                "judge",
+                "the judge failed its own checks, so its scores are not evidence: "
+                + "; ".join(judge["reasons"])
+                + ". They are left out of the comparison table, the paired comparisons and "
+                "the metric-disagreement warnings; a larger judge model (judge.model) may pass.",
+            )
+        )
     if judge["sample_size"] < judge["test_size"]:
         found.append(
             _warn(
@@ -363,8 +430,9 @@ def find_pitfalls(
     """Every check's numbers under `checks`, and the warnings they raise under `warnings`.
     The reference count and the train/test overlap check also cover each transfer set
     (`checks.transfer_references`, `checks.transfer_overlap`)."""
-    warnings: list[Finding] = []
-    checks: dict[str, Any] = {"format": {}}
+    guards = run_guards(run, config, task.kind, task.reference_match)
+    warnings: list[Finding] = guards["warnings"]
+    checks: dict[str, Any] = {"format": {}, **guards["checks"]}
     targets = _targets(run)
     for name, cand in results["candidates"].items():
         warnings += parse_failures(name, cand)

@@ -18,7 +18,7 @@ from potstill.data.sets import describe
 from potstill.evaluate.answers import answer_cached
 from potstill.evaluate.cost import cost_and_latency
 from potstill.evaluate.metrics import CandidateScores, headline, score_candidate
-from potstill.evaluate.pitfalls import find_pitfalls
+from potstill.evaluate.pitfalls import find_pitfalls, judge_trust, set_judge_aside
 from potstill.evaluate.stats import (
     mean_interval,
     metric_entry,
@@ -448,6 +448,10 @@ def run_evaluate(
     results["local_price_per_hour"] = config.evaluate.local_price_per_hour
     if judged is not None:
         results["judge"] = {**judged["settings"], "bias": judged["bias"]}
+        # One rule for the report and the verdict: a judge past a bias threshold is no evidence.
+        results["judge"].update(judge_trust(results["judge"], results["candidates"], config.checks))
+        if not results["judge"]["trusted"]:
+            set_judge_aside(results)
     pitfalls = find_pitfalls(run, config, task, results, predictions, transfer)
     results["checks"], results["warnings"] = pitfalls["checks"], pitfalls["warnings"]
     transfer_rows = {

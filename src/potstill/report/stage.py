@@ -38,6 +38,13 @@ CHECK_TITLES = {
     "judge_position_flip": "judge position bias",
     "judge_position_bias": "judge position bias",
     "judge_length_bias": "judge length bias",
+    "judge_untrusted": "judge not trusted",
+    "teacher_yield": "teacher yield",
+    "teacher_constant_answer": "one answer",
+    "student_rows": "too few rows",
+    "student_steps": "too few steps",
+    "student_loss": "training loss",
+    "student_warmup": "warm-up",
 }
 
 
@@ -127,20 +134,29 @@ def _judge_rows(candidates: dict[str, Any]) -> list[dict[str, Any]]:
         if judge is None:
             continue
         point, pair = judge["pointwise"], judge.get("pairwise")
+        # An untrusted judge's scores are kept under the candidate's judge entry only.
+        metrics = {**c.get("metrics", {}), **judge.get("metrics", {})}
         rows.append(
             {
                 "name": name,
-                "score": metric_text(c.get("metrics", {}).get("judge_score")),
+                "score": metric_text(metrics.get("judge_score")),
                 "scored": f"{point['scored']} of {point['judged']}",
                 "malformed": _pct(point["malformed_rate"]),
                 "distribution": " / ".join(str(point["distribution"][str(s)]) for s in range(1, 6)),
                 "wtl": f"{pair['win']} / {pair['tie']} / {pair['loss']}" if pair else "—",
-                "win_rate": metric_text(c.get("metrics", {}).get("judge_win_rate")),
+                "win_rate": metric_text(metrics.get("judge_win_rate")),
                 "flip_rate": _pct(pair["flip_rate"]) if pair else "—",
                 "pair_malformed": _pct(pair["malformed_rate"]) if pair else "—",
             }
         )
     return rows
+
+
+def judge_trust_context(scores: dict[str, Any]) -> dict[str, Any]:
+    """Whether the judge's scores are evidence, as the evaluate stage decided it
+    (`judge.trusted`, `judge.reasons` in scores.json; a judge without the decision counts)."""
+    judge = scores.get("judge") or {}
+    return {"judge_trusted": judge.get("trusted", True), "judge_reasons": judge.get("reasons", [])}
 
 
 def _cost_rows(candidates: dict[str, Any]) -> list[dict[str, Any]]:
@@ -324,6 +340,7 @@ def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
         "transfer": transfer,
         "judge_rows": _judge_rows(candidates),
         "judge": scores.get("judge"),
+        **judge_trust_context(scores),
         "cost_rows": _cost_rows(candidates),
         "synth": synth,
         "synth_cost": _cost(synth) if synth else "n/a",

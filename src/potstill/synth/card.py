@@ -102,6 +102,8 @@ def render_card(
         *(_yield_table(summary, total) if total else ["No inputs."]),
         "",
     ]
+    if summary.get("warnings"):  # the guard rails (potstill/guards.py, docs/checks.md)
+        lines += ["## Warnings", "", *[f"- {w['message']}" for w in summary["warnings"]], ""]
     if generated:
         lines += [
             "## Synthetic inputs",

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from potstill.config import RunConfig
+from potstill.guards import teacher_figures, teacher_warnings
 from potstill.models.base import ChatRequest, ChatResponse
 from potstill.models.cost import call_cost
 from potstill.runs import (
@@ -18,7 +19,7 @@ from potstill.runs import (
     write_json,
     write_jsonl,
 )
-from potstill.summaries import say, synth_sentence
+from potstill.summaries import say, synth_sentence, warning_lines
 from potstill.synth.calls import TeacherCalls
 from potstill.synth.card import render_card
 from potstill.synth.filters import length_reason, rejection_reason, screen_inputs
@@ -256,12 +257,15 @@ def run_synth(
         else:
             results.append(label(task, config, example, origin, by_id[example.id], teacher))
     calls = len(gen_records) + len(replies)
-    return _write_outputs(run, config, train, results, gen_records, gen_errors, teacher, calls)
+    return _write_outputs(
+        run, config, task, train, results, gen_records, gen_errors, teacher, calls
+    )
 
 
 def _write_outputs(
     run: RunFolder,
     config: RunConfig,
+    task: Task,
     train: list[Example],
     results: list[Labelled],
     gen_records: list[dict[str, Any]],
@@ -301,6 +305,9 @@ def _write_outputs(
         summary["teacher_accuracy_on_train_first_sample"] = _accuracy(
             [r.first_correct for r in results]
         )
+    # The guard rails' figures and warnings (potstill/guards.py), for the CLI and the report.
+    summary["checks"] = teacher_figures(records, task.kind, task.reference_match)
+    summary["warnings"] = teacher_warnings(summary["checks"], task.kind, config.checks)
     synth = run.synth_dir
     write_jsonl(synth / "teacher.jsonl", records)
     write_jsonl(synth / "rejected.jsonl", rejected)
@@ -310,6 +317,8 @@ def _write_outputs(
     write_json(synth / "summary.json", summary)
     atomic_write_text(synth / "card.md", render_card(config, summary, rejected, gen_records))
     say(synth_sentence(summary, len(records)))
+    for line in warning_lines("synth", summary["warnings"]):
+        say(line)
     allowed = config.synth.max_failed_fraction * max(1, calls)
     if errors and len(errors) > allowed:
         raise StageIncomplete(

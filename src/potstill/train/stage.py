@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from potstill.config import RunConfig, StudentConfig, TrainConfig
+from potstill.config import ChecksConfig, RunConfig, StudentConfig, TrainConfig
+from potstill.guards import student_figures, student_warnings
 from potstill.models.packaged import gpu_bf16, load_pretrained
 from potstill.models.tokens import prompt_completion_ids
 from potstill.progress import console
 from potstill.runs import RunFolder, is_main_process, read_json, write_json, write_jsonl
-from potstill.summaries import say, train_end_sentence, train_start_sentence
+from potstill.summaries import say, train_end_sentence, train_start_sentence, warning_lines
 from potstill.tasks import Task
 from potstill.train import attention
 from potstill.train.data import StudentRows, split_dev, student_rows
@@ -287,6 +288,9 @@ def _summary(
         "too_long": prep.too_long,
         "data": data.describe(),
         "steps": trainer.state.global_step,
+        "max_steps": trainer.state.max_steps,
+        # warmup_steps=0.05 in the SFT config: ceil(5% of the steps), the first at rate 0.
+        "warmup_steps": trainer.args.get_warmup_steps(trainer.state.max_steps),
         "train_loss": result.training_loss,
         "last_loss": losses[-1] if losses else None,
         "eval_loss": evals[-1] if evals else None,
@@ -320,7 +324,11 @@ def _agreeing_ranks(trainer: Any) -> list[str] | None:
 
 
 def _train_one(
-    folder: Path, student: StudentConfig, data: StudentRows, fingerprint: str
+    folder: Path,
+    student: StudentConfig,
+    data: StudentRows,
+    fingerprint: str,
+    checks: ChecksConfig,
 ) -> dict[str, Any]:
     ckpt_dir = folder / "checkpoints"
     prep = build_trainer(student, data.rows, ckpt_dir)
@@ -336,6 +344,9 @@ def _train_one(
     ranks = _agreeing_ranks(trainer)
     summary = _summary(prep, result, student, data, last)
     summary.update(fingerprint=fingerprint, rank_weights=ranks)
+    # The guard rails' figures and warnings (potstill/guards.py), for the CLI and the report.
+    summary["checks"] = student_figures(summary, _log_entries(trainer))
+    summary["warnings"] = student_warnings(student.name, summary["checks"], checks)
     saved = folder / ".trained"
     trainer.save_model(str(saved))  # every rank: FSDP and DeepSpeed gather the weights here
     trainer.accelerator.wait_for_everyone()
@@ -370,9 +381,11 @@ def train_student(
         console.print(f"train[{student.name}]: up to date, kept")
         return finished
     say(train_start_sentence(student.name, len(data.rows), data.source, data.target, data.skipped))
-    summary = _train_one(folder, student, data, fingerprint)
+    summary = _train_one(folder, student, data, fingerprint, config.checks)
     if is_main_process():
         say(train_end_sentence(student.name, summary))
+        for line in warning_lines(f"train[{student.name}]", summary["warnings"]):
+            say(line)
     return summary
 
 
