@@ -143,7 +143,7 @@ def test_a_judge_that_fails_its_checks_leaves_the_tables_and_the_report_says_why
     assert "judge_score is the LLM judge's rubric score" not in md
     assert "(plots/metric_judge_score.png)" not in md
     # Its pointwise scores are still shown, in the judge section only.
-    assert "| injector | 5 [5, 5] | 6 of 6 |" in md
+    assert "| injector | 5 [5, 5] (degenerate) | 6 of 6 |" in md
     assert "**judge not trusted**: the judge failed its own checks" in md
     html = (run.root / "report.html").read_text()
     assert 'id="judge-untrusted"' in html and "25.0% of its 24 pairwise verdicts" in html
