@@ -294,3 +294,27 @@ def test_the_tables_flag_a_degenerate_interval_too() -> None:
     assert metric_text(flat) == "100.0% [100.0%, 100.0%] (degenerate)"
     wilson = {"value": 1.0, "ci_low": 0.7575, "ci_high": 1.0, "n": 12, "percent": True}
     assert metric_text(wilson) == "100.0% [75.8%, 100.0%]"
+
+
+def test_a_guard_rail_that_fired_is_repeated_in_the_verdict(
+    evaluated: Callable[..., Any],
+) -> None:
+    """A student trained on 3 rows for 2 steps, and a teacher who said one answer to nearly
+    every input: the verdict says so beside the numbers, on every set, since the comparison
+    may mean little."""
+    from potstill.config import ChecksConfig
+    from potstill.guards import student_warnings, warn
+
+    n = 8
+    script = {"teacher": [True] * n, "base_student": _right(n, 2), "distilled": _right(n, 3)}
+    scores, _, _ = evaluated(script, n)
+    figures = {"rows": 3, "steps": 2, "warmup_steps": 1, "loss_start": 3.3, "loss_end": 3.3}
+    found = student_warnings("distilled", figures, ChecksConfig())
+    assert {w["check"] for w in found} == {"student_rows", "student_steps", "student_loss"}
+    constant = warn("teacher_constant_answer", "teacher", "the teacher said '7' to 9 of 10.")
+    scores["warnings"] = [*scores.get("warnings", []), *found, constant]
+    (block,) = verdicts(scores)
+    cautions = [line for s in block.students for line in s.lines if line.startswith("caution")]
+    assert cautions == [f"caution: {w['message']}" for w in found]
+    assert "caution: distilled was trained on 3 rows (fewer than 50" in cautions[0]
+    assert block.notes[-1] == "Caution, the training data: the teacher said '7' to 9 of 10."

@@ -14,6 +14,9 @@ the templates only print them. The rules:
   numbers still shown.
 - Candidates with the same `identity` (the same model asked with the same prompt) are
   shown once, under the first name, with a note naming the others.
+- A guard rail that fired (`guards.py`: a student with too few rows or steps, a flat loss; a
+  teacher whose yield is low or who gives one answer to nearly every input) is repeated under
+  the student, or as a note of every set, since it says the comparison may mean little.
 """
 
 from __future__ import annotations
@@ -167,6 +170,7 @@ def _student(
     groups: dict[str, list[str]],
     shown_as: dict[str, str],
     teacher: str | None,
+    cautions: list[dict[str, Any]],
 ) -> StudentVerdict:
     candidates = entry["candidates"]
     mine = candidates[name].get("metrics", {}).get(headline)
@@ -189,12 +193,25 @@ def _student(
         numbers = f", {_difference(comp, percent)}" if comp.get("n") else ""
         lines.append(f"vs {label}: {word}{numbers}" + (f" — {why}" if why else ""))
     lines.append(_cost_line(name, candidates, teacher))
+    lines += [
+        f"caution: {w['message']}"
+        for w in cautions
+        if w.get("subject") == name and str(w.get("check", "")).startswith("student_")
+    ]
     return StudentVerdict(head, lines)
 
 
-def set_verdict(entry: dict[str, Any], title: str, headline: str, order: list[str]) -> SetVerdict:
+def set_verdict(
+    entry: dict[str, Any],
+    title: str,
+    headline: str,
+    order: list[str],
+    cautions: list[dict[str, Any]] | None = None,
+) -> SetVerdict:
     """The verdict block of one evaluation set: scores.json's top level (the test split) or
-    one entry of its `transfer` mapping, `order` the candidates' evaluation order."""
+    one entry of its `transfer` mapping, `order` the candidates' evaluation order; `cautions`
+    the run's warnings (scores.json `warnings`), of which the guard rails are repeated."""
+    cautions = entry.get("warnings", []) if cautions is None else cautions
     candidates = entry.get("candidates", {})
     order = [n for n in order if n in candidates] or list(candidates)
     students = [n for n in order if candidates[n].get("role") == "student"]
@@ -216,13 +233,18 @@ def set_verdict(entry: dict[str, Any], title: str, headline: str, order: list[st
     for name in students:
         if shown_as[name] != name:
             continue
-        block.students.append(_student(name, entry, headline, groups, shown_as, teacher))
+        block.students.append(_student(name, entry, headline, groups, shown_as, teacher, cautions))
     for shown, names in groups.items():
         if len(names) > 1:
             block.notes.append(
                 f"{' and '.join([', '.join(names[:-1]), names[-1]])} are the same model asked "
                 f"with the same prompt (their answers are the same): shown once, as {shown}."
             )
+    block.notes.extend(
+        f"Caution, the training data: {w['message']}"
+        for w in cautions
+        if w.get("subject") == "teacher" and str(w.get("check", "")).startswith("teacher_")
+    )
     return block
 
 
@@ -231,13 +253,14 @@ def verdicts(scores: dict[str, Any], transfer_order: list[str] | None = None) ->
     config's order, when given)."""
     headline = scores.get("headline") or (scores.get("metric_order") or ["accuracy"])[0]
     order = scores.get("order") or list(scores.get("candidates", {}))
-    found = [set_verdict(scores, f"Test split ({_examples(scores)})", headline, order)]
+    cautions = scores.get("warnings", [])
+    found = [set_verdict(scores, f"Test split ({_examples(scores)})", headline, order, cautions)]
     transfer = scores.get("transfer", {})
     names = [t for t in transfer_order or [] if t in transfer]
     names += sorted(t for t in transfer if t not in names)
     for name in names:
         title = f"Transfer set {name} ({_examples(transfer[name])})"
-        found.append(set_verdict(transfer[name], title, headline, order))
+        found.append(set_verdict(transfer[name], title, headline, order, cautions))
     return found
 
 
