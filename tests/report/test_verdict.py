@@ -213,7 +213,7 @@ def test_the_same_model_with_the_same_prompt_is_shown_once(
         "base_student": _right(n, 12),
         "distilled": _right(n, 20),
     }
-    scores, _, _ = evaluated(script, n, teacher=teacher)
+    scores, run, config = evaluated(script, n, teacher=teacher)
     names = scores["candidates"]
     assert names["teacher_zero_shot"]["identity"] == names["base_student"]["identity"]
     assert names["teacher"]["identity"] != names["base_student"]["identity"]
@@ -225,6 +225,14 @@ def test_the_same_model_with_the_same_prompt_is_shown_once(
         "base_student and teacher_zero_shot are the same model asked with the same prompt "
         "(their answers are the same): shown once, as base_student."
     ]
+    # The report's tables show them once too: one row, no comparison with the twin.
+    run_report(run, config)
+    md = (run.root / "report.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| base_student (also")]
+    assert len(rows) == 1 and rows[0].startswith("| base_student (also teacher_zero_shot) |")
+    assert "| teacher_zero_shot | teacher |" not in md
+    assert "| distilled | teacher_zero_shot |" not in md
+    assert "| distilled | base_student |" in md
 
 
 def test_no_reference_no_verdict_and_the_judge_is_not_used_instead(

@@ -14,7 +14,7 @@ from potstill.evaluate.stats import degenerate
 from potstill.grade.summary import human_summary, render_section
 from potstill.report.examples import disagreements
 from potstill.report.plots import cost_plot, loss_plot, metric_plot
-from potstill.report.verdict import INTERVAL_NOTE, verdicts
+from potstill.report.verdict import INTERVAL_NOTE, same_candidates, verdicts
 from potstill.runs import (
     RunFolder,
     atomic_write_bytes,
@@ -290,12 +290,19 @@ def set_tables(scores: dict[str, Any], order: list[str] | None = None) -> dict[s
     the templates' `comparison` and `paired` macros."""
     candidates = _ordered(scores, order)
     metric_names = _metric_names(candidates)
+    # The same model asked with the same prompt has the same answers: one row, named for all.
+    groups = same_candidates(candidates, list(candidates))
+    shown = {name: c for name, c in candidates.items() if name in groups}
+    rows = _score_rows(shown, metric_names)
+    for row in rows:
+        if len(groups[row["name"]]) > 1:
+            row["name"] += f" (also {', '.join(groups[row['name']][1:])})"
     strict, per_metric = _comparison_rows(scores)
     return {
         "metric_names": metric_names,
-        "rows": _score_rows(candidates, metric_names),
-        "comparisons": strict,
-        "metric_comparisons": per_metric,
+        "rows": rows,
+        "comparisons": [c for c in strict if c["a"] in groups and c["b"] in groups],
+        "metric_comparisons": [c for c in per_metric if c["a"] in groups and c["b"] in groups],
     }
 
 

@@ -120,8 +120,9 @@ def verdict_word(comp: dict[str, Any], higher_is_better: bool = True) -> tuple[s
 _ROLE_ORDER = ("student", "base_student", "teacher")
 
 
-def _groups(candidates: dict[str, Any], order: list[str]) -> dict[str, list[str]]:
-    """Each shown candidate's name -> every name with its identity (itself first)."""
+def same_candidates(candidates: dict[str, Any], order: list[str]) -> dict[str, list[str]]:
+    """Each shown candidate's name -> every name with its identity (itself first): the
+    same model asked with the same prompt is shown once, in the verdict and the tables."""
     groups: dict[str, list[str]] = {}
     first: dict[str, str] = {}
 
@@ -226,7 +227,7 @@ def set_verdict(
                 "scores are not ground truth and are not used for a verdict."
             ],
         )
-    groups = _groups(candidates, order)
+    groups = same_candidates(candidates, order)
     shown_as = {n: shown for shown, names in groups.items() for n in names}
     teacher = next((n for n in order if candidates[n].get("role") == "teacher"), None)
     block = SetVerdict(title)
