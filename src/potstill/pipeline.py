@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from potstill.config import ConfigError, ModelConfig, PromptConfig, RunConfig
-from potstill.data.loading import DatasetError, Split
+from potstill.data.loading import DatasetError, Split, read_examples
 from potstill.data.sets import load_split as load_dataset_split
 from potstill.data.sets import load_transfer as load_transfer_sets
 from potstill.data.sets import source_dataset, source_digests
@@ -26,7 +26,6 @@ from potstill.runs import (
     StageOrderError,
     atomic_write_text,
     is_main_process,
-    read_jsonl,
     timed,
     world_size,
     write_jsonl,
@@ -137,7 +136,7 @@ def pin_split(run: RunFolder, config: RunConfig, split: Split) -> None:
 
 def _read_split(run: RunFolder) -> Split:
     parts = {
-        name: [Example.from_json(r) for r in read_jsonl(path)] if path.exists() else []
+        name: read_examples(path) if path.exists() else []
         for name, path in _split_paths(run).items()
     }
     return Split(parts["train"], parts["test"], parts["dev"])
@@ -206,10 +205,7 @@ def pin_transfer(run: RunFolder, config: RunConfig, sets: dict[str, list[Example
 
 def _read_transfer(run: RunFolder, config: RunConfig) -> dict[str, list[Example]]:
     folder = _transfer_dir(run)
-    return {
-        t.name: [Example.from_json(r) for r in read_jsonl(folder / f"{t.name}.jsonl")]
-        for t in config.evaluate.transfer
-    }
+    return {t.name: read_examples(folder / f"{t.name}.jsonl") for t in config.evaluate.transfer}
 
 
 def prepare_transfer(

@@ -147,6 +147,13 @@ def _a_list(path: Path) -> None:
     path.write_text("[1, 2, 3]\n")
 
 
+def _row_without_inputs(path: Path) -> None:
+    """Valid JSON, the wrong shape: the second example has lost its inputs."""
+    lines = path.read_text().splitlines(keepends=True)
+    lines[1] = json.dumps({"id": json.loads(lines[1])["id"]}) + "\n"
+    path.write_text("".join(lines))
+
+
 def _corrupt_pages(path: Path) -> None:
     """A valid SQLite header over pages of noise (disk damage, a bad copy)."""
     data = bytearray(path.read_bytes())
@@ -211,6 +218,12 @@ CASES: dict[str, tuple[str, Callable[[Path], None], list[str], list[str]]] = {
         _break_line(3),
         ["evaluate", "RUN"],
         [":3: not a line of JSON", "delete the folder", "/data and run the same `potstill run`"],
+    ),
+    "data/test.jsonl: a row without inputs": (
+        "data/test.jsonl",
+        _row_without_inputs,
+        ["evaluate", "RUN"],
+        ["row 2 is not an example (no 'inputs')", "delete the folder"],
     ),
     "eval/predictions/teacher.jsonl: not objects": (
         "eval/predictions/teacher.jsonl",

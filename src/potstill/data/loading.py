@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from potstill.config import DatasetConfig
+from potstill.runs import damaged, read_jsonl
 from potstill.tasks.base import Example, Task
 
 Rows = Iterator[tuple[str, dict[str, Any]]]  # (where: "file:line" or "source row N", row)
@@ -325,3 +326,16 @@ def split_examples(
         test=drawn_test if test is None else test,
         dev=drawn_dev if dev is None else dev,
     )
+
+
+def read_examples(path: Path) -> list[Example]:
+    """A pinned split or set that potstill wrote (`data/*.jsonl`): every row an example with
+    an id and inputs, or the file is damaged (a DamagedRunFile naming it and what to do)."""
+    examples = []
+    for number, row in enumerate(read_jsonl(path), 1):
+        try:
+            examples.append(Example.from_json(row))
+        except (KeyError, TypeError, ValueError) as exc:
+            what = f"no {exc}" if isinstance(exc, KeyError) else "inputs that are not fields"
+            raise damaged(path, f"row {number} is not an example ({what})") from None
+    return examples

@@ -12,6 +12,7 @@ from collections import Counter
 from typing import Any
 
 from potstill.config import ChecksConfig, RunConfig
+from potstill.data.loading import read_examples
 from potstill.evaluate.judgments import JUDGE_METRICS
 from potstill.guards import Finding, run_guards
 from potstill.guards import warn as _warn
@@ -442,8 +443,8 @@ def find_pitfalls(
         warnings += format_warnings(name, check)
     train_path, test_path = run.data_dir / "train.jsonl", run.data_dir / "test.jsonl"
     if train_path.exists() and test_path.exists():
-        train = [Example.from_json(r) for r in read_jsonl(train_path)]
-        test = [Example.from_json(r) for r in read_jsonl(test_path)]
+        train = read_examples(train_path)
+        test = read_examples(test_path)
         checks["references"] = reference_check(test)
         warnings += reference_warnings(task, checks["references"])
         checks["overlap"] = overlap_check(task, train, test, config.evaluate.overlap_ngram)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from potstill.config import GradeConfig, Rubric, RunConfig
+from potstill.data.loading import read_examples
 from potstill.grade.rubrics import Criterion, rubric_for
 from potstill.grade.sampling import assign, draw_sample, strata
 from potstill.grade.store import GradeStore, GradingTask
@@ -154,7 +155,7 @@ def open_round(run: RunFolder, config: RunConfig) -> GradingRound:
     test_path = run.data_dir / "test.jsonl"
     if not test_path.exists():
         raise GradeError(f"{test_path}: no test split; run `potstill run CONFIG` first")
-    examples = {e.id: e for e in (Example.from_json(r) for r in read_jsonl(test_path))}
+    examples = {e.id: e for e in read_examples(test_path)}
     predictions = _load_predictions(run, names)
     store = GradeStore(grades_path(run))
     found = GradingRound(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from potstill.config import RunConfig, StudentConfig
+from potstill.data.loading import read_examples
 from potstill.runs import RunFolder, read_jsonl
 from potstill.synth.filters import SETTING_REASONS
 from potstill.synth.stage import accepted_row, training_row
@@ -102,7 +103,7 @@ def student_rows(
         rows = read_jsonl(run.synth_dir / "train.jsonl")
         return StudentRows(rows, "synth", config.synth.target, config.synth.require_reference_match)
     if data.source == "gold":
-        examples = [Example.from_json(r) for r in read_jsonl(run.data_dir / "train.jsonl")]
+        examples = read_examples(run.data_dir / "train.jsonl")
         return gold_rows(examples, task, config)
     target = data.target or config.synth.target
     require_match = (
