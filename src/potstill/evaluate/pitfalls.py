@@ -196,7 +196,7 @@ def too_few_examples(comparisons: list[dict[str, Any]]) -> list[Finding]:
         for metric, entry in comp.get("metrics", {}).items():
             low, high, diff, n = entry["ci_low"], entry["ci_high"], entry["difference"], entry["n"]
             if n == 0 or not low <= 0 <= high or low == high:
-                continue  # resolved, or the two agree on every example
+                continue  # resolved, or a single-point interval (a bootstrap of equal scores)
             part = f"{metric} {diff:+.3g} [{low:+.3g}, {high:+.3g}] on {n} examples"
             need = n * ((high - low) / 2 / diff) ** 2 if diff else 0.0
             if int(need) > n:
