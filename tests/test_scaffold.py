@@ -33,6 +33,21 @@ def _reviews_csv(folder: Path, short_labels: bool = True) -> Path:
     return path
 
 
+def _notes_jsonl(folder: Path) -> Path:
+    """Twelve meeting notes with their summaries, in two columns of similar length: which one
+    is the summary cannot be guessed."""
+    path = folder / "notes.jsonl"
+    rows = [
+        {
+            "body": f"Meeting {i}: the team agreed to ship release {i} on Friday after the tests.",
+            "gist": f"Team will ship release {i} on Friday once the tests have passed, agreed.",
+        }
+        for i in range(12)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 def _init(*args: str) -> str:
     result = CliRunner().invoke(app, ["init", *args])
     assert result.exit_code == 0, result.output
@@ -71,16 +86,7 @@ def test_init_refuses_to_overwrite_and_an_unknown_kind(tmp_path: Path) -> None:
 
 
 def test_a_summarization_file_gets_placeholders_check_refuses_until_filled(tmp_path: Path) -> None:
-    # Two columns of similar length: which one is the summary cannot be guessed.
-    path = tmp_path / "notes.jsonl"
-    rows = [
-        {
-            "body": f"Meeting {i}: the team agreed to ship release {i} on Friday after the tests.",
-            "gist": f"Team will ship release {i} on Friday once the tests have passed, agreed.",
-        }
-        for i in range(12)
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = _notes_jsonl(tmp_path)
     out = tmp_path / "notes.yaml"
     shown = _init(str(path), "--kind", "summarization", "--out", str(out))
     assert "replace the <FILL IN" in shown
@@ -136,15 +142,7 @@ def test_init_check_run_on_a_summarization_file_with_the_placeholder_filled(
     """A summarization file whose summary column cannot be guessed: init writes a
     placeholder, the user fills it (the only edit), then check and run go through on the
     packaged model, whose plain-text summaries become the training rows."""
-    path = tmp_path / "notes.jsonl"
-    rows = [
-        {
-            "body": f"Meeting {i}: the team agreed to ship release {i} on Friday after the tests.",
-            "gist": f"Team will ship release {i} on Friday once the tests have passed, agreed.",
-        }
-        for i in range(12)
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = _notes_jsonl(tmp_path)
     out = tmp_path / "notes.yaml"
     _init(str(path), "--kind", "summarization", "--out", str(out))
     text = out.read_text()
