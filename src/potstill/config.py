@@ -33,6 +33,48 @@ class Strict(BaseModel):
 FOLDER_NAME = r"^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$"
 
 
+class BatchConfig(Strict):
+    """`mode: batch`: how the synth stage's teacher calls go through the endpoint's
+    OpenAI-style Batch API (files and batches; see docs/integrations.md)."""
+
+    price_per_million_input: float | None = Field(
+        None,
+        ge=0,
+        description="batch: dollars per million prompt tokens (often half the online price); "
+        "unset: the online price.",
+    )
+    price_per_million_output: float | None = Field(
+        None,
+        ge=0,
+        description="batch: dollars per million completion tokens; unset: the online price.",
+    )
+    url: str = Field(
+        "/v1/chat/completions",
+        description="batch: the endpoint each request line names (Azure OpenAI: "
+        "/chat/completions).",
+    )
+    completion_window: str = Field(
+        "24h", min_length=1, description="batch: the window a batch is given to finish."
+    )
+    poll_interval_s: float = Field(
+        30.0, gt=0, description="batch: seconds between two looks at a running batch."
+    )
+    max_requests_per_file: int = Field(
+        50_000, ge=1, description="batch: the most requests in one batch (OpenAI: 50,000)."
+    )
+    max_file_bytes: int = Field(
+        200 * 1024 * 1024,
+        ge=1024,
+        description="batch: the largest input file in bytes (OpenAI: 200 MB).",
+    )
+    retry_rounds: int = Field(
+        2,
+        ge=0,
+        description="batch: smaller batches of the failed lines (server errors, an expired "
+        "batch) sent in the same run before they count as failed calls.",
+    )
+
+
 class ModelConfig(Strict):
     """Where a chat model lives and how to talk to it."""
 
@@ -74,6 +116,18 @@ class ModelConfig(Strict):
     price_per_million_output: float | None = Field(
         None, ge=0, description="openai: dollars per million completion tokens."
     )
+    mode: Literal["online", "batch"] = Field(
+        "online",
+        description="openai, teacher only: online sends each call; batch sends the synth "
+        "stage's calls through the endpoint's Batch API (cheaper, answers within a window).",
+    )
+    batch: BatchConfig = Field(BatchConfig(), description="mode: batch: the Batch API's settings.")
+
+    @model_validator(mode="after")
+    def _batch_needs_an_endpoint(self) -> ModelConfig:
+        if self.mode == "batch" and self.backend != "openai":
+            raise ValueError("mode: batch needs backend: openai (an endpoint with a Batch API)")
+        return self
 
 
 class Shot(Strict):
@@ -955,11 +1009,31 @@ class RunConfig(Strict):
             )
         teacher = self.teacher.model
         priced = None not in (teacher.price_per_million_input, teacher.price_per_million_output)
+        batch = teacher.batch
+        priced |= teacher.mode == "batch" and None not in (
+            batch.price_per_million_input,
+            batch.price_per_million_output,
+        )
         if self.budget.max_usd is not None and not priced:
             raise ValueError(
                 "budget.max_usd needs the teacher's price: set teacher.model."
                 "price_per_million_input and teacher.model.price_per_million_output"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _batch_mode_is_for_the_teacher(self) -> RunConfig:
+        models = [("judge.model", self.judge.model)]
+        models += [(f"students.{i}.base", s.base) for i, s in enumerate(self.students)]
+        models += [
+            (f"evaluate.candidates.{i}.model", c.model)
+            for i, c in enumerate(self.evaluate.candidates)
+        ]
+        for where, model in models:
+            if model.mode == "batch":
+                raise ValueError(
+                    f"{where}.mode: batch is for teacher.model only (the synth stage's calls)"
+                )
         return self
 
     @model_validator(mode="after")

@@ -30,6 +30,20 @@ def price_of(model: ModelConfig) -> Price | None:
     return Price(model.price_per_million_input, model.price_per_million_output)
 
 
+def teacher_price(model: ModelConfig) -> Price | None:
+    """What the synth stage's teacher calls cost: in `mode: batch` the batch prices when both
+    are set (else the online ones, an upper bound); online, `price_of`."""
+    batch = model.batch
+    if model.mode == "batch" and None not in (
+        batch.price_per_million_input,
+        batch.price_per_million_output,
+    ):
+        assert batch.price_per_million_input is not None
+        assert batch.price_per_million_output is not None
+        return Price(batch.price_per_million_input, batch.price_per_million_output)
+    return price_of(model)
+
+
 def call_cost(price: Price | None, prompt_tokens: int, completion_tokens: int) -> float:
     """US dollars for one call; 0 when the model has no price (a local model)."""
     if price is None:
@@ -66,7 +80,8 @@ class Spend:
 # Failures the endpoint answers without producing a reply (a rate limit, a refusal, a
 # server error status): not billed. A timeout, a dropped connection or a broken reply may
 # have been produced, and billed, all the same.
-UNBILLED_FAILURES = ("rate_limited", "quota", "not_sent", "http_")
+# A batch's lines that it never ran (it expired, was cancelled or failed) are not billed.
+UNBILLED_FAILURES = ("rate_limited", "quota", "not_sent", "http_", "batch_")
 
 
 @dataclass
@@ -112,6 +127,13 @@ class Budget:
         the ledger does not count it yet (it was sent before the run had a budget), and then
         into the ledger too."""
         entry, worst = self._reserved.pop(index, (None, 0.0))
+        if entry is None and fresh and self.ledger is not None:
+            # Sent by an earlier process, answered now (a batch it submitted, re-attached):
+            # its reservation, counted in `spent` at its worst case, becomes the real cost.
+            adopted = self.ledger.unsettled(key)
+            if adopted is not None:
+                entry, worst = adopted
+                self.spent -= worst
         if not fresh:
             if not response.ok or (self.ledger is not None and self.ledger.holds(key)):
                 return

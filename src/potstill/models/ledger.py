@@ -45,6 +45,16 @@ class SpendLedger:
         found = self._db.execute("SELECT 1 FROM spend WHERE key = ? LIMIT 1", (key,))
         return found.fetchone() is not None
 
+    def unsettled(self, key: str) -> tuple[int, float] | None:
+        """The latest reservation with this call-store key that has no cost yet (its entry and
+        worst case): a call an earlier process sent and never saw answered."""
+        found = self._db.execute(
+            "SELECT id, worst_usd FROM spend WHERE key = ? AND cost_usd IS NULL "
+            "ORDER BY id DESC LIMIT 1",
+            (key,),
+        ).fetchone()
+        return (int(found[0]), float(found[1])) if found else None
+
     def record(self, key: str, cost_usd: float) -> None:
         """Count a call sent before the ledger kept it (a stored answer, at its real cost)."""
         with sqlite_storage_errors(self.path):

@@ -92,6 +92,8 @@ def _cost(synth: dict[str, Any]) -> str:
     if not cost:
         return "not recorded"
     tokens = f"{cost['calls']} calls, {cost['prompt_tokens']} + {cost['completion_tokens']} tokens"
+    if cost.get("mode") == "batch":  # the teacher answered through its Batch API
+        tokens += ", at batch prices"
     return f"${cost['usd']:.4f} ({tokens})" if cost["priced"] else f"no price set ({tokens})"
 
 

@@ -13,10 +13,20 @@ from potstill.config import RunConfig
 from potstill.models import ChatModel, build_model, chunk_size
 from potstill.models.base import ChatRequest, ChatResponse
 from potstill.models.callstore import CallStore, answer_all, request_key
-from potstill.models.cost import Budget, Price, Spend, price_of
+from potstill.models.cost import Budget, Price, Spend, teacher_price
 from potstill.models.ledger import SpendLedger
 from potstill.progress import call_meter
 from potstill.runs import RunFolder
+
+
+def teacher_model(run: RunFolder, config: RunConfig) -> ChatModel:
+    """The synth stage's teacher: online, or through the endpoint's Batch API
+    (`teacher.model.mode: batch`, its batches recorded in synth/batches.json)."""
+    if config.teacher.model.mode == "batch":
+        from potstill.models.batch import BatchChatModel
+
+        return BatchChatModel(config.teacher.model, run.synth_dir / "batches.json")
+    return build_model(config.teacher.model)
 
 
 @dataclass
@@ -32,8 +42,8 @@ class TeacherCalls:
 
     @classmethod
     def open(cls, run: RunFolder, config: RunConfig) -> TeacherCalls:
-        price = price_of(config.teacher.model)
-        model = build_model(config.teacher.model)
+        price = teacher_price(config.teacher.model)
+        model = teacher_model(run, config)
         store = CallStore(run.calls_db)
         max_usd = config.budget.max_usd
         ledger = SpendLedger(run.calls_db) if max_usd is not None else None

@@ -24,6 +24,8 @@ def _cost_lines(summary: dict[str, Any]) -> list[str]:
         f"- teacher cost: ${cost['usd']:.4f} for {cost['calls']} calls, {tokens}; "
         f"sent in the last run: {sent['calls']} calls, ${sent['usd']:.4f}"
     ]
+    if cost.get("mode") == "batch":
+        lines[0] += " (through the teacher's Batch API, at batch prices)"
     if cost["max_usd"] is not None:
         lines.append(f"- budget: ${cost['max_usd']:g}")
     return lines

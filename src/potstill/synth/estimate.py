@@ -20,7 +20,7 @@ from potstill.config import RunConfig
 from potstill.models import model_identity
 from potstill.models.base import ChatRequest, ChatResponse, Message
 from potstill.models.callstore import CallStore, request_key
-from potstill.models.cost import call_cost, price_of
+from potstill.models.cost import call_cost, teacher_price
 from potstill.models.tokens import heuristic_prompt_tokens, tokenizer_counter
 from potstill.progress import console
 from potstill.runs import RunFolder
@@ -47,7 +47,7 @@ class _Counter:
     def __init__(self, run: RunFolder, config: RunConfig) -> None:
         self.config = config
         self.identity = model_identity(config.teacher.model)
-        self.price = price_of(config.teacher.model)
+        self.price = teacher_price(config.teacher.model)
         budget = config.budget
         self.count: Callable[[Sequence[Message]], int] = (
             tokenizer_counter(budget.tokenizer)

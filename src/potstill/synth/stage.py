@@ -298,6 +298,7 @@ def _write_outputs(
             **teacher.total.to_json(),
             "sent_this_run": teacher.sent.to_json(),
             "priced": teacher.price is not None,
+            "mode": config.teacher.model.mode,
             "max_usd": config.budget.max_usd,
         },
     }
