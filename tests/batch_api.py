@@ -9,7 +9,7 @@ unless `held` is true (a test holds it running while it kills the client). Fault
 the next batches made: a line's status by `line_status(key, sent)` (500: it lands in the
 error file), `expire` (the batch expires after answering `expire_answers` lines; the rest
 are in the error file as `batch_expired`), `fail` (the batch fails validation), `bad_lines`
-(the first output lines are cut short).
+(the first output lines are cut short); `gone` batches are answered 404.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ class BatchAPI:
     files: dict[str, bytes] = field(default_factory=dict)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     looks: Counter[str] = field(default_factory=Counter)  # retrieves per batch
+    gone: set[str] = field(default_factory=set)  # batches it no longer has (404)
     app: FastAPI = field(init=False)
     _faults: dict[str, dict[str, Any]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -103,7 +104,7 @@ class BatchAPI:
 
         @app.get("/v1/batches/{batch_id}")
         async def retrieve(batch_id: str) -> Any:
-            if batch_id not in self.batches:
+            if batch_id not in self.batches or batch_id in self.gone:
                 return JSONResponse({"error": {"message": "no such batch"}}, 404)
             self.looks[batch_id] += 1
             self.advance(batch_id)

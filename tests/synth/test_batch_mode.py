@@ -154,6 +154,32 @@ def test_a_failed_batch_stops_the_stage_with_what_to_do(
     assert len(api.batches) == 2 and summary(run)["accepted"] == 20
 
 
+def forget_answers(run: RunFolder) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{run.calls_db}{suffix}").unlink(missing_ok=True)
+
+
+def test_a_recorded_batch_is_read_again_for_free_or_sent_again_once_the_endpoint_lost_it(
+    stand_in: Callable[[], BatchAPI], review_run: Callable[..., RunFolder]
+) -> None:
+    api = stand_in()
+    run = review_run(api.base_url, "again", model=batch_model())
+    assert synth(run).exit_code == 0
+    train = (run.synth_dir / "train.jsonl").read_bytes()
+    forget_answers(run)  # the answers are lost: the recorded batch still has them
+    result = synth(run)
+    assert result.exit_code == 0 and "batch batch_1: re-attached" in result.output
+    assert len(api.batches) == 1 and api.twice() == []
+    assert (run.synth_dir / "train.jsonl").read_bytes() == train
+    forget_answers(run)
+    api.gone.add("batch_1")  # and now the endpoint no longer has it either
+    result = synth(run)
+    assert result.exit_code == 0, result.output
+    assert "batch batch_1: gone with 0 of 20 request(s) answered" in result.output
+    assert len(api.batches) == 2 and len(api.twice()) == 20
+    assert (run.synth_dir / "train.jsonl").read_bytes() == train
+
+
 def spawn_synth(run: RunFolder, log: Path) -> subprocess.Popen[bytes]:
     handle = log.open("ab")
     command = [sys.executable, "-c", "from potstill.cli import main; main()", "synth"]

@@ -45,7 +45,7 @@ from potstill.progress import duration, say
 from potstill.runs import read_json, write_json
 
 # A batch in one of these states is over; the others (validating, in_progress, finalizing,
-# cancelling) are waited on.
+# cancelling) are waited on. ("gone": one the endpoint no longer has, potstill's own word.)
 ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 STATE_VERSION = 1
 
@@ -205,6 +205,10 @@ class BatchChatModel:
         self.settings = config.batch
         self.log_path = log_path
         self._sleep = sleep
+        # Progress: when this process began waiting on each batch, and what it last showed.
+        self._since: dict[str, float] = {}
+        self._shown: dict[str, tuple[Any, ...]] = {}
+        self._last_line = 0.0
 
     @property
     def identity(self) -> str:
@@ -216,7 +220,11 @@ class BatchChatModel:
 
     # --- calls to the files and batches endpoints, with the endpoint's retry policy ------
 
-    async def _control(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+    async def _control(
+        self, what: str, call: Callable[[], Awaitable[Any]], gone_ok: bool = False
+    ) -> Any:
+        """One call to the files or batches endpoints, retried as a chat call is; with
+        `gone_ok`, None when the endpoint no longer has the batch or file (404)."""
         from openai import OpenAIError
 
         policy = self.endpoint.policy
@@ -230,6 +238,8 @@ class BatchChatModel:
                 failure = classify(exc)
             message = redact(failure.message, self._secret)
             where = self.endpoint.base_url or "default"
+            if gone_ok and failure.kind == "http_404":
+                return None
             if failure.fatal:
                 raise EndpointRefused(
                     f"the endpoint {where} refused to {what} ({failure.kind}); stopping, no "
@@ -360,9 +370,10 @@ class BatchChatModel:
         if not file_id:
             return ""
         content = await self._control(
-            f"download file {file_id}", lambda: client.files.content(file_id)
+            f"download file {file_id}", lambda: client.files.content(file_id), gone_ok=True
         )
-        return str(content.text)
+        # A file the endpoint deleted (they keep them for a while): its requests are sent again.
+        return "" if content is None else str(content.text)
 
     # --- the stream -------------------------------------------------------------------
 
@@ -427,6 +438,16 @@ class BatchChatModel:
                         continue
                     for i in groups[key]:
                         yield i, result.response
+                if record["status"] == "failed":
+                    raise BatchFailed(
+                        f"the endpoint failed batch {record['batch_id']} ({len(record['keys'])} "
+                        f"request(s)) without running it: "
+                        f"{record.get('errors') or 'no reason given'}. Nothing in it was "
+                        "answered or billed. Fix what the endpoint names (for a token or "
+                        "request limit, lower teacher.model.batch.max_requests_per_file) and "
+                        f"run `potstill synth {self._run_root()}` again: it sends those "
+                        "requests in a new batch"
+                    )
                 if retry:
                     more = await self._submit(client, log, retry, by_key, record["round"] + 1)
                     pending += self._own(owner, more)
@@ -444,15 +465,19 @@ class BatchChatModel:
         self, client: Any, pending: list[dict[str, Any]], log: BatchLog
     ) -> dict[str, Any]:
         """Poll the pending batches until one has ended; show progress as it changes."""
-        started = time.monotonic()
-        shown: dict[str, tuple[Any, ...]] = {}
-        last_line = started
         while True:
             for record in pending:
                 batch_id = record["batch_id"]
+                started = self._since.setdefault(batch_id, time.monotonic())
                 batch = await self._control(
-                    f"look at batch {batch_id}", partial(client.batches.retrieve, batch_id)
+                    f"look at batch {batch_id}",
+                    partial(client.batches.retrieve, batch_id),
+                    gone_ok=True,
                 )
+                if batch is None:  # the endpoint no longer knows it: its requests go again
+                    record.update(status="gone", output_file_id=None, error_file_id=None)
+                    log.save()
+                    return record
                 counts = batch.request_counts
                 state = (
                     batch.status,
@@ -461,9 +486,9 @@ class BatchChatModel:
                     getattr(counts, "total", 0) if counts else 0,
                 )
                 now = time.monotonic()
-                if shown.get(batch_id) != state or now - last_line >= 600:
-                    shown[batch_id] = state
-                    last_line = now
+                if self._shown.get(batch_id) != state or now - self._last_line >= 600:
+                    self._shown[batch_id] = state
+                    self._last_line = now
                     say(
                         f"batch {batch_id}: {state[0]}, {state[1]}/{state[3]} done, "
                         f"{state[2]} failed (waited {duration(now - started)})"
@@ -484,16 +509,13 @@ class BatchChatModel:
     ) -> AsyncGenerator[tuple[str, Result], None]:
         """Every key of an ended batch with its result; records which keys it failed."""
         batch_id, status, attempts = record["batch_id"], record["status"], record["round"] + 1
-        if status == "failed":
+        if status == "failed":  # nothing ran: every line fails, unbilled, then the stage stops
+            reason = f"batch {batch_id} failed without running: {record.get('errors')}"
+            for key in record["keys"]:
+                yield key, _failure("batch_failed", reason, False, attempts)
             record["failed"] = list(record["keys"])
             log.save()
-            raise BatchFailed(
-                f"the endpoint failed batch {batch_id} ({len(record['keys'])} request(s)) "
-                f"without running it: {record.get('errors') or 'no reason given'}. Nothing in "
-                "it was answered or billed. Fix what the endpoint names (for a token or request "
-                "limit, lower teacher.model.batch.max_requests_per_file) and run `potstill "
-                f"synth {self._run_root()}` again: it sends those requests in a new batch"
-            )
+            return
         output = await self._download(client, record.get("output_file_id"))
         errors = await self._download(client, record.get("error_file_id"))
         results, notes = read_results(output, errors, self._secret, attempts)
@@ -506,7 +528,7 @@ class BatchChatModel:
             result = results.get(key) or _failure(
                 unanswered,
                 f"{unanswered}: batch {batch_id} ({status}) gave no result for this request",
-                status in ("completed", "expired"),
+                status in ("completed", "expired", "gone"),
                 attempts,
             )
             if result.response.ok:
@@ -515,10 +537,12 @@ class BatchChatModel:
                 failed.append(key)
             yield key, result
         if status != "completed" or failed:
+            rounds = self.settings.retry_rounds
             then = (
-                f"sent again in a smaller batch (up to teacher.model.batch.retry_rounds="
-                f"{self.settings.retry_rounds} rounds), then failed calls that `potstill synth` "
-                "sends again"
+                f"sent again in a smaller batch (retry round {record['round'] + 1} of {rounds})"
+                if record["round"] < rounds
+                else "failed calls of this run (teacher.model.batch.retry_rounds reached); "
+                "`potstill synth` sends them again"
             )
             say(
                 f"batch {batch_id}: {status} with {answered} of {len(record['keys'])} "
