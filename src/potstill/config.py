@@ -73,6 +73,12 @@ class BatchConfig(Strict):
         description="batch: smaller batches of the failed lines (server errors, an expired "
         "batch) sent in the same run before they count as failed calls.",
     )
+    folder: str | None = Field(
+        None,
+        description="batch: run the batches yourself (`vllm run-batch`): each batch's input "
+        "file is written to this folder (relative to the run folder) and its output file "
+        "awaited there; unset: the endpoint's Batch API.",
+    )
 
 
 class ModelConfig(Strict):

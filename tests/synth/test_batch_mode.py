@@ -241,3 +241,34 @@ def test_a_run_killed_while_polling_re_attaches_and_sends_nothing_twice(
     cost = summary(run)["cost"]
     assert cost["usd"] == pytest.approx(summary(online)["cost"]["usd"] / 2, abs=2e-6)
     assert ledger_spent(run.calls_db) == pytest.approx(cost["usd"], abs=2e-6)
+
+
+def test_batches_run_by_vllm_run_batch_in_a_folder_give_the_online_rows(
+    stand_in: Callable[[], BatchAPI], review_run: Callable[..., RunFolder], tmp_path: Path
+) -> None:
+    online_api = stand_in()
+    online = review_run(online_api.base_url, "online", model=ONLINE)
+    assert synth(online).exit_code == 0
+    run = review_run(online_api.base_url, "offline", model=batch_model(folder="vllm"))
+    log = tmp_path / "synth.log"
+    proc = spawn_synth(run, log)
+    deadline = time.monotonic() + 120
+    while not list((run.root / "vllm").glob("*.input.jsonl")):
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.02)
+    (source,) = (run.root / "vllm").glob("*.input.jsonl")
+    # What `vllm run-batch -i SOURCE -o OUTPUT` writes: one result line per request line.
+    results = []
+    for n, line in enumerate(json.loads(raw) for raw in source.read_text().splitlines()):
+        body = BatchAPI(reply=reply).answer(line["body"])
+        response = {"status_code": 200, "request_id": f"vllm-batch-{n}", "body": body}
+        results.append({"id": f"vllm-{n}", "custom_id": line["custom_id"], "response": response})
+    output = source.with_name(source.name.replace(".input.", ".output."))
+    output.write_text("".join(json.dumps({**r, "error": None}) + "\n" for r in results))
+    assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
+    assert f"vllm run-batch -i {source} -o {output} --model fake-405b" in log.read_text()
+    train = (run.synth_dir / "train.jsonl").read_bytes()
+    assert train == (online.synth_dir / "train.jsonl").read_bytes()
+    assert summary(run)["cost"]["usd"] == pytest.approx(
+        summary(online)["cost"]["usd"] / 2, abs=2e-6
+    )

@@ -21,12 +21,14 @@ to `batch.retry_rounds` times in one run; what still fails is a failed call of t
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from potstill.config import ModelConfig
@@ -42,7 +44,7 @@ from potstill.models.openai_backend import (
     redact,
 )
 from potstill.progress import duration, say
-from potstill.runs import read_json, write_json
+from potstill.runs import atomic_write_bytes, read_json, write_json
 
 # A batch in one of these states is over; the others (validating, in_progress, finalizing,
 # cancelling) are waited on. ("gone": one the endpoint no longer has, potstill's own word.)
@@ -182,6 +184,67 @@ class BatchLog:
         write_json(self.path, {"version": STATE_VERSION, "batches": self.records})
 
 
+class _Folder:
+    """`batch.folder`: the files and batches endpoints as a folder the user runs batches
+    in. An input file is `<batch id>.input.jsonl`; its batch has ended when
+    `<batch id>.output.jsonl` (what `vllm run-batch -o` writes: answers and errors alike)
+    holds a whole line per request. Ids are the input's digest, so the same file is the
+    same batch."""
+
+    def __init__(self, folder: Path, model: str) -> None:
+        self.folder, self.model = folder, model
+        self.files, self.batches = self, self
+
+    async def __aenter__(self) -> _Folder:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+    def _paths(self, batch_id: str) -> tuple[Path, Path]:
+        return self.folder / f"{batch_id}.input.jsonl", self.folder / f"{batch_id}.output.jsonl"
+
+    async def create(self, **args: Any) -> SimpleNamespace:
+        if "file" in args:  # files.create
+            data: bytes = args["file"][1]
+            digest = hashlib.sha256(data).hexdigest()[:20]
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self._paths(f"batch-{digest}")[0], data)
+            return SimpleNamespace(id=f"file-{digest}")
+        batch = await self.retrieve(f"batch-{args['input_file_id'].removeprefix('file-')}")
+        assert batch is not None  # its input file was written by files.create
+        return batch
+
+    async def retrieve(self, batch_id: str) -> SimpleNamespace | None:
+        source, output = self._paths(batch_id)
+        if not source.exists():
+            return None
+        total = source.read_bytes().count(b"\n")
+        done = output.read_bytes().count(b"\n") if output.exists() else 0
+        status = "completed" if done >= total else "in_progress"
+        return SimpleNamespace(
+            id=batch_id,
+            input_file_id=f"file-{batch_id.removeprefix('batch-')}",
+            status=status,
+            output_file_id=f"out-{batch_id}" if status == "completed" else None,
+            error_file_id=None,
+            request_counts=SimpleNamespace(completed=done, failed=0, total=total),
+            errors=None,
+            hint=f"run it, e.g. `vllm run-batch -i {source} -o {output} --model {self.model}`; "
+            f"potstill waits for {output}",
+        )
+
+    async def list(self, limit: int = 100) -> SimpleNamespace:
+        found = [
+            await self.retrieve(p.name.split(".")[0]) for p in self.folder.glob("*.input.jsonl")
+        ]
+        return SimpleNamespace(data=[b for b in found if b is not None])
+
+    async def content(self, file_id: str) -> SimpleNamespace:
+        output = self._paths(file_id.removeprefix("out-"))[1]
+        return SimpleNamespace(text=output.read_text(encoding="utf-8", errors="replace"))
+
+
 class BatchChatModel:
     """The teacher through a Batch API; answers as a `StreamingChatModel`: each batch's
     answers are handed over when the batch ends, so the call store commits them then."""
@@ -260,6 +323,12 @@ class BatchChatModel:
                 )
             await self._sleep(delay)
 
+    def _client(self) -> Any:
+        """The endpoint's files and batches, or the folder the user runs batches in."""
+        if self.settings.folder is None:
+            return self.endpoint._client()
+        return _Folder(self._run_root() / self.settings.folder, self.endpoint.model)
+
     def _run_root(self) -> Path:
         return self.log_path.parent.parent
 
@@ -321,6 +390,8 @@ class BatchChatModel:
                 f"batch {found.id}: {len(record['keys'])} request(s) submitted (round "
                 f"{record['round']}); waiting for it (a killed run re-attaches to it)"
             )
+        if getattr(found, "hint", None):
+            say(f"batch {found.id}: {found.hint}")
 
     async def _submit(
         self,
@@ -414,7 +485,7 @@ class BatchChatModel:
             if held is None:
                 fresh.append(key)
 
-        async with self.endpoint._client() as client:
+        async with self._client() as client:
             for record in attached:
                 if record.get("batch_id") is None:
                     await self._create(client, record, log, uploaded_now=False)
