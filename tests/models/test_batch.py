@@ -65,6 +65,7 @@ def test_output_and_error_lines_become_answers_and_classified_failures() -> None
             {"custom_id": "busy", "response": {"status_code": 500, "body": {"error": {}}}},
             {"custom_id": "bad", "response": {"status_code": 400, "body": {"error": {}}}},
             {"custom_id": "late", "response": None, "error": {"code": "batch_expired"}},
+            {"custom_id": "vllm", "response": {"status_code": 400}, "error": "bad request"},
         ]
     )
     results, notes = read_results(output, errors, "sk-secret", attempts=2)
@@ -75,6 +76,7 @@ def test_output_and_error_lines_become_answers_and_classified_failures() -> None
         "busy": ("http_500", True),
         "bad": ("http_400", False),
         "late": ("batch_expired", True),
+        "vllm": ("http_400", False),
     }
     assert "cut" not in results
     assert len(notes) == 1 and notes[0].startswith("line 2 of the output file is no batch result")

@@ -146,6 +146,11 @@ def _result(line: dict[str, Any], secret: str | None, attempts: int) -> Result:
         # A line the batch never ran (it expired, or was cancelled) may run in the next one.
         retryable = code in ("batch_expired", "batch_cancelled")
         return _failure(kind, f"{kind}: {message}", retryable, attempts)
+    if error and not isinstance(error, dict):  # `vllm run-batch` writes the error as text
+        status = response.get("status_code") if isinstance(response, dict) else None
+        kind = f"http_{status}" if isinstance(status, int) else "batch_error"
+        text = redact(str(error), secret)[:500]
+        return _failure(kind, f"{kind} in a batch: {text}", False, attempts)
     if not isinstance(response, dict):
         return _failure("bad_response", "a batch result without a response", True, attempts)
     status = response.get("status_code")
@@ -206,8 +211,10 @@ class _Folder:
 
     async def create(self, **args: Any) -> SimpleNamespace:
         if "file" in args:  # files.create
+            name: str = args["file"][0]
             data: bytes = args["file"][1]
-            digest = hashlib.sha256(data).hexdigest()[:20]
+            # The name holds the round, so a retry of the same lines is a batch of its own.
+            digest = hashlib.sha256(name.encode() + b"\0" + data).hexdigest()[:20]
             self.folder.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self._paths(f"batch-{digest}")[0], data)
             return SimpleNamespace(id=f"file-{digest}")
@@ -416,7 +423,7 @@ class BatchChatModel:
                 "upload a batch input file",
                 partial(
                     client.files.create,
-                    file=("potstill-batch.jsonl", data, "application/jsonl"),
+                    file=(f"potstill-batch-round{round_}.jsonl", data, "application/jsonl"),
                     purpose="batch",
                 ),
             )
