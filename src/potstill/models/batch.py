@@ -564,7 +564,16 @@ class BatchChatModel:
                     getattr(counts, "total", 0) if counts else 0,
                 )
                 now = time.monotonic()
-                if self._shown.get(batch_id) != state or now - self._last_line >= 600:
+                # A line when the status changes, when the counts did and a minute passed, and
+                # every ten minutes regardless: a day-long batch leaves a readable log.
+                before = self._shown.get(batch_id)
+                quiet = now - self._last_line
+                if (
+                    before is None
+                    or before[0] != state[0]
+                    or (before != state and quiet >= 60)
+                    or quiet >= 600
+                ):
                     self._shown[batch_id] = state
                     self._last_line = now
                     say(
