@@ -135,6 +135,19 @@ def test_an_expired_batch_and_bad_output_lines_are_sent_again_in_a_smaller_batch
     assert summary(run)["failed_calls"] == 0 and summary(run)["accepted"] == 20
 
 
+def test_the_budget_holds_back_requests_before_their_batch_is_uploaded(
+    stand_in: Callable[[], BatchAPI], review_run: Callable[..., RunFolder]
+) -> None:
+    api = stand_in()
+    run = review_run(api.base_url, "budget", model=batch_model(), budget={"max_usd": 0.0015})
+    assert synth(run).exit_code == 3  # the rest are held back: a later run with more budget
+    errors = [json.loads(line) for line in (run.synth_dir / "errors.jsonl").open()]
+    held = [e for e in errors if e["status"] == "not_sent"]
+    assert held and len(errors) == len(held)
+    assert 0 < len(api.sent) == 20 - len(held) and api.twice() == []
+    assert summary(run)["cost"]["usd"] <= 0.0015
+
+
 def test_lines_still_failing_after_the_retry_rounds_are_failed_calls_the_next_run_sends(
     stand_in: Callable[[], BatchAPI], review_run: Callable[..., RunFolder]
 ) -> None:
