@@ -41,9 +41,9 @@ from potstill.pipeline import (
 )
 from potstill.progress import console, say
 from potstill.runs import RunFolder
-from potstill.train.tracking import tracker_problems
 from potstill.tasks import Example, Task, build_task
 from potstill.tasks.base import task_user_text
+from potstill.train.tracking import tracker_problems
 
 
 @dataclass

@@ -137,7 +137,7 @@ def test_a_tracker_that_is_not_installed_is_a_config_error_naming_the_key(
         "students.0.train.report_to: wandb is not installed here (pip install wandb), or take "
         "it out of report_to"
     ]
-    with pytest.raises(ConfigError, match="students.0.train.report_to: wandb"):
+    with pytest.raises(ConfigError, match=r"students\.0\.train\.report_to: wandb"):
         check_trackers(config)
     with pytest.raises(ConfigError, match="report_to"):
         parse_config(

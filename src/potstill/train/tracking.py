@@ -89,7 +89,7 @@ def attach(trainer: Any, folder: Path, student: StudentConfig) -> None:
             # Each writer an event file of its own: the callback opens a new writer for the
             # evaluation after training, and a file name (time in seconds, host) can repeat.
             callback._SummaryWriter = _own_file(callback._SummaryWriter)
-    trackers = list(student.train.report_to)
+    trackers: list[str] = list(student.train.report_to)
 
     class RecordTrackerRuns(TrainerCallback):  # type: ignore[misc]
         # Added after the trackers' own callbacks, so their runs exist by now.
@@ -154,7 +154,7 @@ def _tensorboard(where: dict[str, Any], metrics: dict[str, float], step: int, te
     try:  # the writer transformers' TensorBoardCallback picks, in the same order
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        from tensorboardX import SummaryWriter
+        from tensorboardX import SummaryWriter  # type: ignore[no-redef]
     writer = SummaryWriter(log_dir=where["logging_dir"], filename_suffix=f".{os.getpid()}.eval")
     for tag, value in metrics.items():
         writer.add_scalar(tag, value, step)
@@ -229,7 +229,7 @@ def log_evaluation(run: RunFolder, config: RunConfig, scores: dict[str, Any]) ->
                 continue
             try:
                 LOGGERS[tracker](runs[tracker], metrics, int(summary.get("steps") or 0), text)
-            except Exception as exc:  # noqa: BLE001 - the tracker's own errors vary by tracker
+            except Exception as exc:  # each tracker raises its own kinds
                 say(f"evaluate: could not log {student.name}'s metrics to {tracker}: {exc}")
                 continue
             logged.append(f"{student.name}/{tracker}")
