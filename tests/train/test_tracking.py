@@ -149,3 +149,24 @@ def test_a_tracker_that_is_not_installed_is_a_config_error_naming_the_key(
             },
             "t.yaml",
         )
+
+
+def test_potstill_check_names_a_tracker_that_is_not_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from potstill.cli import app
+    from potstill.train import tracking
+
+    monkeypatch.setattr(tracking, "_installed", lambda module: module != "mlflow")
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "name: t\ntask: {kind: math, calculator: true}\n"
+        "dataset: {generator: {size: 12, seed: 1}, test_size: 4}\n"
+        "students: [{name: s, train: {report_to: [mlflow]}}]\n"
+    )
+    result = CliRunner().invoke(app, ["check", str(config), "--runs-dir", str(tmp_path / "runs")])
+    out = " ".join(result.output.split())
+    assert result.exit_code == 2 and "Traceback" not in out
+    assert "students.0.train.report_to: mlflow is not installed here (pip install mlflow)" in out
