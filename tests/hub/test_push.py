@@ -215,3 +215,20 @@ def test_the_cli_push_is_one_clear_line_for_a_run_not_evaluated(tmp_path: Path) 
     out = done.stdout + done.stderr
     assert "Traceback" not in out
     assert "student distilled is not trained yet; run `potstill train" in out
+
+
+def test_a_refused_token_is_one_line_naming_the_repo(
+    tmp_path: Path, start_server: Callable[[Any], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from potstill.hub.push import _upload
+
+    refusing = FastAPI()
+
+    @refusing.post("/api/repos/create")
+    async def create() -> Any:
+        return JSONResponse({"error": "Invalid credentials"}, status_code=401)
+
+    monkeypatch.setenv("HF_ENDPOINT", start_server(refusing).removesuffix("/v1"))
+    (tmp_path / "README.md").write_text("---\nlicense: other\n---\n")
+    with pytest.raises(HubError, match=r"^model org/x: the token was refused; nothing more"):
+        _upload(tmp_path, "org/x", "model", True, "hf_wrong")

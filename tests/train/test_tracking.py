@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from potstill.config import ConfigError, RunConfig, parse_config
-from potstill.runs import RunFolder, read_json, write_jsonl
+from potstill.runs import RunFolder, read_json, write_json, write_jsonl
 from potstill.tasks import build_task
 from potstill.train.stage import train_student
 from potstill.train.tracking import (
@@ -170,3 +170,23 @@ def test_potstill_check_names_a_tracker_that_is_not_installed(
     out = " ".join(result.output.split())
     assert result.exit_code == 2 and "Traceback" not in out
     assert "students.0.train.report_to: mlflow is not installed here (pip install mlflow)" in out
+
+
+def test_the_evaluate_stage_logs_to_the_students_tracker_run(
+    make_evaluated_run: Any,
+) -> None:
+    from potstill.pipeline import run_stage
+
+    run, config = make_evaluated_run("students.0.train.report_to=[tensorboard]")
+    folder = run.student_dir("distilled")
+    board = {"logging_dir": str(folder / "tensorboard")}
+    write_json(folder / TRACKERS_FILE, {"tensorboard": board})  # as training records it
+    write_json(folder / "summary.json", {"steps": 7})
+    run.mark_done("synth", "-", 0.0)
+    run.mark_done("train", "-", 0.0)
+    run_stage(run, config, "evaluate")
+    scores = read_json(run.eval_dir / "scores.json")
+    accuracy = scores["candidates"]["distilled"]["metrics"]["accuracy"]
+    scalars = _scalars(_events(folder / "tensorboard"))
+    assert scalars["eval_test/accuracy"] == [(7, pytest.approx(accuracy["value"]))]
+    assert scalars["eval_test/accuracy_ci_high"] == [(7, pytest.approx(accuracy["ci_high"]))]
