@@ -17,7 +17,7 @@ from potstill.config import ConfigError, builtin_config_path, load_config
 from potstill.data.loading import DatasetError
 from potstill.export import ExportError
 from potstill.grade.rounds import GradeError
-from potstill.hub.push import HubError
+from potstill.hub import HubError
 from potstill.models.openai_backend import EndpointRefused, MissingKeyError
 from potstill.models.packaged import ModelRefError
 from potstill.progress import console

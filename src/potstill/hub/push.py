@@ -18,16 +18,13 @@ from typing import Any
 
 from potstill.config import RunConfig
 from potstill.export import ExportError, trained_student
+from potstill.hub import HubError
 from potstill.hub.cards import dataset_card, model_card
 from potstill.runs import RunFolder, atomic_write_text, read_jsonl, write_jsonl
 
 WEIGHTS = ("merged", "adapter")
 # The Hub's repo ids: a namespace and a name of letters, digits, `-`, `_`, `.`.
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
-
-
-class HubError(ValueError):
-    """A push that cannot go ahead (bad repo id, missing stage, no token, a refusal)."""
 
 
 @dataclass
