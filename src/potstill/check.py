@@ -43,6 +43,7 @@ from potstill.progress import console, say
 from potstill.runs import RunFolder
 from potstill.tasks import Example, Task, build_task
 from potstill.tasks.base import task_user_text
+from potstill.train.tracking import tracker_problems
 
 
 @dataclass
@@ -164,6 +165,7 @@ def check_config(path: Path, overrides: list[str] | None, runs_dir: Path) -> Che
     config = absolutize(found.config, path.parent)
     found.config = config
     found.problems += [f"{path}: {m}" for m in missing_api_keys(config)]
+    found.problems += [f"{path}: {m}" for m in tracker_problems(config)]
     if "task" in dropped:
         return found
     try:

@@ -15,7 +15,9 @@ from typer.core import TyperOption
 from potstill import __version__
 from potstill.config import ConfigError, builtin_config_path, load_config
 from potstill.data.loading import DatasetError
+from potstill.export import ExportError
 from potstill.grade.rounds import GradeError
+from potstill.hub import HubError
 from potstill.models.openai_backend import EndpointRefused, MissingKeyError
 from potstill.models.packaged import ModelRefError
 from potstill.progress import console
@@ -57,6 +59,8 @@ USER_ERRORS = (
     StageFailed,
     DamagedRunFile,
     TrainingDataError,
+    HubError,
+    ExportError,
 )
 # A stage that wrote its files but left work to retry (failed calls) exits with this code.
 EXIT_INCOMPLETE = 3
@@ -348,6 +352,84 @@ def schema() -> None:
     from potstill.config_reference import schema_text
 
     sys.stdout.write(schema_text())
+
+
+@app.command()
+def push(
+    run_dir: RunArg,
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset repo (ORG/NAME) for the synthetic training set.")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model repo (ORG/NAME) for a student.")] = None,
+    student: Annotated[
+        str | None, typer.Option(help="The student to push; default: the run's only one.")
+    ] = None,
+    weights: Annotated[
+        str, typer.Option(help="merged: the standalone model; adapter: the LoRA adapter alone.")
+    ] = "merged",
+    license_id: Annotated[
+        str, typer.Option("--license", help="The cards' licence id (e.g. apache-2.0).")
+    ] = "other",
+    public: Annotated[
+        bool, typer.Option("--public", help="Make new repos public (default: private).")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Write the folders and cards under RUN/hub/; send nothing."),
+    ] = False,
+) -> None:
+    """Upload the synthetic training set and a student to the Hugging Face Hub, each with a
+    card saying where it came from (docs/integrations.md). Token: HF_TOKEN or `hf auth login`."""
+    from potstill.hub.push import push as push_run
+
+    def action() -> None:
+        pushed = push_run(
+            run_dir,
+            dataset,
+            model,
+            student=student,
+            weights=weights,
+            license_id=license_id,
+            public=public,
+            dry_run=dry_run,
+        )
+        for what, folder in pushed.folders.items():
+            sent = pushed.urls.get(what)
+            line = f"{what}: {folder}" + (f" -> {sent}" if sent else " (not sent: --dry-run)")
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    _guard(action)
+
+
+@app.command()
+def export(
+    run_dir: RunArg,
+    student: Annotated[
+        str | None, typer.Option(help="The student to export; default: the run's only one.")
+    ] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="hf: the merged Hugging Face folder; ollama: the same with an Ollama Modelfile.",
+        ),
+    ] = "hf",
+    out: Annotated[
+        Path | None, typer.Option(help="Folder to write; default: RUN/export/<student>-<format>.")
+    ] = None,
+) -> None:
+    """Write a trained student for local runtimes (docs/integrations.md)."""
+    from potstill.export import export_student
+    from potstill.runs import RunFolder
+
+    def action() -> None:
+        folder = RunFolder(run_dir)
+        done = export_student(folder, folder.load_config(), student, fmt, out)
+        console.print(
+            f"{done.folder}: {', '.join(done.files)}", markup=False, highlight=False, soft_wrap=True
+        )
+
+    _guard(action)
 
 
 def main() -> None:

@@ -15,8 +15,10 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
+from pydantic_core.core_schema import SerializerFunctionWrapHandler
 
 
 class ConfigError(ValueError):
@@ -473,6 +475,10 @@ class TeacherConfig(Strict):
     )
 
 
+# The experiment trackers train.report_to passes to TRL (potstill/train/tracking.py).
+Tracker = Literal["tensorboard", "trackio", "mlflow", "wandb"]
+
+
 class TrainConfig(Strict):
     """How a student is fine-tuned (docs/training.md)."""
 
@@ -520,6 +526,21 @@ class TrainConfig(Strict):
         description="auto: continue from the last complete checkpoint made with the same "
         "settings and data; never: start over.",
     )
+    report_to: list[Tracker] = Field(
+        default_factory=list,
+        description="Experiment trackers that get the training curves and, after evaluation, "
+        "the student's metrics with their intervals (tensorboard, trackio, mlflow, wandb; "
+        "docs/integrations.md); empty: nothing is logged anywhere.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _trackers_only_when_set(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Unset, the key is left out of dumps, so a run's config copy and the students'
+        # fingerprints stay what they were before trackers existed.
+        dumped = handler(self)
+        if not self.report_to and isinstance(dumped, dict):
+            dumped.pop("report_to", None)
+        return dumped
 
 
 class StudentData(Strict):

@@ -381,6 +381,9 @@ def _do_synth(run: RunFolder, config: RunConfig) -> dict[str, Any]:
 
 def _do_train(run: RunFolder, config: RunConfig) -> dict[str, Any]:
     from potstill.train.stage import train_students
+    from potstill.train.tracking import check_trackers
+
+    check_trackers(config)  # a tracker that is not installed stops here, not mid-run
 
     return train_students(run, config, build_task(config.task))
 
@@ -396,6 +399,9 @@ def _do_evaluate(run: RunFolder, config: RunConfig) -> dict[str, Any]:
         console.print(evaluate_table({**scores["transfer"][source.name], **shared}, on=source.name))
     if line := judge_line(scores):
         say(line)
+    from potstill.train.tracking import log_evaluation
+
+    log_evaluation(run, config, scores)  # to the students' tracker runs, if they name any
     headline = scores["headline"]
     return {
         name: c["metrics"].get(headline, {}).get("value")
@@ -509,6 +515,10 @@ def _run_pipeline(
         stale = [s for s in stale if STAGES.index(s) <= STAGES.index(stop_after)]
     if {"synth", "evaluate"} & set(stale):  # the stages that call models
         check_api_keys(config)
+    if "train" in stale:
+        from potstill.train.tracking import check_trackers
+
+        check_trackers(config)
     run = open_run(config, run.root.parent)
     if split is not None:
         pin_split(run, config, split)

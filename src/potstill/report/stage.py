@@ -372,6 +372,27 @@ def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
     }
 
 
+def report_environment() -> Environment:
+    """The report's templates (HTML autoescaped, the `cell` filter for Markdown), also used
+    by the Hub's model card (potstill/hub/cards.py) for the same tables."""
+    env = Environment(
+        loader=PackageLoader("potstill", "report/templates"),
+        autoescape=select_autoescape(["html", "html.j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["cell"] = markdown_cell
+    return env
+
+
+def comparison_markdown(scores: dict[str, Any]) -> str:
+    """The test split's comparison table as report.md has it (every candidate, every metric
+    with its 95% interval)."""
+    tables = set_tables(scores)
+    module = report_environment().get_template("tables.md.j2").module
+    return str(module.comparison(tables["rows"], tables["metric_names"])).strip()  # type: ignore[attr-defined]
+
+
 def run_report(run: RunFolder, config: RunConfig) -> Path:
     """Write report.md, report.html and plots/; returns the path of report.md."""
     context = build_context(run, config)
@@ -380,13 +401,7 @@ def run_report(run: RunFolder, config: RunConfig) -> Path:
     for plot in plots:
         atomic_write_bytes(run.root / plot["file"], plot["png"])
         plot["data"] = base64.b64encode(plot["png"]).decode()
-    env = Environment(
-        loader=PackageLoader("potstill", "report/templates"),
-        autoescape=select_autoescape(["html", "html.j2"]),
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["cell"] = markdown_cell
+    env = report_environment()
     md = env.get_template("report.md.j2").render(**context, plots=plots)
     html = env.get_template("report.html.j2").render(**context, plots=plots)
     atomic_write_text(run.root / "report.md", md)

@@ -27,7 +27,7 @@ from potstill.progress import console
 from potstill.runs import RunFolder, is_main_process, read_json, write_json, write_jsonl
 from potstill.summaries import say, train_end_sentence, train_start_sentence, warning_lines
 from potstill.tasks import Task
-from potstill.train import attention
+from potstill.train import attention, tracking
 from potstill.train.data import StudentRows, split_dev, student_rows
 from potstill.train.lint import TrainingDataError, end_of_turn_ids, lint_dataset
 
@@ -61,7 +61,9 @@ def batching_for(train: TrainConfig) -> str:
     return "padding_free" if kernel.startswith(_PACKED_KERNELS) else "length_grouped"
 
 
-def _sft_config(student: StudentConfig, output_dir: Path, has_dev: bool) -> Any:
+def _sft_config(
+    student: StudentConfig, output_dir: Path, has_dev: bool, folder: Path | None = None
+) -> Any:
     import torch
     from trl import SFTConfig
 
@@ -91,7 +93,8 @@ def _sft_config(student: StudentConfig, output_dir: Path, has_dev: bool) -> Any:
         eval_steps=t.eval_steps or t.save_steps,
         seed=t.seed,
         data_seed=t.seed,
-        report_to="none",
+        # Trackers only when the student names some (students/<name>/ is `folder`).
+        **tracking.sft_arguments(student, folder),
         # Mixed precision on a GPU that has bf16; fp32 on the CPU, where bf16 is slower.
         bf16=gpu_bf16(),
         fp16=False,
@@ -145,9 +148,15 @@ class Prepared:
     attention: str | None = None
 
 
-def build_trainer(student: StudentConfig, rows: list[dict[str, Any]], output_dir: Path) -> Prepared:
+def build_trainer(
+    student: StudentConfig,
+    rows: list[dict[str, Any]],
+    output_dir: Path,
+    folder: Path | None = None,
+) -> Prepared:
     """The trainer for one student: TRL tokenizes, over-long rows are dropped, the loss mask
-    is linted, and batches follow the student's `batching`."""
+    is linted, and batches follow the student's `batching`. With the student's `folder`,
+    its trackers (`train.report_to`) log there."""
     import torch
 
     from potstill.train.trainer import PotstillSFTTrainer
@@ -162,7 +171,7 @@ def build_trainer(student: StudentConfig, rows: list[dict[str, Any]], output_dir
     batching = batching_for(t)
     trainer = PotstillSFTTrainer(
         model=model,
-        args=_sft_config(student, output_dir, bool(dev_rows)),
+        args=_sft_config(student, output_dir, bool(dev_rows), folder),
         train_dataset=_dataset(train_rows, tokenizer),
         eval_dataset=_dataset(dev_rows, tokenizer) if dev_rows else None,
         processing_class=tokenizer,
@@ -176,6 +185,8 @@ def build_trainer(student: StudentConfig, rows: list[dict[str, Any]], output_dir
 
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(LogProgress(f"train[{student.name}]"))
+    if folder is not None:
+        tracking.attach(trainer, folder, student)
     before = len(trainer.train_dataset)
     fits = lambda row: len(row["input_ids"]) <= t.max_length  # noqa: E731
     trainer.train_dataset = trainer.train_dataset.filter(fits)
@@ -331,7 +342,7 @@ def _train_one(
     checks: ChecksConfig,
 ) -> dict[str, Any]:
     ckpt_dir = folder / "checkpoints"
-    prep = build_trainer(student, data.rows, ckpt_dir)
+    prep = build_trainer(student, data.rows, ckpt_dir, folder)
     trainer = prep.trainer
     _tidy_checkpoints(ckpt_dir, fingerprint, student.train.resume)
     trainer.accelerator.wait_for_everyone()
