@@ -18,8 +18,10 @@ from pydantic import (
     model_validator,
 )
 
+from potstill.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config that cannot be used; the message names the file and the key."""
 
 

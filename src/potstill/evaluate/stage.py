@@ -15,6 +15,7 @@ import numpy as np
 
 from potstill.config import ModelConfig, PromptConfig, RunConfig
 from potstill.data.sets import describe
+from potstill.errors import StageIncomplete
 from potstill.evaluate.answers import answer_cached
 from potstill.evaluate.cost import cost_and_latency
 from potstill.evaluate.metrics import CandidateScores, headline, score_candidate
@@ -26,7 +27,7 @@ from potstill.evaluate.stats import (
     paired_difference,
 )
 from potstill.models import ChatModel
-from potstill.runs import RunFolder, StageIncomplete, write_json, write_jsonl
+from potstill.runs import RunFolder, write_json, write_jsonl
 from potstill.tasks import Example, Task
 from potstill.tasks.base import chat_requests
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from potstill.config import GradeConfig, Rubric, RunConfig
 from potstill.data.loading import read_examples
+from potstill.errors import UserError
 from potstill.grade.rubrics import Criterion, rubric_for
 from potstill.grade.sampling import assign, draw_sample, strata
 from potstill.grade.store import GradeStore, GradingTask
@@ -23,7 +24,7 @@ from potstill.tasks import Example
 MODE_ORDER = ("pointwise", "pairwise")
 
 
-class GradeError(ValueError):
+class GradeError(UserError, ValueError):
     """A grading round that cannot start; the message says what to do."""
 
 

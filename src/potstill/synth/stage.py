@@ -8,13 +8,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from potstill.config import RunConfig
+from potstill.errors import StageIncomplete
 from potstill.guards import teacher_figures, teacher_warnings
 from potstill.models.base import ChatRequest, ChatResponse
 from potstill.models.cost import call_cost
 from potstill.runs import (
     RunFolder,
     StageFailed,
-    StageIncomplete,
     atomic_write_text,
     write_json,
     write_jsonl,
