@@ -12,6 +12,7 @@ from potstill.errors import StageIncomplete
 from potstill.guards import teacher_figures, teacher_warnings
 from potstill.models.base import ChatRequest, ChatResponse
 from potstill.models.cost import call_cost
+from potstill.records import call_failure, error_row
 from potstill.runs import (
     RunFolder,
     StageFailed,
@@ -104,18 +105,6 @@ def _sample_json(
     }
 
 
-def error_row(key: str, phase: str, sample: int, response: ChatResponse) -> dict[str, Any]:
-    """An errors.jsonl line: which call failed, how (`status`) and why (`reason`)."""
-    return {
-        "id": key,
-        "phase": phase,
-        "sample": sample,
-        "status": response.error_kind or "error",
-        "reason": response.error,
-        "attempts": response.attempts,
-    }
-
-
 def _base_record(example: Example, origin: str) -> dict[str, Any]:
     record: dict[str, Any] = {
         "id": example.id,
@@ -158,7 +147,7 @@ def label(
             _sample_json(task, config, example, i, r) for i, r in enumerate(replies)
         ]
     failed = [(i, r) for i, r in enumerate(replies) if not r.ok]
-    errors = [error_row(example.id, "label", i, r) for i, r in failed]
+    errors = [error_row(example.id, "label", call_failure(r), sample=i) for i, r in failed]
     if failed:  # voting on part of the samples would change once the rest are answered
         record.update(status="call_failed", error=failed[0][1].error, rejected="call_failed")
         return Labelled(record, None, errors)
@@ -207,7 +196,7 @@ def _generate(
         }
         if not reply.ok:
             record["rejected"] = "call_failed"
-            errors.append(error_row(call.id, "generate", call.index, reply))
+            errors.append(error_row(call.id, "generate", call_failure(reply), sample=call.index))
         else:
             inputs, why = parse_generated(task, settings, reply.text or "")
             record.update(inputs=inputs, rejected=why)
