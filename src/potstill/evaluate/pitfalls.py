@@ -7,7 +7,6 @@ differences too small for the examples behind them, and the judge's own biases.
 from __future__ import annotations
 
 import itertools
-import re
 from collections import Counter
 from typing import Any
 
@@ -18,8 +17,8 @@ from potstill.figures import percent
 from potstill.guards import Finding, run_guards
 from potstill.guards import warn as _warn
 from potstill.runs import RunFolder, read_jsonl
+from potstill.synth.overlap import input_text, split_overlap
 from potstill.tasks import Example, Task
-from potstill.tasks.base import task_user_text
 
 
 def parse_failures(name: str, cand: dict[str, Any]) -> list[Finding]:
@@ -99,31 +98,14 @@ def format_warnings(name: str, check: dict[str, Any]) -> list[Finding]:
     return [_warn("format", name, what + "; ".join(parts) + ".")]
 
 
-def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
-    words = re.findall(r"\w+", text.lower())
-    if len(words) < n:
-        return {tuple(words)} if words else set()
-    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
-
-
 def overlap_check(task: Task, train: list[Example], test: list[Example], n: int) -> dict[str, Any]:
-    """How much of each test input's word n-grams also occur in the training inputs."""
-    train_texts = [task_user_text(task, e.inputs, "zero_shot") for e in train]
-    seen = set().union(*(_ngrams(t, n) for t in train_texts)) if train_texts else set()
-    exact = {" ".join(re.findall(r"\w+", t.lower())) for t in train_texts}
-    shares, duplicates = [], 0
-    for example in test:
-        text = task_user_text(task, example.inputs, "zero_shot")
-        grams = _ngrams(text, n)
-        shares.append(len(grams & seen) / len(grams) if grams else 0.0)
-        duplicates += " ".join(re.findall(r"\w+", text.lower())) in exact
-    return {
-        "ngram": n,
-        "test_examples": len(test),
-        "exact_duplicates": duplicates,
-        "mean_overlap": sum(shares) / len(shares) if shares else 0.0,
-        "half_overlapping_rate": sum(s >= 0.5 for s in shares) / len(shares) if shares else 0.0,
-    }
+    """How much of each test input's word n-grams also occur in the training inputs
+    (`overlap.split_overlap`, on the same input text as synth's screens)."""
+    return split_overlap(
+        [input_text(task.input_fields, e.inputs) for e in test],
+        [input_text(task.input_fields, e.inputs) for e in train],
+        n,
+    )
 
 
 def overlap_warnings(check: dict[str, Any], transfer_set: str | None = None) -> list[Finding]:
