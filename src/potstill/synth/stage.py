@@ -4,13 +4,13 @@ examples); filtered rows become train.jsonl, with a data card that accounts for 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from potstill.config import RunConfig
 from potstill.errors import StageIncomplete
 from potstill.guards import teacher_figures, teacher_warnings
-from potstill.models.base import ChatRequest, ChatResponse
+from potstill.models.base import ChatResponse
 from potstill.models.cost import call_cost
 from potstill.records import call_failure, error_row
 from potstill.runs import (
@@ -23,11 +23,11 @@ from potstill.runs import (
 from potstill.summaries import say, synth_sentence, warning_lines
 from potstill.synth.calls import TeacherCalls
 from potstill.synth.card import render_card
-from potstill.synth.filters import length_reason, rejection_reason, screen_inputs
-from potstill.synth.generate import generation_calls, parse_generated
+from potstill.synth.filters import length_reason, rejection_reason
+from potstill.synth.generate import generation_calls
+from potstill.synth.phases import label_plan, sample_requests, written_input
 from potstill.synth.vote import majority_vote
 from potstill.tasks import Example, Parsed, Task
-from potstill.tasks.base import chat_requests
 
 __all__ = ["accepted_row", "rejection_reason", "run_synth", "sample_requests", "training_row"]
 
@@ -64,17 +64,6 @@ def accepted_row(
     row = training_row(task, config, example, parsed)
     reason = length_reason(row["completion"][0]["content"], config.synth)
     return (None, reason) if reason else (row, None)
-
-
-def sample_requests(task: Task, config: RunConfig, examples: list[Example]) -> list[ChatRequest]:
-    """`synth.samples` teacher requests per example, grouped by example; sample 0 is the
-    request a single-sample run makes, so its stored answers stay valid."""
-    n = config.synth.samples
-    return [
-        replace(request, sample_index=s)
-        for request in chat_requests(task, config.teacher.prompt, examples)
-        for s in range(n)
-    ]
 
 
 @dataclass
@@ -198,10 +187,10 @@ def _generate(
             record["rejected"] = "call_failed"
             errors.append(error_row(call.id, "generate", call_failure(reply), sample=call.index))
         else:
-            inputs, why = parse_generated(task, settings, reply.text or "")
-            record.update(inputs=inputs, rejected=why)
-            if inputs is not None:
-                examples.append(Example(call.id, inputs, None))
+            example, why = written_input(task, settings, call, reply.text or "")
+            record.update(inputs=example.inputs if example else None, rejected=why)
+            if example is not None:
+                examples.append(example)
         records.append(record)
     return examples, records, errors
 
@@ -229,10 +218,10 @@ def run_synth(
     teacher = TeacherCalls.open(run, config)
     try:
         generated, gen_records, gen_errors = _generate(task, config, train, teacher)
-        screened = screen_inputs(task, config.synth, train, generated, test or [], transfer)
+        plan = label_plan(task, config, train, generated, test or [], transfer)
+        screened, to_label = plan.screened, plan.inputs
         inputs = [(e, "train") for e in train] + [(e, "generated") for e in generated]
-        to_label = [e for e, _ in inputs if e.id not in screened]
-        replies = teacher.answer("synth: labels", sample_requests(task, config, to_label))
+        replies = teacher.answer("synth: labels", plan.requests)
     finally:
         teacher.close()
     n = config.synth.samples
