@@ -96,6 +96,9 @@ class FaultServer:
     hang_s: float = 3.0
     slow_s: float = 0.2
     retry_after_s: float = 0.05
+    # Error bodies quote the request's bearer key, as some real endpoints do ("Incorrect API
+    # key provided: sk-..."), so a test can check that the client redacts it.
+    echo_key: bool = False
     # When set, every request after the first `gate_after` waits for this event before it is
     # answered (a test holds calls in flight with it).
     gate: threading.Event | None = None
@@ -172,8 +175,8 @@ class FaultServer:
                 request = await _read_request(reader)
                 if request is None:
                     break
-                path, body = request
-                keep = await self._respond(path, body, writer)
+                path, body, key = request
+                keep = await self._respond(path, body, writer, key)
                 if not keep:
                     break
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
@@ -182,8 +185,11 @@ class FaultServer:
             if not writer.is_closing():
                 writer.close()
 
-    async def _respond(self, path: str, raw: bytes, writer: asyncio.StreamWriter) -> bool:
+    async def _respond(
+        self, path: str, raw: bytes, writer: asyncio.StreamWriter, api_key: str = ""
+    ) -> bool:
         """Answer one request; False when the connection must be dropped."""
+        quoted = f" (key {api_key})" if self.echo_key else ""
         if not path.endswith("/chat/completions"):
             _send(writer, 404, b'{"error": {"message": "not found"}}')
             return True
@@ -207,11 +213,13 @@ class FaultServer:
             return False
         if fault in ("429", "429_bare"):
             headers = {"Retry-After": f"{self.retry_after_s}"} if fault == "429" else {}
-            error = {"error": {"message": "rate limited", "type": "rate_limit_exceeded"}}
+            error = {"error": {"message": "rate limited" + quoted, "type": "rate_limit_exceeded"}}
             _send(writer, 429, json.dumps(error).encode(), headers)
             return True
         if fault in ("500", "502", "503"):
-            error = {"error": {"message": f"upstream error {fault}", "type": "server_error"}}
+            error = {
+                "error": {"message": f"upstream error {fault}{quoted}", "type": "server_error"}
+            }
             _send(writer, int(fault), json.dumps(error).encode())
             return True
         if fault == "not_json":
@@ -255,12 +263,13 @@ class FaultServer:
         return True
 
 
-async def _read_request(reader: asyncio.StreamReader) -> tuple[str, bytes] | None:
+async def _read_request(reader: asyncio.StreamReader) -> tuple[str, bytes, str] | None:
+    """The path, body and bearer key of the next request; None when the client is gone."""
     line = await reader.readline()
     if not line:
         return None
     _, path, _ = line.decode("latin-1").split(" ", 2)
-    length = 0
+    length, key = 0, ""
     while True:
         header = await reader.readline()
         if header in (b"\r\n", b"\n", b""):
@@ -268,7 +277,9 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, bytes] | Non
         name, _, value = header.decode("latin-1").partition(":")
         if name.strip().lower() == "content-length":
             length = int(value.strip())
-    return path, await reader.readexactly(length)
+        if name.strip().lower() == "authorization":
+            key = value.strip().removeprefix("Bearer ")
+    return path, await reader.readexactly(length), key
 
 
 def _head(status: int, length: int, headers: dict[str, str], content_type: str) -> bytes:

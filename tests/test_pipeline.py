@@ -199,7 +199,7 @@ def _run_cli(tmp_path: Path, tree: dict[str, Any]) -> Any:
     [
         ("Ann has 4 pens and buys 6 more at the shop. How many?", "has the same words as test"),
         ("compute ONE quarter of 36 marbles", "has the same words as transfer set 'rephrased'"),
-        ("Ann has 5 pens and buys 7 more at the shop", "nearly repeats test example 'w5' (100%"),
+        ("Ann has 5 pens and buys 7 more at the shop", "nearly repeats test example 'w5' (100.0%"),
         # A short shot inside an evaluation input is not a copy of it.
         ("Ann has 5 pens", None),
     ],

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from potstill.errors import DamagedRunFile
 from potstill.runs import (
-    DamagedRunFile,
     RunFolder,
     RunLocked,
     atomic_write_text,

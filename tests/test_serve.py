@@ -2,8 +2,6 @@
 
 import asyncio
 import json
-import socket
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,12 +12,6 @@ from potstill.models.base import ChatRequest
 from potstill.models.local import LocalChatModel
 from potstill.models.openai_backend import MissingKeyError, OpenAIChatModel
 from potstill.serve import create_app
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -81,46 +73,21 @@ def test_api_key_comes_from_the_named_variable(monkeypatch: pytest.MonkeyPatch) 
         OpenAIChatModel("m", base_url="http://127.0.0.1:9/v1", api_key_env="POTSTILL_TEST_KEY")
 
 
-def _rate_limited_app() -> Any:
-    """Says 429 with Retry-After: 1 to the first request, then answers."""
-    from fastapi import FastAPI
-    from fastapi.responses import JSONResponse
+def test_retry_after_is_honoured() -> None:
+    from fault_server import FaultServer
 
-    app = FastAPI()
-    state = {"calls": 0, "times": []}
-
-    @app.post("/v1/chat/completions")
-    async def chat() -> Any:
-        state["calls"] += 1
-        state["times"].append(time.monotonic())
-        if state["calls"] == 1:
-            return JSONResponse(
-                {"error": {"message": "slow down"}}, status_code=429, headers={"Retry-After": "1"}
-            )
-        return {
-            "id": "x",
-            "object": "chat.completion",
-            "created": 0,
-            "model": "m",
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": "fine"},
-                }
-            ],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-        }
-
-    app.state.calls = state
-    return app
-
-
-def test_retry_after_is_honoured(start_server: Callable[[Any], str]) -> None:
-    app = _rate_limited_app()
-    client = OpenAIChatModel("m", base_url=start_server(app), max_retries=2)
-    (answer,) = asyncio.run(client.generate([ChatRequest([{"role": "user", "content": "x"}])]))
-    times = app.state.calls["times"]
+    # 429 with Retry-After: 1 to the first request, then an answer.
+    server = FaultServer(
+        reply=lambda body: "fine",
+        script=lambda key, attempt: "429" if attempt == 1 else None,
+        retry_after_s=1.0,
+    )
+    client = OpenAIChatModel("m", base_url=server.start(), max_retries=2)
+    try:
+        (answer,) = asyncio.run(client.generate([ChatRequest([{"role": "user", "content": "x"}])]))
+    finally:
+        server.stop()
+    times = [stamp for stamp, *_ in server.log]
     assert answer.text == "fine" and answer.error is None
     assert len(times) == 2
     assert times[1] - times[0] >= 0.9
@@ -129,17 +96,25 @@ def test_retry_after_is_honoured(start_server: Callable[[Any], str]) -> None:
 def test_failures_come_back_as_errors_with_the_key_redacted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from fault_server import FaultServer
+
+    # The endpoint's error quotes the key, so the error would hold it but for `redact`.
+    server = FaultServer(reply=lambda body: "never", script=lambda k, a: "500", echo_key=True)
     monkeypatch.setenv("POTSTILL_TEST_KEY", "sk-sentinel-123")
     client = OpenAIChatModel(
         "m",
-        base_url=f"http://127.0.0.1:{_free_port()}/v1",
+        base_url=server.start(),
         api_key_env="POTSTILL_TEST_KEY",
         max_retries=0,
         timeout_s=2,
     )
-    (answer,) = asyncio.run(client.generate([ChatRequest([{"role": "user", "content": "x"}])]))
+    try:
+        (answer,) = asyncio.run(client.generate([ChatRequest([{"role": "user", "content": "x"}])]))
+    finally:
+        server.stop()
     assert answer.text is None and answer.error
     assert "sk-sentinel-123" not in answer.error
+    assert "(key ***)" in answer.error  # the key was there, and was redacted
 
 
 @pytest.mark.slow

@@ -14,21 +14,8 @@ from typer.core import TyperOption
 
 from potstill import __version__
 from potstill.config import ConfigError, builtin_config_path, load_config
-from potstill.data.loading import DatasetError
-from potstill.export import ExportError
-from potstill.grade.rounds import GradeError
-from potstill.hub import HubError
-from potstill.models.openai_backend import EndpointRefused, MissingKeyError
-from potstill.models.packaged import ModelRefError
+from potstill.errors import EXIT_INCOMPLETE, EXIT_USER, StageIncomplete, UserError
 from potstill.progress import console
-from potstill.runs import (
-    DamagedRunFile,
-    RunLocked,
-    StageFailed,
-    StageIncomplete,
-    StageOrderError,
-)
-from potstill.train.lint import TrainingDataError
 
 _option_type = TyperOption.display_type_rich
 
@@ -47,23 +34,6 @@ app = typer.Typer(
 )
 
 T = TypeVar("T")
-USER_ERRORS = (
-    ConfigError,
-    DatasetError,
-    ModelRefError,
-    MissingKeyError,
-    EndpointRefused,
-    GradeError,
-    RunLocked,
-    StageOrderError,
-    StageFailed,
-    DamagedRunFile,
-    TrainingDataError,
-    HubError,
-    ExportError,
-)
-# A stage that wrote its files but left work to retry (failed calls) exits with this code.
-EXIT_INCOMPLETE = 3
 
 RunsDir = Annotated[
     Path,
@@ -127,7 +97,7 @@ def _guard(action: Callable[[], T]) -> T:
     code 2, not a traceback; a stage with failed calls to retry ends with exit code 3."""
     try:
         return action()
-    except USER_ERRORS as exc:
+    except UserError as exc:
         message = str(exc)
     except StageIncomplete as exc:
         console.print(
@@ -142,7 +112,7 @@ def _guard(action: Callable[[], T]) -> T:
     # Plain text (a key or path that looks like rich markup stays as written), not wrapped
     # to the terminal, so a path in it stays whole for a log or a grep.
     console.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    raise typer.Exit(EXIT_USER)
 
 
 @app.command()

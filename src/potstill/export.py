@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from potstill.config import RunConfig, StudentConfig
+from potstill.errors import UserError
 from potstill.data.loading import read_examples
 from potstill.runs import RunFolder, atomic_write_text
 
@@ -26,7 +27,7 @@ FORMATS = ("hf", "ollama")
 Format = Literal["hf", "ollama"]
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """A student that cannot be exported as asked; the message says what to do."""
 
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from potstill.config import ChecksConfig, RunConfig
+from potstill.figures import percent
 from potstill.runs import RunFolder, read_jsonl
 
 Finding = dict[str, str]
@@ -25,10 +26,6 @@ Finding = dict[str, str]
 def warn(check: str, subject: str, message: str) -> Finding:
     """One warning: which check, about what (a candidate, a student, `teacher`), and its text."""
     return {"check": check, "subject": subject, "message": message}
-
-
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}%"
 
 
 # Why a teacher reply or input made no row, and the likely fix, by rejection reason
@@ -171,8 +168,8 @@ def teacher_warnings(figures: Mapping[str, Any], kind: str, checks: ChecksConfig
             warn(
                 "teacher_yield",
                 "teacher",
-                f"the teacher's yield is {_pct(accepted / labelled)}: {accepted} of {labelled} "
-                f"inputs became training rows (below {_pct(checks.min_teacher_yield)}, "
+                f"the teacher's yield is {percent(accepted / labelled)}: {accepted} of {labelled} "
+                f"inputs became training rows (below {percent(checks.min_teacher_yield)}, "
                 "checks.min_teacher_yield). " + "; ".join(parts) + ".",
             )
         )
@@ -190,7 +187,7 @@ def _constant_message(spread: Mapping[str, Any], checks: ChecksConfig) -> str:
     answered, answered_of = spread["answered"], spread["answered_of"]
     text = (
         f"one answer fills the training rows: {answer!r} in {kept} of {kept_of} kept rows "
-        f"({_pct(kept / kept_of)}; at most {_pct(checks.max_answer_share)}, "
+        f"({percent(kept / kept_of)}; at most {percent(checks.max_answer_share)}, "
         f"checks.max_answer_share), so a student trained on them learns to say {answer!r} "
         f"whatever the input. The teacher gave it to {answered} of the {answered_of} inputs "
         "it answered"
@@ -207,7 +204,7 @@ def _constant_message(spread: Mapping[str, Any], checks: ChecksConfig) -> str:
     if not refs_of:
         return text + ". Check the teacher on labelled examples, or use a stronger teacher."
     share = refs / refs_of
-    text += f"; the references give it to {refs} of {refs_of} ({_pct(share)}): "
+    text += f"; the references give it to {refs} of {refs_of} ({percent(share)}): "
     if share >= checks.max_answer_share:
         return text + "the data itself is this imbalanced; balance the training inputs."
     return text + "the bias is the teacher's; use a stronger teacher or a better prompt."
@@ -255,8 +252,8 @@ def student_warnings(name: str, figures: Mapping[str, Any], checks: ChecksConfig
     long_warmup = ""
     if warmup and steps and warmup / steps > checks.max_warmup_share:
         long_warmup = (
-            f"warm-up took {warmup} of its {steps} optimizer steps ({_pct(warmup / steps)}; at "
-            f"most {_pct(checks.max_warmup_share)}, checks.max_warmup_share), the first at "
+            f"warm-up took {warmup} of its {steps} optimizer steps ({percent(warmup / steps)}; at "
+            f"most {percent(checks.max_warmup_share)}, checks.max_warmup_share), the first at "
             "learning rate 0"
         )
     if steps is not None and steps < checks.min_optimizer_steps:
@@ -284,8 +281,8 @@ def student_warnings(name: str, figures: Mapping[str, Any], checks: ChecksConfig
                     f"{name}'s training loss "
                     + ("hardly fell" if drop > 0 else "did not fall")
                     + f": {start:.3f} over the first quarter of its steps, {end:.3f} over the "
-                    f"last ({'down' if drop > 0 else 'up'} {abs(drop):.1%}; at least "
-                    f"{_pct(checks.min_loss_drop)} expected, checks.min_loss_drop). It learnt "
+                    f"last ({'down' if drop > 0 else 'up'} {percent(abs(drop))}; at least "
+                    f"{percent(checks.min_loss_drop)} expected, checks.min_loss_drop). It learnt "
                     "little from its rows: raise train.learning_rate or train.epochs, or check "
                     "that the rows teach something the base student does not already say.",
                 )

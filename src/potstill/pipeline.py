@@ -17,12 +17,12 @@ from potstill.data.loading import DatasetError, Split, read_examples
 from potstill.data.sets import load_split as load_dataset_split
 from potstill.data.sets import load_transfer as load_transfer_sets
 from potstill.data.sets import source_dataset, source_digests
+from potstill.errors import StageIncomplete
 from potstill.models.openai_backend import MissingKeyError
 from potstill.progress import console, duration
 from potstill.runs import (
     STAGES,
     RunFolder,
-    StageIncomplete,
     StageOrderError,
     atomic_write_text,
     is_main_process,

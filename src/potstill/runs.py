@@ -10,7 +10,6 @@ import os
 import platform
 import shlex
 import socket
-import sqlite3
 import sys
 import tempfile
 import time
@@ -24,77 +23,22 @@ from typing import Any
 import yaml
 
 from potstill.config import ConfigError, RunConfig, load_config
+from potstill.errors import UserError, damaged
 
 STAGES = ("synth", "train", "evaluate", "report")
 
 
-class StageOrderError(ValueError):
+class StageOrderError(UserError, ValueError):
     """A stage asked for before the stage it reads from has finished."""
 
 
-class RunLocked(RuntimeError):
+class RunLocked(UserError, RuntimeError):
     """Another process is writing the run folder."""
 
 
-class StageIncomplete(RuntimeError):
-    """A stage wrote its files, but part of its work failed; a re-run retries that part."""
-
-    def __init__(self, message: str, result: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.result = result
-
-
-class StageFailed(ValueError):
+class StageFailed(UserError, ValueError):
     """A stage cannot make its output for a reason the user fixes (the message says what);
     it is not recorded as done, so the next run tries it again."""
-
-
-class DamagedRunFile(ValueError):
-    """A file of a run folder that cannot be read back (edited by hand, cut short, disk
-    damage); the message names the file (and line) and what to do about it."""
-
-
-# What to do about a damaged file, by where it is in the run folder.
-_STAGE_OF_FOLDER = {"synth": "synth", "eval": "evaluate", "students": "train"}
-
-
-def _remedy(path: Path) -> str:
-    if path.name == "calls.sqlite":
-        return (
-            "delete it (with any calls.sqlite-wal / -shm beside it) and run the same command "
-            "again; the calls stored in it are then sent, and paid for, again"
-        )
-    if path.name == "grades.sqlite":
-        return (
-            "restore it from a backup, or delete it to start the grading round anew (the "
-            "grades in it are lost)"
-        )
-    if path.name == "manifest.json":
-        return (
-            "delete it and run `potstill run` again: every stage runs again, and the answers "
-            "stored in calls.sqlite are not paid for again"
-        )
-    for folder in path.parents:
-        root = folder.parent
-        if (root / "config.yaml").exists():
-            if folder.name in _STAGE_OF_FOLDER:
-                return (
-                    f"run `potstill {_STAGE_OF_FOLDER[folder.name]} {root}` again to write it "
-                    "anew (answers stored in calls.sqlite are not paid for again)"
-                )
-            if folder.name == "data":
-                return (
-                    f"delete the folder {folder} and run the same `potstill run` again: the "
-                    "split is drawn anew from the dataset, with the same seed"
-                )
-            break
-    return "delete it and run the same command again"
-
-
-def damaged(path: Path, what: str, line: int | None = None) -> DamagedRunFile:
-    """The error for a run file that cannot be read: `path[:line]: what; what to do`."""
-    where = f"{path}:{line}" if line is not None else str(path)
-    return DamagedRunFile(f"{where}: {what}, so it is damaged; {_remedy(path)}")
 
 
 # mkstemp makes files 0600; finished files get the permissions an ordinary open() would.
@@ -125,36 +69,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if isinstance(exc, OSError):
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
-
-
-# SQLite's storage failures, as the errno a file write would have given.
-_SQLITE_ERRNO = {
-    "SQLITE_FULL": errno.ENOSPC,
-    "SQLITE_READONLY": errno.EROFS,
-    "SQLITE_CANTOPEN": errno.EACCES,
-    "SQLITE_IOERR": errno.EIO,
-}
-
-
-# SQLite's errors for a file that is not a database, or one whose pages are damaged.
-_SQLITE_DAMAGED = ("SQLITE_NOTADB", "SQLITE_CORRUPT")
-
-
-@contextmanager
-def sqlite_storage_errors(path: Path) -> Iterator[None]:
-    """Turn SQLite's full-disk, read-only and cannot-open errors into OSErrors naming `path`
-    (SQLite itself never says which file; it has rolled the failed write back), and a
-    damaged database into a DamagedRunFile naming it."""
-    try:
-        yield
-    except sqlite3.DatabaseError as exc:
-        name = getattr(exc, "sqlite_errorname", "")
-        if name.startswith(_SQLITE_DAMAGED):
-            raise damaged(path, f"SQLite cannot read it ({exc})") from None
-        code = next((c for prefix, c in _SQLITE_ERRNO.items() if name.startswith(prefix)), None)
-        if code is None or not isinstance(exc, sqlite3.OperationalError):
-            raise
-        raise OSError(code, str(exc), str(path)) from exc
 
 
 def atomic_write_text(path: Path, text: str) -> None:

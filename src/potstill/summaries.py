@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
+from potstill.figures import percent
 from potstill.progress import duration
 from potstill.progress import say as say  # the stages print their sentences with it
 
@@ -88,7 +89,7 @@ def _figure(entry: Mapping[str, Any], key: str) -> str:
     value = entry.get(key)
     if value is None:
         return "-"
-    return f"{100 * value:.1f}%" if entry.get("percent") else f"{value:.3f}"
+    return percent(value) if entry.get("percent") else f"{value:.3f}"
 
 
 def evaluate_table(scores: Mapping[str, Any], on: str | None = None) -> Table:

@@ -71,6 +71,18 @@ def test_overlap_counts_copies_and_shared_ngrams() -> None:
     assert overlap_warnings(overlap_check(task, train, test[2:], n=8)) == []
 
 
+def test_overlap_reads_the_inputs_not_the_words_a_user_template_wraps_them_in() -> None:
+    # A long user template puts the same 8-grams into every prompt; they are no overlap.
+    wrapper = "Please read the following word problem very carefully and then solve it: "
+    task = build_task(
+        TaskConfig(kind="math", templates={"user": wrapper + "{{ inputs['question'] }}"})
+    )
+    train = [Example("0", {"question": "Tom has 3 apples and buys 4 more."}, "7")]
+    test = [Example("1", {"question": "A train leaves at noon and runs for two hours."}, "2")]
+    check = overlap_check(task, train, test, n=8)
+    assert check["mean_overlap"] == 0.0 and check["exact_duplicates"] == 0
+
+
 def _metric(value: float, higher: bool = True) -> dict[str, Any]:
     return {
         "value": value,

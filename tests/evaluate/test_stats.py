@@ -111,7 +111,7 @@ def test_wilson_interval_at_the_edges_and_against_the_textbook_value() -> None:
     assert bootstrap_ci([0.0] * 10, samples=200, seed=0) == (0.0, 0.0)
     # One example says almost nothing; none says nothing at all.
     assert wilson_interval(1, 1) == (pytest.approx(0.2065, abs=1e-4), 1.0)
-    assert all(math.isnan(x) for x in wilson_interval(0, 0))
+    assert wilson_interval(0, 0) == (None, None)  # undefined is None, never NaN
 
 
 def test_wilson_covers_a_rare_rate_where_the_bootstrap_does_not() -> None:
@@ -148,7 +148,7 @@ def test_newcombe_paired_interval_at_the_edges_and_on_ties() -> None:
     # 59 / 6 / 16 / 80 gives -0.0621 (95% CI -0.1186 to -0.0046).
     low, high = newcombe_paired_interval(59, 6, 16, 80)
     assert (round(low, 4), round(high, 4)) == (-0.1186, -0.0046)
-    assert all(math.isnan(x) for x in newcombe_paired_interval(0, 0, 0, 0))
+    assert newcombe_paired_interval(0, 0, 0, 0) == (None, None)
 
 
 def test_newcombe_paired_interval_covers_the_true_difference() -> None:
@@ -174,3 +174,22 @@ def test_paired_difference_of_right_or_wrong_scores_is_newcombe_with_counts() ->
     # A tie at 100%: the bootstrap said 0 [0, 0]; Newcombe does not collapse.
     tie = paired_difference([1.0] * 12, [1.0] * 12)
     assert tie["difference"] == 0 and not degenerate(tie["ci_low"], tie["ci_high"])
+
+
+def test_every_undefined_figure_is_none_never_nan() -> None:
+    from potstill.evaluate.stats import (
+        bootstrap_units,
+        cohen_kappa,
+        krippendorff_alpha,
+        percentile_interval,
+    )
+
+    assert bootstrap_ci([]) == (None, None)
+    assert percentile_interval([]) == (None, None)
+    assert bootstrap_units([], lambda s: 1.0) == (None, None)
+    assert bootstrap_units([1, 1], lambda s: None) == (None, None)  # every resample undefined
+    assert krippendorff_alpha([[1, 1], [1, 1]]) is None
+    assert cohen_kappa([], []) is None
+    entry = metric_entry([], samples=10, seed=0)
+    assert entry["value"] is None and entry["ci_low"] is None and entry["ci_high"] is None
+    assert paired_difference([], [])["difference"] is None

@@ -1,18 +1,17 @@
 """Agreement coefficients against published worked examples; the judge adapter."""
 
 import json
-import math
 from pathlib import Path
 
 import pytest
 
-from potstill.grade.agreement import (
+from potstill.evaluate.stats import (
     bootstrap_units,
     cohen_kappa,
     krippendorff_alpha,
-    load_judge_verdicts,
     spearman,
 )
+from potstill.grade.agreement import load_judge_verdicts
 from potstill.runs import RunFolder
 
 
@@ -30,7 +29,7 @@ def test_weighted_kappa_credits_near_misses_and_equals_kappa_on_two_categories()
     far = cohen_kappa([1, 2, 3, 4, 5], [5, 1, 4, 2, 3], "quadratic")
     assert cohen_kappa([1, 2, 3, 4, 5], [2, 3, 4, 5, 4]) < 0 < near
     assert far < near
-    assert cohen_kappa([3, 3], [3, 3]) != cohen_kappa([3, 3], [3, 3])  # NaN: no variation
+    assert cohen_kappa([3, 3], [3, 3]) is None  # undefined: no variation
 
 
 # Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", example C:
@@ -73,13 +72,15 @@ def test_spearman_with_ties() -> None:
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     # Average ranks for ties: x ranks 1.5, 1.5, 3, 4.
     assert spearman([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833, abs=1e-6)
-    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+    # Undefined is None, never NaN (the one rule for missing data in evaluate/stats.py).
+    assert spearman([1, 1, 1], [1, 2, 3]) is None
+    assert spearman([1, 2], [2, 1]) is None  # fewer than 3 pairs
 
 
 def test_bootstrap_interval_holds_the_estimate_and_is_seeded() -> None:
     units = [(1, 1), (2, 2), (3, 3), (4, 3), (5, 5), (1, 2), (2, 1), (4, 4)]
 
-    def stat(sample: list[tuple[int, int]]) -> float:
+    def stat(sample: list[tuple[int, int]]) -> float | None:
         return cohen_kappa([a for a, _ in sample], [b for _, b in sample], "quadratic")
 
     low, high = bootstrap_units(units, stat, 300, 1)  # type: ignore[arg-type]

@@ -3,8 +3,8 @@
 from collections import Counter
 
 from potstill.config import Rubric
+from potstill.evaluate.rubrics import graded_criteria
 from potstill.evaluate.rubrics import rubric_for as judge_rubric_for
-from potstill.grade.rubrics import rubric_for
 from potstill.grade.sampling import assign, draw_sample, strata, stratified_sample
 
 
@@ -56,13 +56,15 @@ def test_assign_shares_the_overlap_and_balances_the_rest() -> None:
 def test_humans_score_the_judges_criteria_with_a_generic_fallback() -> None:
     for kind in ("math", "classification", "multiple_choice", "summarization", "conversation"):
         judge = judge_rubric_for(kind)[1]
-        assert [c.name for c in rubric_for(kind)] == [c.name for c in judge.criteria]
-        assert all((c.low, c.high) == (1, 5) for c in rubric_for(kind))
-    assert rubric_for("summarization")[0].name == "faithfulness"
+        assert [c.name for c in graded_criteria(kind)] == [c.name for c in judge.criteria]
+        assert all(
+            c.description.endswith(" 5: fully; 1: not at all.") for c in graded_criteria(kind)
+        )
+    assert graded_criteria("summarization")[0].name == "faithfulness"
     generic = judge_rubric_for("generic")[1]
-    assert [c.name for c in rubric_for("no-such-kind")] == [c.name for c in generic.criteria]
+    assert [c.name for c in graded_criteria("no-such-kind")] == [c.name for c in generic.criteria]
     own = Rubric(
         criteria=[{"name": "tone", "description": "Polite."}], scale={1: "rude", 5: "kind"}
     )
-    (tone,) = rubric_for("math", own)
+    (tone,) = graded_criteria("math", own)
     assert tone.name == "tone" and tone.description.startswith("Polite.")

@@ -180,7 +180,7 @@ def test_a_held_back_request_is_not_sent_to_a_batching_model(tmp_path: Path) -> 
 
 
 def test_a_damaged_store_is_an_error_naming_the_file(tmp_path: Path) -> None:
-    from potstill.runs import DamagedRunFile
+    from potstill.errors import DamagedRunFile
 
     path = tmp_path / "calls.sqlite"
     path.write_bytes(b"not a database at all" * 200)

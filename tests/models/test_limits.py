@@ -1,6 +1,5 @@
 import asyncio
 import random
-import time
 from datetime import datetime, timezone
 from email.utils import format_datetime
 
@@ -35,28 +34,39 @@ def test_retry_after_headers() -> None:
     assert parse_retry_after({"retry-after": date}, now=now) == 30.0
 
 
-def test_requests_per_minute_are_spread_evenly() -> None:
+class FakeClock:
+    """A clock that only `asyncio.sleep` moves: the limiter's waits, exactly, no wall time."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+        monkeypatch.setattr(asyncio, "sleep", self.sleep)
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        # At least a nanosecond, as a real clock ticks: a wait of 1e-17 s (float rounding in
+        # a bucket's refill) would otherwise leave the time as it was, for ever.
+        self.now += max(seconds, 1e-9)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_requests_per_minute_are_spread_evenly(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(monkeypatch)
+
     async def run() -> list[float]:
-        limiter = RateLimiter(requests_per_minute=1200)  # 20 per second
+        limiter = RateLimiter(requests_per_minute=1200, clock=clock)  # 20 per second
         stamps = []
-        for _ in range(11):
+        for _ in range(30):
             await limiter.acquire(0)
-            stamps.append(time.monotonic())
+            stamps.append(clock())
         return stamps
 
     stamps = asyncio.run(run())
-    # A burst of one second's worth is allowed (20 requests); 11 go at once.
-    assert stamps[-1] - stamps[0] < 0.1
-
-    async def longer() -> float:
-        limiter = RateLimiter(requests_per_minute=1200)
-        start = time.monotonic()
-        for _ in range(30):
-            await limiter.acquire(0)
-        return time.monotonic() - start
-
-    elapsed = asyncio.run(longer())
-    assert 0.4 <= elapsed <= 0.9  # 20 from the bucket, then 10 at 20 per second
+    # A burst of one second's worth is allowed (20 requests at once), then one every 1/20 s.
+    assert stamps[:20] == [0.0] * 20
+    assert stamps[20:] == pytest.approx([(k + 1) / 20 for k in range(10)])
 
 
 def test_tokens_per_minute_wait_for_large_requests(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,12 +89,20 @@ def test_tokens_per_minute_wait_for_large_requests(monkeypatch: pytest.MonkeyPat
     assert slept == [0.5, 1.0]
 
 
-def test_a_pause_holds_every_caller() -> None:
-    async def run() -> float:
-        limiter = RateLimiter()
-        limiter.pause(0.3)
-        start = time.monotonic()
-        await asyncio.gather(limiter.acquire(1), limiter.acquire(1))
-        return time.monotonic() - start
+def test_a_pause_holds_every_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(monkeypatch)
 
-    assert 0.28 <= asyncio.run(run()) < 0.6
+    async def run() -> list[float]:
+        limiter = RateLimiter(clock=clock)
+        limiter.pause(0.3)
+        limiter.pause(0.1)  # a shorter pause never cuts a longer one short
+        done: list[float] = []
+
+        async def call() -> None:
+            await limiter.acquire(1)
+            done.append(clock())
+
+        await asyncio.gather(call(), call())
+        return done
+
+    assert asyncio.run(run()) == pytest.approx([0.3, 0.3])

@@ -9,14 +9,13 @@ import json
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
-from fault_server import completion
+from fault_server import FaultServer
 from review_task import REVIEWS
 
 from potstill.config import load_config
@@ -27,24 +26,22 @@ if TYPE_CHECKING:
 POTSTILL = Path(sys.executable).with_name("potstill")
 
 
-def _teacher(disk: SmallDisk) -> Any:
-    """A labelling teacher that fills the disk when it gets request number `fill_at`."""
-    from fastapi import FastAPI
+class _Teacher:
+    """A labelling teacher on the fault server (no faults) that fills the disk when it gets
+    request number `fill_at`."""
 
-    api = FastAPI()
-    api.state.requests = 0
-    api.state.fill_at = None
+    def __init__(self, disk: SmallDisk) -> None:
+        self.disk = disk
+        self.requests = 0
+        self.fill_at: int | None = None
+        self.server = FaultServer(reply=self.reply)
 
-    @api.post("/v1/chat/completions")
-    async def chat(body: dict[str, Any]) -> dict[str, Any]:
-        api.state.requests += 1
-        if api.state.requests == api.state.fill_at:
-            disk.fill()
+    def reply(self, body: dict[str, Any]) -> str:
+        self.requests += 1
+        if self.requests == self.fill_at:
+            self.disk.fill()
         label = REVIEWS.get(body["messages"][-1]["content"], "positive")
-        content = json.dumps({"reason": "the reviewer's words", "answer": label})
-        return completion(body["model"], content, 40, 12)
-
-    return api
+        return json.dumps({"reason": "the reviewer's words", "answer": label})
 
 
 def _potstill(*args: str) -> subprocess.CompletedProcess[str]:
@@ -93,10 +90,19 @@ def _calls(run: Path) -> int:
 
 @pytest.mark.slow
 def test_a_full_then_read_only_disk_loses_nothing_and_the_run_goes_on(
-    start_server: Callable[[Any], str], small_disk: SmallDisk, tmp_path: Path, tally: Tally
+    small_disk: SmallDisk, tmp_path: Path, tally: Tally
 ) -> None:
-    api = _teacher(small_disk)
-    url = start_server(api)
+    api = _Teacher(small_disk)
+    url = api.server.start()
+    try:
+        _full_then_read_only(api, url, small_disk, tmp_path, tally)
+    finally:
+        api.server.stop()
+
+
+def _full_then_read_only(
+    api: _Teacher, url: str, small_disk: SmallDisk, tmp_path: Path, tally: Tally
+) -> None:
     data = tmp_path / "reviews.csv"
     data.write_text("review,label\n" + "".join(f'"{t}",{label}\n' for t, label in REVIEWS.items()))
     config = tmp_path / "run.yaml"
@@ -125,7 +131,7 @@ def test_a_full_then_read_only_disk_loses_nothing_and_the_run_goes_on(
     small_disk.free()
 
     # 2. The disk fills while the teacher answers: the second chunk cannot be committed.
-    api.state.fill_at = 5
+    api.fill_at = 5
     done = _potstill("run", str(config), "--runs-dir", str(runs))
     _refused(done, f"{run / 'calls.sqlite'}: database or disk is full", "run the same command")
     files = _all_readable(run)
@@ -138,12 +144,12 @@ def test_a_full_then_read_only_disk_loses_nothing_and_the_run_goes_on(
 
     # 3. Room again: the stage goes on and asks only for what was not stored.
     small_disk.free()
-    asked = api.state.requests
+    asked = api.requests
     done = _potstill("synth", str(run))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert api.state.requests - asked == 4 and _calls(run) == 8
+    assert api.requests - asked == 4 and _calls(run) == 8
     tally.count("disk: calls kept through the full disk", kept)
-    tally.count("disk: calls asked again (the chunk lost)", api.state.requests - asked)
+    tally.count("disk: calls asked again (the chunk lost)", api.requests - asked)
     teacher = [
         json.loads(line)
         for line in (run / "synth" / "teacher.jsonl").read_text().split("\n")

@@ -21,7 +21,8 @@ from review_task import endpoint, reply, reviews
 
 from potstill.config import parse_config
 from potstill.pipeline import run_pipeline
-from potstill.runs import RunFolder, StageIncomplete, read_jsonl
+from potstill.errors import StageIncomplete
+from potstill.runs import RunFolder, read_jsonl
 
 if TYPE_CHECKING:
     from conftest import Tally

@@ -50,48 +50,83 @@ def _candidate(role: str, accuracy: float) -> dict[str, Any]:
     }
 
 
-def test_report_renders_every_metric_with_its_interval_and_the_confusion(tmp_path: Path) -> None:
-    run = RunFolder(tmp_path / "r")
-    comparison = {
-        "a": "distilled",
-        "b": "teacher",
-        "metric": "accuracy",
-        "n": 10,
-        "difference": 0.1,
-        "ci_low": -0.2,
-        "ci_high": 0.3,
-        "a_only_correct": None,
-        "b_only_correct": None,
-        "mcnemar_p": None,
-        "flexible": {"difference": 0.1, "ci_low": -0.2, "ci_high": 0.3},
-    }
-    scores = {
-        "candidates": {
-            "teacher": _candidate("teacher", 0.7),
-            "distilled": _candidate("student", 0.8),
-        },
-        "comparisons": [comparison],
-        "order": ["teacher", "distilled"],
-        "headline": "accuracy",
-    }
-    write_json(run.eval_dir / "scores.json", scores)
-    summary = {"inputs": 4, "accepted": 3, "rejected": {}, "teacher_accuracy_on_train": 0.75}
-    write_json(run.synth_dir / "summary.json", summary)
-    report = run_report(run, CONFIG).read_text()
-    # Every metric of the mapping is a column of the comparison table, with its interval.
-    assert "| accuracy [95% CI] | macro_f1 [95% CI] |" in report
-    assert "| distilled | student | zero_shot, 0-shot | 0.8 [0.7, 0.9] | 0.5 [0.7, 0.9] |" in report
-    table = report[report.index("Confusion matrix, teacher") :].split("\n\n")[1]
-    assert table.splitlines() == [
-        "| reference \\ predicted | yes | no | no answer |",
-        "|---|---|---|---|",
-        "| yes | 4 | 1 | 0 |",
-        "| no | 2 | 3 | 0 |",
+def _evaluated_reviews(url: str, app: Any, tiny_model: Path, root: Path) -> tuple[Any, Any]:
+    """A small yes/no classification run that a real evaluate stage scored: the teacher is
+    the scripted endpoint (right on 7 of 10 test reviews), the student the tiny model."""
+    import shutil
+
+    from potstill.evaluate.stage import run_evaluate
+    from potstill.pipeline import open_run, prepare_split
+    from potstill.tasks import build_task
+
+    data = root / "reviews.jsonl"
+    rows = [
+        {
+            "text": f"Review {i}: it was {'fine' if i % 2 else 'bad'}.",
+            "label": "yes" if i % 2 else "no",
+        }
+        for i in range(20)
     ]
-    assert "| distilled | teacher | +10.0 pts | [-20.0, +30.0] | n/a | n/a | n/a |" in report
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tree = {
+        "name": "reviews",
+        "task": {"kind": "classification", "labels": ["yes", "no"]},
+        "dataset": {
+            "path": str(data),
+            "test_size": 10,
+            "fields": {"text": "text", "answer": "label"},
+        },
+        "teacher": {
+            "model": {"backend": "openai", "model": "reviewer", "base_url": url},
+            "prompt": {"style": "zero_shot", "max_tokens": 4},
+        },
+        "students": [{"name": "distilled", "base": {"model": str(tiny_model)}}],
+        "synth": {"prompt": {"style": "zero_shot", "max_tokens": 2}},
+        "evaluate": {"bootstrap_samples": 100, "report_examples": 2},
+        "judge": {"enabled": False},
+    }
+    config = parse_config(tree, "reviews.yaml")
+    run = open_run(config, root / "runs")
+    test = prepare_split(run, config).test
+    task = build_task(config.task)
+    answers = {}
+    for i, example in enumerate(test):
+        asked = task.messages(example.inputs, config.teacher.prompt)[-1]["content"]
+        wrong = "no" if example.reference == "yes" else "yes"
+        answers["any", asked] = wrong if i in (1, 4, 7) else str(example.reference)
+    app.state.answers["reviewer"] = answers
+    shutil.copytree(tiny_model, run.student_dir("distilled") / "final")
+    run_evaluate(run, config, task, test)
+    return run, config
+
+
+def test_report_renders_every_metric_with_its_interval_and_the_confusion(
+    scripted_endpoint: tuple[str, Any], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from potstill.report.stage import metric_text
+
+    run, config = _evaluated_reviews(*scripted_endpoint, tiny_model_dir, tmp_path)
+    scores = json.loads((run.eval_dir / "scores.json").read_text())  # as evaluate wrote it
+    report = run_report(run, config).read_text()
+    # Every metric of the mapping is a column of the comparison table, with its interval.
+    assert "| accuracy [95% CI] | flexible_accuracy [95% CI] | macro_f1 [95% CI] |" in report
+    teacher = scores["candidates"]["teacher"]
+    assert teacher["metrics"]["accuracy"]["value"] == 0.7
+    for name in ("teacher", "base_student", "distilled"):
+        row = next(line for line in report.splitlines() if line.startswith(f"| {name} |"))
+        for entry in scores["candidates"][name]["metrics"].values():
+            assert f"| {metric_text(entry)} |" in row
+    table = report[report.index("Confusion matrix, teacher") :].split("\n\n")[1]
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    assert table.splitlines()[0] == "| reference \\ predicted | yes | no | no answer |"
+    assert [[int(x.strip(" |")) for x in r[1:]] for r in rows] == teacher["confusion"]["matrix"]
+    assert sum(map(sum, teacher["confusion"]["matrix"])) == 10
+    (comparison,) = [
+        c for c in scores["comparisons"] if (c["a"], c["b"]) == ("distilled", "teacher")
+    ]
+    assert f"| distilled | teacher | {100 * comparison['difference']:+.1f} pts |" in report
     html = (run.root / "report.html").read_text()
     assert "macro_f1 [95% CI]" in html and "<th>no answer</th>" in html
-    assert json.loads((run.eval_dir / "scores.json").read_text())["headline"] == "accuracy"
 
 
 # Dataset and model text that would be markup if written raw: HTML that runs script, an image

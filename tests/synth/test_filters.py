@@ -31,7 +31,7 @@ def test_inputs_are_screened_for_contamination_and_duplicates_before_any_call() 
         "a~gen0": "duplicate",
         "a~gen1": "near_duplicate",
     }
-    assert found["b"][1] == "100% of its 8-grams in t1"
+    assert found["b"][1] == "100.0% of its 8-grams in t1"
     assert found["c"][1] == "same words as a"
     assert found["a~gen1"][1].endswith("with a")
 
@@ -61,7 +61,7 @@ def test_training_inputs_that_repeat_a_transfer_example_are_dropped_too() -> Non
     transfer = {"rephrased": [ex("t1", "By how much does 305 exceed 168?")]}
     found = screen_inputs(TASK, SynthConfig(), train, [], TEST, transfer)
     # Keyed as <set>/<id>: a transfer example's id may repeat a test example's.
-    assert found == {"a": ("contamination", "100% of its 8-grams in rephrased/t1")}
+    assert found == {"a": ("contamination", "100.0% of its 8-grams in rephrased/t1")}
 
 
 def test_a_worked_example_that_repeats_an_evaluation_example_is_named_with_it() -> None:
@@ -87,7 +87,7 @@ def test_a_worked_example_that_repeats_an_evaluation_example_is_named_with_it() 
     assert found[0].endswith("has the same words as test example 't1'")
     assert found[1].startswith("synth.prompt.shots.0 (")
     assert (
-        "nearly repeats transfer set 'rephrased' example 'r1' (100% of its word 8-grams"
+        "nearly repeats transfer set 'rephrased' example 'r1' (100.0% of its word 8-grams"
         in (found[1])
     )
     assert found[2].startswith("evaluate.candidates.0.prompt.shots.0")

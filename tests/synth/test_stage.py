@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from potstill.cli import app
 from potstill.config import parse_config
 from potstill.runs import RunFolder
-from potstill.synth.stage import rejection_reason, sample_requests, training_row
+from potstill.synth.phases import sample_requests
+from potstill.synth.stage import rejection_reason, training_row
 from potstill.tasks import Example, build_task
 
 CONFIG = parse_config(

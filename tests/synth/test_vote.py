@@ -7,11 +7,16 @@ def ok(answer: str, rationale: str | None = "because") -> Parsed:
 
 
 def test_majority_wins_and_the_chosen_sample_agrees_with_it() -> None:
-    vote = majority_vote(
-        [ok("4", "a"), ok("5", "b"), ok("5", "c"), ok("4", "d"), ok("5", "e")], ["stop"] * 5
-    )
+    samples = [ok("4", "a" * 5), ok("5", "b" * 2), ok("5", "c" * 5), ok("4", "d"), ok("5", "e" * 9)]
+    vote = majority_vote(samples, ["stop"] * 5)
     assert vote.answer == "5" and vote.votes == {"4": 2, "5": 3}
-    assert vote.chosen in (1, 2, 4)
+    # Of the three that agree (lengths 2, 5, 9), the median rationale; not sample 0's answer.
+    assert vote.chosen == 2
+
+
+def test_among_equally_long_rationales_the_earliest_agreeing_sample_is_chosen() -> None:
+    samples = [ok("4", "a"), ok("5", "b"), ok("5", "c"), ok("4", "d"), ok("5", "e")]
+    assert majority_vote(samples, ["stop"] * 5).chosen == 1
 
 
 def test_a_tie_goes_to_the_answer_seen_first_and_failures_do_not_vote() -> None:

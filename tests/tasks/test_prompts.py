@@ -104,3 +104,24 @@ def test_a_template_past_the_bounds_is_a_config_error_naming_the_key(
     with pytest.raises(ConfigError, match=r"^task.templates.zero_shot.user: the template") as exc:
         task.messages({"question": "q"}, PromptConfig())
     assert expect in str(exc.value)
+
+
+def test_the_protocol_defaults_live_once_in_templated_task() -> None:
+    from potstill.tasks import KINDS
+    from potstill.tasks.prompts import TemplatedTask
+
+    defaults = ("check_inputs", "canonical_reference", "corpus_scores", "details")
+    for kind, cls in KINDS.items():
+        assert issubclass(cls, TemplatedTask), kind
+        # A kind defines one of these only where it does something of its own.
+        own = {name for name in defaults if name in vars(cls)}
+        expected = {
+            "classification": {"canonical_reference", "corpus_scores", "details"},
+            "multiple_choice": {"check_inputs", "canonical_reference"},
+            "conversation": {"check_inputs"},
+        }
+        assert own == expected.get(kind, set()), kind
+    math = build_task(TaskConfig(kind="math"))
+    assert math.check_inputs({"question": "2 + 2?"}) is None
+    assert math.canonical_reference("4", {}) == "4"
+    assert math.corpus_scores([], []) == {} and math.details([], []) == {}

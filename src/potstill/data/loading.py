@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from potstill.config import DatasetConfig
-from potstill.runs import damaged, read_jsonl
+from potstill.errors import UserError, damaged
+from potstill.runs import read_jsonl
 from potstill.tasks.base import Example, Task
 
 Rows = Iterator[tuple[str, dict[str, Any]]]  # (where: "file:line" or "source row N", row)
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """Bad input data; the message names the file, the line and the field."""
 
 

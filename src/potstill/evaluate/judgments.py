@@ -29,7 +29,8 @@ from potstill.evaluate.judge import (
 )
 from potstill.evaluate.rubrics import rubric_for
 from potstill.evaluate.stats import spearman
-from potstill.models.base import ChatModel, ChatRequest, ChatResponse
+from potstill.models.base import ChatModel, ChatRequest
+from potstill.records import call_failure
 from potstill.runs import RunFolder
 from potstill.tasks import Example, Task
 from potstill.tasks.base import task_user_text
@@ -115,14 +116,6 @@ def _plan(
     return plan
 
 
-def _failure(answer: ChatResponse) -> dict[str, Any]:
-    """A failed judge call's error, for the record and eval/errors.jsonl; nothing if it
-    was answered."""
-    if answer.error is None:
-        return {}
-    return {"error": answer.error, "error_kind": answer.error_kind, "attempts": answer.attempts}
-
-
 def run_judge(
     run: RunFolder,
     config: RunConfig,
@@ -162,7 +155,7 @@ def run_judge(
             "status": verdict.status,
             "score": int(verdict.value) if verdict.ok and verdict.value else None,
             "reason": verdict.reason,
-            **_failure(answer),
+            **call_failure(answer),
         }
         if verdict.ok and verdict.value:
             predictions[name][i].setdefault("scores", {})["judge_score"] = float(verdict.value)
@@ -179,12 +172,12 @@ def run_judge(
             "candidate_first": {
                 "reply": first_answer.text,
                 "verdict": first.value,
-                **_failure(first_answer),
+                **call_failure(first_answer),
             },
             "candidate_second": {
                 "reply": second_answer.text,
                 "verdict": second.value,
-                **_failure(second_answer),
+                **call_failure(second_answer),
             },
             "outcome": outcome.outcome,
             "flipped": outcome.flipped,

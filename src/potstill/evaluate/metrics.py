@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from potstill.evaluate.stats import mean_interval
+from potstill.evaluate.stats import metric_entry, percentile_interval
 from potstill.tasks import Example, Parsed, Task
 
 
@@ -30,8 +30,9 @@ def corpus_interval(
     samples: int,
     seed: int,
     level: float = 0.95,
-) -> dict[str, tuple[float, float, float]]:
-    """Each corpus metric (macro-F1) with a percentile bootstrap interval over examples."""
+) -> dict[str, tuple[float, float | None, float | None]]:
+    """Each corpus metric (macro-F1) with a percentile bootstrap interval over examples (a
+    resample where the metric is undefined is skipped)."""
     value = task.corpus_scores(parsed, examples)
     if not value or not examples:
         return {}
@@ -42,12 +43,10 @@ def corpus_interval(
         again = task.corpus_scores([parsed[i] for i in pick], [examples[i] for i in pick])
         for name in value:
             draws[name].append(again[name])
-    tail = (1 - level) / 2
     return {
         name: (
             value[name],
-            float(np.nanquantile(draws[name], tail)),
-            float(np.nanquantile(draws[name], 1 - tail)),
+            *percentile_interval([d for d in draws[name] if not math.isnan(d)], level),
         )
         for name in value
     }
@@ -72,22 +71,18 @@ def score_candidate(
             if metric.name not in corpus or math.isnan(corpus[metric.name][0]):
                 continue
             value, low, high = corpus[metric.name]
-            n, method = len(referenced), "bootstrap"
-        else:
-            values = [s[metric.name] for s in per_example if metric.name in s]
-            if not values:
-                continue
-            value = float(np.mean(values))
-            low, high, method = mean_interval(values, samples, seed)
-            n = len(values)
-        metrics[metric.name] = {
-            "value": value,
-            "ci_low": low,
-            "ci_high": high,
-            "n": n,
-            "interval": method,
-            "higher_is_better": metric.higher_is_better,
-        }
+            metrics[metric.name] = {
+                "value": value,
+                "ci_low": low,
+                "ci_high": high,
+                "n": len(referenced),
+                "interval": "bootstrap",
+                "higher_is_better": metric.higher_is_better,
+            }
+            continue
+        values = [s[metric.name] for s in per_example if metric.name in s]
+        if values:
+            metrics[metric.name] = metric_entry(values, samples, seed, metric.higher_is_better)
     details = task.details(parsed, examples) if referenced else {}
     return CandidateScores(per_example, metrics, details)
 

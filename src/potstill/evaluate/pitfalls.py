@@ -7,22 +7,18 @@ differences too small for the examples behind them, and the judge's own biases.
 from __future__ import annotations
 
 import itertools
-import re
 from collections import Counter
 from typing import Any
 
 from potstill.config import ChecksConfig, RunConfig
 from potstill.data.loading import read_examples
 from potstill.evaluate.judgments import JUDGE_METRICS
+from potstill.figures import percent
 from potstill.guards import Finding, run_guards
 from potstill.guards import warn as _warn
 from potstill.runs import RunFolder, read_jsonl
+from potstill.synth.overlap import input_text, split_overlap
 from potstill.tasks import Example, Task
-from potstill.tasks.base import task_user_text
-
-
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}%"
 
 
 def parse_failures(name: str, cand: dict[str, Any]) -> list[Finding]:
@@ -33,9 +29,9 @@ def parse_failures(name: str, cand: dict[str, Any]) -> list[Finding]:
         _warn(
             "parse_failure",
             name,
-            f"{name}: {_pct(failed)} of replies gave no usable answer (no_answer "
-            f"{_pct(cand['no_answer_rate'])}, malformed {_pct(cand['malformed_rate'])}, failed "
-            f"calls {_pct(cand['call_failed_rate'])}); they count as wrong.",
+            f"{name}: {percent(failed)} of replies gave no usable answer (no_answer "
+            f"{percent(cand['no_answer_rate'])}, malformed {percent(cand['malformed_rate'])}, "
+            f"failed calls {percent(cand['call_failed_rate'])}); they count as wrong.",
         )
     ]
 
@@ -78,15 +74,16 @@ def format_warnings(name: str, check: dict[str, Any]) -> list[Finding]:
     parts = []
     if check["off_format_rate"] >= 0.05:
         parts.append(
-            f"{_pct(check['off_format_rate'])} of replies hold an answer outside the asked format"
+            f"{percent(check['off_format_rate'])} of replies hold an answer outside the asked "
+            "format"
         )
     if check["cut_off_rate"] >= 0.05:
         parts.append(
-            f"{_pct(check['cut_off_rate'])} were cut off at max_tokens ({check['max_tokens']})"
+            f"{percent(check['cut_off_rate'])} were cut off at max_tokens ({check['max_tokens']})"
         )
     if check.get("shape_mismatch_rate", 0.0) >= 0.10:
         parts.append(
-            f"{_pct(check['shape_mismatch_rate'])} are not shaped like its training targets "
+            f"{percent(check['shape_mismatch_rate'])} are not shaped like its training targets "
             f"({check['target_shape']})"
         )
     ratio = check.get("reply_chars", 0.0) / max(1.0, check.get("target_chars", 0.0))
@@ -101,31 +98,14 @@ def format_warnings(name: str, check: dict[str, Any]) -> list[Finding]:
     return [_warn("format", name, what + "; ".join(parts) + ".")]
 
 
-def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
-    words = re.findall(r"\w+", text.lower())
-    if len(words) < n:
-        return {tuple(words)} if words else set()
-    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
-
-
 def overlap_check(task: Task, train: list[Example], test: list[Example], n: int) -> dict[str, Any]:
-    """How much of each test input's word n-grams also occur in the training inputs."""
-    train_texts = [task_user_text(task, e.inputs, "zero_shot") for e in train]
-    seen = set().union(*(_ngrams(t, n) for t in train_texts)) if train_texts else set()
-    exact = {" ".join(re.findall(r"\w+", t.lower())) for t in train_texts}
-    shares, duplicates = [], 0
-    for example in test:
-        text = task_user_text(task, example.inputs, "zero_shot")
-        grams = _ngrams(text, n)
-        shares.append(len(grams & seen) / len(grams) if grams else 0.0)
-        duplicates += " ".join(re.findall(r"\w+", text.lower())) in exact
-    return {
-        "ngram": n,
-        "test_examples": len(test),
-        "exact_duplicates": duplicates,
-        "mean_overlap": sum(shares) / len(shares) if shares else 0.0,
-        "half_overlapping_rate": sum(s >= 0.5 for s in shares) / len(shares) if shares else 0.0,
-    }
+    """How much of each test input's word n-grams also occur in the training inputs
+    (`overlap.split_overlap`, on the same input text as synth's screens)."""
+    return split_overlap(
+        [input_text(task.input_fields, e.inputs) for e in test],
+        [input_text(task.input_fields, e.inputs) for e in train],
+        n,
+    )
 
 
 def overlap_warnings(check: dict[str, Any], transfer_set: str | None = None) -> list[Finding]:
@@ -141,16 +121,16 @@ def overlap_warnings(check: dict[str, Any], transfer_set: str | None = None) -> 
             "train_test_overlap",
             subject,
             f"{title}: {check['exact_duplicates']} of {check['test_examples']} {inputs} also "
-            f"appear in the training split; {_pct(check['half_overlapping_rate'])} "
+            f"appear in the training split; {percent(check['half_overlapping_rate'])} "
             f"share at least half of their word {check['ngram']}-grams with it (mean overlap "
-            f"{_pct(check['mean_overlap'])}). Scores may reward memory of near-copies.",
+            f"{percent(check['mean_overlap'])}). Scores may reward memory of near-copies.",
         )
     ]
 
 
 def _fmt(entry: dict[str, Any]) -> str:
     value = entry["value"]
-    return _pct(value) if entry.get("percent") else f"{value:.3g}"
+    return percent(value) if entry.get("percent") else f"{value:.3g}"
 
 
 def ranking_disagreements(candidates: dict[str, Any]) -> list[Finding]:
@@ -237,23 +217,23 @@ def judge_trust(
     flip = bias.get("flip_rate")
     if flip is not None and bias.get("pairs") and flip >= checks.max_judge_flip_rate:
         reasons.append(
-            f"{_pct(flip)} of its {bias['pairs']} pairwise verdicts changed when the two answers "
-            f"swapped places (at or above {_pct(checks.max_judge_flip_rate)}, "
+            f"{percent(flip)} of its {bias['pairs']} pairwise verdicts changed when the two "
+            f"answers swapped places (at or above {percent(checks.max_judge_flip_rate)}, "
             "checks.max_judge_flip_rate; a judge that names A or B at random flips half)"
         )
     for kind, what in (("pointwise", "score"), ("pairwise", "verdict")):
         unread, asked = _unreadable(candidates, kind)
         if asked and unread / asked > checks.max_judge_unreadable_rate:
             reasons.append(
-                f"{unread} of its {asked} {kind} replies ({_pct(unread / asked)}) had no "
-                f"readable {what} (above {_pct(checks.max_judge_unreadable_rate)}, "
+                f"{unread} of its {asked} {kind} replies ({percent(unread / asked)}) had no "
+                f"readable {what} (above {percent(checks.max_judge_unreadable_rate)}, "
                 "checks.max_judge_unreadable_rate)"
             )
     first, n = bias.get("first_position_rate"), bias.get("first_position_n", 0)
     if first is not None and n >= 20 and abs(first - 0.5) > checks.max_judge_position_skew:
         reasons.append(
-            f"it named position A in {_pct(first)} of {n} single-order verdicts that picked a "
-            f"winner (more than {_pct(checks.max_judge_position_skew)} from 50%, "
+            f"it named position A in {percent(first)} of {n} single-order verdicts that picked a "
+            f"winner (more than {percent(checks.max_judge_position_skew)} from 50%, "
             "checks.max_judge_position_skew)"
         )
     return {"trusted": not reasons, "reasons": reasons}
@@ -316,7 +296,7 @@ def judge_warnings(judge: dict[str, Any], candidates: dict[str, Any]) -> list[Fi
         point = info.get("pointwise", {}).get("malformed_rate")
         pair = info.get("pairwise", {}).get("malformed_rate")
         bad = [
-            f"{_pct(v)} of {kind} replies"
+            f"{percent(v)} of {kind} replies"
             for kind, v in (("pointwise", point), ("pairwise", pair))
             if v is not None and v >= 0.2
         ]
@@ -338,7 +318,7 @@ def judge_warnings(judge: dict[str, Any], candidates: dict[str, Any]) -> list[Fi
                 "judge_position_flip",
                 "judge",
                 (
-                    f"{_pct(flip)} of {bias['pairs']} pairwise verdicts changed when the "
+                    f"{percent(flip)} of {bias['pairs']} pairwise verdicts changed when the "
                     "two answers swapped places (counted as ties); such verdicts follow position, "
                     "not quality."
                 ),
@@ -351,7 +331,7 @@ def judge_warnings(judge: dict[str, Any], candidates: dict[str, Any]) -> list[Fi
                 "judge_position_bias",
                 "judge",
                 (
-                    f"the judge named position A in {_pct(first)} of "
+                    f"the judge named position A in {percent(first)} of "
                     f"{bias['first_position_n']} single-order verdicts that picked a winner "
                     "(50% expected without position bias)."
                 ),

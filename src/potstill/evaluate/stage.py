@@ -15,6 +15,7 @@ import numpy as np
 
 from potstill.config import ModelConfig, PromptConfig, RunConfig
 from potstill.data.sets import describe
+from potstill.errors import StageIncomplete
 from potstill.evaluate.answers import answer_cached
 from potstill.evaluate.cost import cost_and_latency
 from potstill.evaluate.metrics import CandidateScores, headline, score_candidate
@@ -26,7 +27,8 @@ from potstill.evaluate.stats import (
     paired_difference,
 )
 from potstill.models import ChatModel
-from potstill.runs import RunFolder, StageIncomplete, write_json, write_jsonl
+from potstill.records import error_row
+from potstill.runs import RunFolder, write_json, write_jsonl
 from potstill.tasks import Example, Task
 from potstill.tasks.base import chat_requests
 
@@ -480,15 +482,7 @@ def _prediction_errors(
     predictions: dict[str, list[dict[str, Any]]], where: dict[str, str]
 ) -> list[dict[str, Any]]:
     return [
-        {
-            "id": row["id"],
-            "candidate": name,
-            "phase": "predict",
-            **where,
-            "status": row.get("error_kind") or "error",
-            "reason": row["error"],
-            "attempts": row.get("attempts"),
-        }
+        error_row(row["id"], "predict", row, candidate=name, **where)
         for name, rows in predictions.items()
         for row in rows
         if row.get("error") is not None
@@ -516,14 +510,5 @@ def failed_calls(
             ]
             for phase, entry in asked:
                 if entry and entry.get("error") is not None:
-                    errors.append(
-                        {
-                            "id": record["id"],
-                            "candidate": name,
-                            "phase": phase,
-                            "status": entry.get("error_kind") or "error",
-                            "reason": entry["error"],
-                            "attempts": entry.get("attempts"),
-                        }
-                    )
+                    errors.append(error_row(record["id"], phase, entry, candidate=name))
     return errors

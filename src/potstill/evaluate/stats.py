@@ -1,34 +1,78 @@
-"""Confidence intervals and paired comparisons for per-example scores.
+"""The statistics of potstill, in one place: intervals, paired tests, correlations and
+agreement, for evaluate (`metrics`, `stage`, `judgments`), grade (`summary`) and report.
 
-One rule for every interval of a mean: a rate of right/wrong (0/1) scores gets the Wilson
-score interval, and a paired difference of two such rates Newcombe's hybrid score interval
-for paired data (both stay informative at 0% and 100%, where the percentile bootstrap
-collapses to a point); every other score (ROUGE, similarity, judge scores) keeps the
-percentile bootstrap. Each entry names its method in `interval`.
+Intervals. One rule for every interval of a mean (`mean_interval`): a rate of right/wrong
+(0/1) scores gets the Wilson score interval, and a paired difference of two such rates
+Newcombe's hybrid score interval for paired data (both stay informative at 0% and 100%,
+where the percentile bootstrap collapses to a point); every other score (ROUGE, similarity,
+judge and human scores) keeps the percentile bootstrap. Each entry names its method in
+`interval`. Two resamplers share one percentile step (`percentile_interval`): `bootstrap_ci`
+for a mean of per-example values (vectorized, the figures of scores.json), `bootstrap_units`
+for any statistic of whole units (a grading answer's ratings, judge-human pairs).
+
+Missing data. A figure that is undefined (no values, fewer pairs than it needs, no variation
+to correlate or agree on) is None, never NaN: a statistic returns `float | None`, an interval
+`(None, None)`, and a mean-with-interval entry has `value` None. None is JSON's null (NaN is
+not JSON), every formatter writes it as "n/a", and `is None` is the one test. NaN stays inside
+a computation only (a resample whose statistic is undefined is skipped, not counted).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Hashable, Sequence
 from statistics import NormalDist
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import numpy as np
+
+Interval = tuple[float, float] | tuple[None, None]
+NO_INTERVAL: Interval = (None, None)
+Level = Literal["nominal", "ordinal", "interval"]
+T = TypeVar("T")
+
+
+def percentile_interval(draws: Sequence[float], level: float = 0.95) -> Interval:
+    """The percentile interval of resampled statistics; (None, None) without a draw."""
+    if not len(draws):
+        return NO_INTERVAL
+    tail = (1 - level) / 2
+    return (float(np.quantile(draws, tail)), float(np.quantile(draws, 1 - tail)))
 
 
 def bootstrap_ci(
     scores: Sequence[float], samples: int = 2000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean."""
+) -> Interval:
+    """Percentile bootstrap interval of the mean of per-example values."""
     values = np.asarray(scores, dtype=float)
     if values.size == 0:
-        return (math.nan, math.nan)
+        return NO_INTERVAL
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, values.size, size=(samples, values.size))
     means = values[idx].mean(axis=1)
-    tail = (1 - level) / 2
-    return (float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail)))
+    return percentile_interval(means, level)
+
+
+def bootstrap_units(
+    units: Sequence[T],
+    statistic: Callable[[Sequence[T]], float | None],
+    samples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Interval:
+    """Percentile interval of a statistic over units resampled with replacement (the
+    grading items, not the single ratings, are the independent draws); a resample whose
+    statistic is undefined is skipped."""
+    if not units:
+        return NO_INTERVAL
+    rng = random.Random(seed)
+    found = []
+    for _ in range(samples):
+        value = statistic([units[rng.randrange(len(units))] for _ in units])
+        if value is not None:
+            found.append(value)
+    return percentile_interval(found, level)
 
 
 def is_binary(*series: Sequence[float]) -> bool:
@@ -40,11 +84,15 @@ def _z(level: float) -> float:
     return NormalDist().inv_cdf(1 - (1 - level) / 2)
 
 
-def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> Interval:
     """Wilson score interval of a proportion: never empty at 0 or n successes, and within
-    [0, 1]; (nan, nan) when n is 0."""
+    [0, 1]; (None, None) when n is 0."""
     if n == 0:
-        return (math.nan, math.nan)
+        return NO_INTERVAL
+    return _wilson(successes, n, level)
+
+
+def _wilson(successes: int, n: int, level: float) -> tuple[float, float]:
     z, p = _z(level), successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
@@ -55,17 +103,17 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float,
 
 def newcombe_paired_interval(
     both: int, a_only: int, b_only: int, neither: int, level: float = 0.95
-) -> tuple[float, float]:
+) -> Interval:
     """Newcombe's hybrid score interval (1998, method 10) for rate(a) - rate(b) on the same
     examples, from the 2x2 table of right/wrong pairs: the Wilson intervals of both rates,
     combined with their correlation (continuity-corrected phi, 0 when a margin is empty).
-    It never collapses to a point; (nan, nan) when there is no pair."""
+    It never collapses to a point; (None, None) when there is no pair."""
     n = both + a_only + b_only + neither
     if n == 0:
-        return (math.nan, math.nan)
+        return NO_INTERVAL
     p1, p2 = (both + a_only) / n, (both + b_only) / n
-    l1, u1 = wilson_interval(both + a_only, n, level)
-    l2, u2 = wilson_interval(both + b_only, n, level)
+    l1, u1 = _wilson(both + a_only, n, level)
+    l2, u2 = _wilson(both + b_only, n, level)
     margins = (both + a_only) * (b_only + neither) * (both + b_only) * (a_only + neither)
     phi = 0.0
     if margins > 0:
@@ -80,7 +128,7 @@ def newcombe_paired_interval(
 
 def mean_interval(
     values: Sequence[float], samples: int, seed: int, level: float = 0.95
-) -> tuple[float, float, str]:
+) -> tuple[float | None, float | None, str]:
     """The interval of a mean and its method: Wilson for 0/1 scores, else the percentile
     bootstrap."""
     if len(values) and is_binary(values):
@@ -108,7 +156,7 @@ def paired_difference(
     diff = [x - y for x, y in zip(a, b)]
     found: dict[str, Any] = {
         "n": len(diff),
-        "difference": float(np.mean(diff)) if diff else math.nan,
+        "difference": float(np.mean(diff)) if diff else None,
     }
     if diff and is_binary(a, b):
         a_only = sum(1 for x, y in zip(a, b) if x > y)
@@ -196,3 +244,81 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     if rx.std() == 0 or ry.std() == 0:
         return None
     return float(np.corrcoef(rx, ry)[0, 1])
+
+
+# -- agreement: checked in tests/grade/test_agreement.py against published worked examples
+# (Krippendorff 2011; Cohen 1960), so potstill needs no statistics package.
+
+
+def cohen_kappa(
+    a: Sequence[Hashable], b: Sequence[Hashable], weights: Literal["quadratic"] | None = None
+) -> float | None:
+    """Cohen's kappa of two raters on the same units; quadratic weights need numeric
+    ratings. None when the ratings show no variation at all (chance agreement is 1)."""
+    if len(a) != len(b):
+        raise ValueError("both raters must rate the same units")
+    categories = sorted(set(a) | set(b), key=lambda c: (str(type(c)), c))
+    index = {c: i for i, c in enumerate(categories)}
+    k = len(categories)
+    if not a or k < 2:
+        return None
+    observed = np.zeros((k, k))
+    for x, y in zip(a, b):
+        observed[index[x], index[y]] += 1
+    observed /= observed.sum()
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0))
+    if weights == "quadratic":
+        values = np.asarray(categories, dtype=float)
+        span = values.max() - values.min()
+        weight = (values[:, None] - values[None, :]) ** 2 / span**2
+    else:
+        weight = 1.0 - np.eye(k)
+    chance = float((weight * expected).sum())
+    if chance == 0:
+        return None
+    return float(1.0 - (weight * observed).sum() / chance)
+
+
+def krippendorff_alpha(
+    units: Sequence[Sequence[Hashable]], level: Level = "nominal"
+) -> float | None:
+    """Krippendorff's alpha for any number of raters with missing ratings: `units` holds,
+    per unit, the ratings it got. Units with fewer than two ratings are not pairable and
+    are left out. None when there is no variation to agree on."""
+    pairable = [list(u) for u in units if len(u) >= 2]
+    values = sorted({v for u in pairable for v in u}, key=lambda c: (str(type(c)), c))
+    if len(values) < 2:
+        return None
+    index = {v: i for i, v in enumerate(values)}
+    k = len(values)
+    coincidence = np.zeros((k, k))
+    for unit in pairable:
+        counts = np.zeros(k)
+        for v in unit:
+            counts[index[v]] += 1
+        coincidence += (np.outer(counts, counts) - np.diag(counts)) / (len(unit) - 1)
+    totals = coincidence.sum(axis=1)
+    n = totals.sum()
+    delta = _distances(values, totals, level)
+    observed = (coincidence * delta).sum() / n
+    expected = (np.outer(totals, totals) * delta).sum() / (n * (n - 1))
+    if expected == 0:
+        return None
+    return float(1.0 - observed / expected)
+
+
+def _distances(values: list[Hashable], totals: np.ndarray, level: Level) -> np.ndarray:
+    k = len(values)
+    if level == "nominal":
+        return 1.0 - np.eye(k)
+    if level == "interval":
+        v = np.asarray(values, dtype=float)
+        squared: np.ndarray = (v[:, None] - v[None, :]) ** 2
+        return squared
+    cumulative = np.cumsum(totals)
+    delta = np.zeros((k, k))
+    for c in range(k):
+        for d in range(c, k):
+            between = cumulative[d] - (cumulative[c - 1] if c else 0.0)
+            delta[c, d] = delta[d, c] = (between - (totals[c] + totals[d]) / 2) ** 2
+    return delta

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from jinja2 import Environment
 
+from potstill.evaluate.rubrics import HIGH, LOW
 from potstill.grade.agreement import load_judge_verdicts
 from potstill.grade.rounds import GradingRound, evaluation_order
 from potstill.grade.store import AlreadyGraded, Grader, GradingTask
@@ -130,6 +131,8 @@ class GradingApp:
                 **context,
                 answer=self.round.reply(task.candidate, task.example_id),
                 rubric=self.round.rubric,
+                low=LOW,
+                high=HIGH,
             )
         assert task.opponent is not None and left is not None
         right = task.opponent if left == task.candidate else task.candidate
@@ -176,13 +179,11 @@ class GradingApp:
         problems = []
         for criterion in self.round.rubric:
             raw = fields.get(f"score_{criterion.name}", "").strip()
-            span = f"{criterion.low}-{criterion.high}"
+            span = f"{LOW}-{HIGH}"
             if not raw:
                 problems.append(f"{criterion.name}: give a score from {span}")
             # ASCII digits only: "³" and "③" are digits to str.isdigit, not to int().
-            elif not (raw.isascii() and raw.isdigit()) or not (
-                criterion.low <= int(raw) <= criterion.high
-            ):
+            elif not (raw.isascii() and raw.isdigit()) or not (LOW <= int(raw) <= HIGH):
                 problems.append(f"{criterion.name}: {raw[:20]!r} is not a whole number {span}")
             else:
                 scores[criterion.name] = int(raw)

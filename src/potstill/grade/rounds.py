@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from potstill.config import GradeConfig, Rubric, RunConfig
+from potstill.config import Criterion, GradeConfig, Rubric, RunConfig
 from potstill.data.loading import read_examples
-from potstill.grade.rubrics import Criterion, rubric_for
+from potstill.errors import UserError
+from potstill.evaluate.rubrics import graded_criteria
 from potstill.grade.sampling import assign, draw_sample, strata
 from potstill.grade.store import GradeStore, GradingTask
 from potstill.runs import RunFolder, read_json, read_jsonl
@@ -23,7 +24,7 @@ from potstill.tasks import Example
 MODE_ORDER = ("pointwise", "pairwise")
 
 
-class GradeError(ValueError):
+class GradeError(UserError, ValueError):
     """A grading round that cannot start; the message says what to do."""
 
 
@@ -77,7 +78,7 @@ class GradingRound:
 
     @property
     def rubric(self) -> list[Criterion]:
-        return rubric_for(self.kind, self.judge_rubric)
+        return graded_criteria(self.kind, self.judge_rubric)
 
     def add_grader(self, name: str) -> tuple[str, bool]:
         """A personal token for a new grader (their share of the sample assigned now), or a

@@ -14,15 +14,16 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from potstill.evaluate.stats import bootstrap_ci
-from potstill.grade.agreement import (
-    JudgeVerdicts,
+from potstill.evaluate.stats import (
     bootstrap_units,
     cohen_kappa,
     krippendorff_alpha,
-    load_judge_verdicts,
+    mean_interval,
+    metric_entry,
     spearman,
 )
+from potstill.figures import percent
+from potstill.grade.agreement import JudgeVerdicts, load_judge_verdicts
 from potstill.grade.rounds import evaluation_order, grades_path
 from potstill.grade.store import GradeStore
 from potstill.runs import RunFolder
@@ -33,17 +34,6 @@ JUDGE_AGREEMENT_FLOOR = 0.6
 JUDGE_SPEARMAN_FLOOR = 0.3
 
 Unit = dict[str, Hashable]  # grader name -> rating
-
-
-def _metric(per_example: Sequence[float], samples: int, seed: int) -> dict[str, Any]:
-    low, high = bootstrap_ci(per_example, samples, seed)
-    return {
-        "value": float(np.mean(per_example)) if per_example else math.nan,
-        "ci_low": low,
-        "ci_high": high,
-        "n": len(per_example),
-        "higher_is_better": True,
-    }
 
 
 def _per_example(values: dict[str, list[float]]) -> list[float]:
@@ -76,7 +66,7 @@ def candidate_scores(
             counts[g["candidate"]][g["verdict"]] += 1
             opponents[g["candidate"]] = g["opponent"]
     pointwise = {
-        cand: {c: _metric(_per_example(v), samples, seed) for c, v in by_criterion.items()}
+        cand: {c: metric_entry(_per_example(v), samples, seed) for c, v in by_criterion.items()}
         for cand, by_criterion in point.items()
     }
     pairwise = {
@@ -85,7 +75,7 @@ def candidate_scores(
             "wins": counts[cand]["win"],
             "ties": counts[cand]["tie"],
             "losses": counts[cand]["loss"],
-            "win_rate": _metric(_per_example(v), samples, seed),
+            "win_rate": metric_entry(_per_example(v), samples, seed, percent=True),
         }
         for cand, v in pair.items()
     }
@@ -107,7 +97,7 @@ def _units(grades: list[dict[str, Any]], mode: str) -> dict[tuple[Any, ...], Uni
     return {k: u for k, u in units.items() if len(u) >= 2}
 
 
-def _coefficient(units: Sequence[Unit], graders: list[str], level: str) -> float:
+def _coefficient(units: Sequence[Unit], graders: list[str], level: str) -> float | None:
     if len(graders) == 2:
         a = [u[graders[0]] for u in units if len(u) == 2]
         b = [u[graders[1]] for u in units if len(u) == 2]
@@ -131,7 +121,7 @@ def inter_grader(
         clusters[key[:2]].append(unit)
     grouped = [clusters[key] for key in sorted(clusters)]  # the same figures on every call
 
-    def statistic(sample: Sequence[list[Unit]]) -> float:
+    def statistic(sample: Sequence[list[Unit]]) -> float | None:
         return _coefficient([u for c in sample for u in c], graders, level)
 
     value = statistic(grouped)
@@ -183,11 +173,12 @@ def judge_agreement(
     ]
     if paired:
         matches = [float(j == h) for j, h in paired]
-        low, high = bootstrap_ci(matches, samples, seed)
+        low, high, method = mean_interval(matches, samples, seed)
         found["pairwise"] = {
             "agreement": float(np.mean(matches)),
             "ci_low": low,
             "ci_high": high,
+            "interval": method,
             "kappa": cohen_kappa([j for j, _ in paired], [h for _, h in paired]),
             "n": len(paired),
         }
@@ -214,15 +205,15 @@ def _warnings(summary: dict[str, Any]) -> list[str]:
     if pair and pair["agreement"] < JUDGE_AGREEMENT_FLOOR:
         found.append(
             f"The LLM judge's pairwise verdict matches the graders' on only "
-            f"{100 * pair['agreement']:.0f}% of {pair['n']} answers: trust its win rates less."
+            f"{percent(pair['agreement'])} of {pair['n']} answers: trust its win rates less."
         )
-    if point and not math.isnan(point["spearman"]) and point["spearman"] < JUDGE_SPEARMAN_FLOOR:
+    if point and point["spearman"] is not None and point["spearman"] < JUDGE_SPEARMAN_FLOOR:
         found.append(
             f"The LLM judge's scores hardly follow the graders' (Spearman "
             f"{point['spearman']:.2f} on {point['n']} answers)."
         )
     for mode, agreement in (summary.get("agreement") or {}).items():
-        if agreement and not math.isnan(agreement["value"]) and agreement["value"] < 0.2:
+        if agreement and agreement["value"] is not None and agreement["value"] < 0.2:
             found.append(
                 f"Graders agree little on {mode} pages ({agreement['method']} "
                 f"{agreement['value']:.2f}): the rubric may need clearer wording."
@@ -286,10 +277,6 @@ def _num(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.0f}%"
-
-
 def template_env() -> Environment:
     env = Environment(
         loader=PackageLoader("potstill", "grade/templates"),
@@ -298,7 +285,7 @@ def template_env() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["num"] = _num
-    env.filters["pct"] = _pct
+    env.filters["pct"] = percent
     return env
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from pathlib import Path
 
+from potstill.errors import sqlite_storage_errors
 from potstill.models.base import (
     Admit,
     ChatModel,
@@ -18,7 +19,6 @@ from potstill.models.base import (
     ChatResponse,
     StreamingChatModel,
 )
-from potstill.runs import sqlite_storage_errors
 
 
 def request_key(model: str, request: ChatRequest) -> str:

@@ -12,7 +12,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from potstill.runs import sqlite_storage_errors
+from potstill.errors import sqlite_storage_errors
 
 
 class SpendLedger:

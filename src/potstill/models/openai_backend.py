@@ -10,16 +10,17 @@ from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from potstill.errors import UserError
 from potstill.models.base import Admit, ChatRequest, ChatResponse
 from potstill.models.limits import RateLimiter, RetryPolicy, parse_retry_after
 from potstill.models.tokens import heuristic_prompt_tokens
 
 
-class MissingKeyError(ValueError):
+class MissingKeyError(UserError, ValueError):
     """The config names an API-key variable that is not set."""
 
 
-class EndpointRefused(RuntimeError):
+class EndpointRefused(UserError, RuntimeError):
     """The endpoint refused the key, the quota is spent, or it does not know the model:
     no retry can help, so the stage stops at once (answers already stored are kept)."""
 

@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from potstill.errors import UserError
+
 PACKAGED_PREFIX = "packaged:"
 PACKAGED = {
     # name -> (python package holding the weights, GGUF file name)
@@ -15,7 +17,7 @@ PACKAGED = {
 }
 
 
-class ModelRefError(ValueError):
+class ModelRefError(UserError, ValueError):
     """A model reference that cannot be resolved."""
 
 

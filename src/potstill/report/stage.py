@@ -11,6 +11,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from potstill.config import RunConfig
 from potstill.evaluate.stats import degenerate
+from potstill.figures import percent
 from potstill.grade.summary import human_summary, render_section
 from potstill.report.examples import disagreements
 from potstill.report.plots import cost_plot, loss_plot, metric_plot
@@ -48,10 +49,6 @@ CHECK_TITLES = {
 }
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
-
-
 def _num(value: float | None, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -63,7 +60,7 @@ def metric_text(entry: dict[str, Any] | None) -> str:
     interval is a single point (a bootstrap over scores that never vary says nothing)."""
     if not entry or entry.get("value") is None:
         return "—"
-    fmt = _pct if entry.get("percent") else _num
+    fmt = percent if entry.get("percent") else _num
     text = f"{fmt(entry['value'])} [{fmt(entry['ci_low'])}, {fmt(entry['ci_high'])}]"
     return text + (" (degenerate)" if degenerate(entry["ci_low"], entry["ci_high"]) else "")
 
@@ -122,8 +119,8 @@ def _score_rows(candidates: dict[str, Any], metric_names: list[str]) -> list[dic
                 "metrics": [metric_text(metrics.get(m)) for m in metric_names],
                 "ns": [str(metrics[m]["n"]) if m in metrics else "—" for m in metric_names],
                 "n": c["n"],
-                "no_answer": _pct(c["no_answer_rate"] + c["malformed_rate"]),
-                "call_failed": _pct(c["call_failed_rate"]),
+                "no_answer": percent(c["no_answer_rate"] + c["malformed_rate"]),
+                "call_failed": percent(c["call_failed_rate"]),
             }
         )
     return rows
@@ -143,12 +140,12 @@ def _judge_rows(candidates: dict[str, Any]) -> list[dict[str, Any]]:
                 "name": name,
                 "score": metric_text(metrics.get("judge_score")),
                 "scored": f"{point['scored']} of {point['judged']}",
-                "malformed": _pct(point["malformed_rate"]),
+                "malformed": percent(point["malformed_rate"]),
                 "distribution": " / ".join(str(point["distribution"][str(s)]) for s in range(1, 6)),
                 "wtl": f"{pair['win']} / {pair['tie']} / {pair['loss']}" if pair else "—",
                 "win_rate": metric_text(metrics.get("judge_win_rate")),
-                "flip_rate": _pct(pair["flip_rate"]) if pair else "—",
-                "pair_malformed": _pct(pair["malformed_rate"]) if pair else "—",
+                "flip_rate": percent(pair["flip_rate"]) if pair else "—",
+                "pair_malformed": percent(pair["malformed_rate"]) if pair else "—",
             }
         )
     return rows
@@ -353,7 +350,7 @@ def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
         "cost_rows": _cost_rows(candidates),
         "synth": synth,
         "synth_cost": _cost(synth) if synth else "n/a",
-        "teacher_accuracy_on_train": _pct(synth["teacher_accuracy_on_train"]) if synth else "n/a",
+        "teacher_accuracy_on_train": percent(synth["teacher_accuracy_on_train"] if synth else None),
         "warnings": [
             {"title": CHECK_TITLES.get(w["check"], w["check"]), "message": w["message"]}
             for w in scores.get("warnings", [])
@@ -367,7 +364,7 @@ def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
         "examples": _examples(run, config, list(candidates)),
         "calculator": scores.get("calculator", False),
         "target": config.synth.target,
-        "pct": _pct,
+        "pct": percent,
         "num": _num,
     }
 

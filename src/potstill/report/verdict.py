@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from potstill.evaluate.stats import degenerate
+from potstill.figures import percent as as_percent
 
 # Below this many paired examples an interval of a difference is too wide to decide
 # anything a user would act on: at 30 pairs, two candidates right on half the examples who
@@ -67,7 +68,7 @@ def _money(value: float | None) -> str:
 
 def _fmt(x: float, percent: bool) -> str:
     """A metric's value as the report's tables write it."""
-    return f"{100 * x:.1f}%" if percent else f"{x:.3g}"
+    return as_percent(x) if percent else f"{x:.3g}"
 
 
 def _value(entry: dict[str, Any]) -> str:

@@ -6,12 +6,9 @@ from collections import defaultdict
 from typing import Any
 
 from potstill.config import RunConfig
+from potstill.figures import percent
 
 EXAMPLES_PER_REASON = 2
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
 
 
 def _cost_lines(summary: dict[str, Any]) -> list[str]:
@@ -43,9 +40,9 @@ def _reference_lines(summary: dict[str, Any]) -> list[str]:
 
 def _yield_table(summary: dict[str, Any], total: int) -> list[str]:
     lines = ["| outcome | rows | share |", "|---|---|---|"]
-    lines.append(f"| accepted | {summary['accepted']} | {summary['accepted'] / total:.1%} |")
+    lines.append(f"| accepted | {summary['accepted']} | {percent(summary['accepted'] / total)} |")
     for reason, count in sorted(summary["rejected"].items(), key=lambda kv: (-kv[1], kv[0])):
-        lines.append(f"| rejected: {reason} | {count} | {count / total:.1%} |")
+        lines.append(f"| rejected: {reason} | {count} | {percent(count / total)} |")
     return lines
 
 
@@ -89,9 +86,9 @@ def render_card(
         f"- inputs: {summary['inputs']} from the training split, "
         f"{summary['generated_inputs']} written by the teacher; accepted: {summary['accepted']}",
         f"- teacher accuracy against the references on the training split: "
-        f"{_pct(summary['teacher_accuracy_on_train'])}"
+        f"{percent(summary['teacher_accuracy_on_train'])}"
         + (
-            f" (first sample alone: {_pct(summary['teacher_accuracy_on_train_first_sample'])})"
+            f" (first sample alone: {percent(summary['teacher_accuracy_on_train_first_sample'])})"
             if samples > 1
             else ""
         ),

@@ -24,10 +24,9 @@ from potstill.models.cost import call_cost, teacher_price
 from potstill.models.tokens import heuristic_prompt_tokens, tokenizer_counter
 from potstill.progress import console
 from potstill.runs import RunFolder
-from potstill.synth.filters import screen_inputs
-from potstill.synth.generate import generation_calls, parse_generated
+from potstill.synth.generate import generation_calls
 from potstill.synth.overlap import input_text
-from potstill.synth.stage import sample_requests
+from potstill.synth.phases import label_plan, written_input
 from potstill.tasks import Example, Task
 
 
@@ -108,11 +107,10 @@ def estimate(
             text = counter.answered(call.request)
             if text is None:  # as long as its seed, until it is written
                 pending.append(Example(call.id, call.seed.inputs, None))
-            elif (inputs := parse_generated(task, settings, text)[0]) is not None:
-                written.append(Example(call.id, inputs, None))
-    screened = screen_inputs(task, config.synth, train, written, test, transfer)
-    to_label = [e for e in [*train, *written] if e.id not in screened] + pending
-    requests = sample_requests(task, config, to_label)
+            elif (example := written_input(task, settings, call, text)[0]) is not None:
+                written.append(example)
+    plan = label_plan(task, config, train, written, test, transfer, unscreened=pending)
+    screened, requests = plan.screened, plan.requests
     expected = config.budget.expected_completion_tokens
     completions = [expected or r.max_tokens for r in requests]
     phases.append(counter.phase("label", requests, completions))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from potstill.config import RunConfig, SynthConfig
+from potstill.figures import percent
 from potstill.synth.overlap import Contamination, NearDuplicates, input_text, normalized, words
 from potstill.tasks import Example, Parsed, Task
 
@@ -87,7 +88,7 @@ def screen_inputs(
         hit = contamination.contaminated(text)
         if hit:
             n = config.contamination_ngram
-            found[example.id] = ("contamination", f"{hit[1]:.0%} of its {n}-grams in {hit[0]}")
+            found[example.id] = ("contamination", f"{percent(hit[1])} of its {n}-grams in {hit[0]}")
             continue
         key = normalized(text)
         if key in seen:
@@ -138,7 +139,7 @@ def shot_overlaps(
             found.append(f"{where} ({shown!r}) has the same words as {exact[normalized(text)]}")
         elif len(words(text)) >= n and (hit := contamination.contaminated(text)):
             found.append(
-                f"{where} ({shown!r}) nearly repeats {hit[0]} ({hit[1]:.0%} of its word "
+                f"{where} ({shown!r}) nearly repeats {hit[0]} ({percent(hit[1])} of its word "
                 f"{n}-grams are in it)"
             )
         elif match := near.match(text):

@@ -1,4 +1,8 @@
-"""Text overlap: exact and near-duplicate inputs (MinHash LSH), and n-gram contamination."""
+"""Text overlap, the one home of every overlap screen: exact and near-duplicate inputs
+(MinHash LSH), n-gram contamination of one evaluation item, and the overlap of a whole split
+with the training split. Every screen reads the same text of an input (`input_text`: its
+fields without any prompt template, so a template's own words never count as overlap) and
+the same words (`words`)."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from functools import cache
+from typing import Any
 
 import numpy as np
 
@@ -144,3 +149,26 @@ class Contamination:
     def contaminated(self, text: str) -> tuple[str, float] | None:
         found = self.overlap(text)
         return found if found and found[1] >= self.threshold else None
+
+
+def split_overlap(texts: Sequence[str], training: Sequence[str], n: int) -> dict[str, Any]:
+    """How much of each text's word n-grams occur anywhere in the training texts (their
+    union), and how many texts repeat a training text exactly: the evaluation's train/test
+    overlap figure. It differs from `Contamination`, which asks whether one input is a copy
+    of one evaluation item (its n-grams found in that single item), because the two answer
+    different questions: may a score reward memory (a split's share), and is this training
+    input an evaluation item (one pair)."""
+    seen = set().union(*(ngrams(words(t), n) for t in training)) if training else set()
+    exact = {normalized(t) for t in training}
+    shares, duplicates = [], 0
+    for text in texts:
+        grams = ngrams(words(text), n)
+        shares.append(len(grams & seen) / len(grams) if grams else 0.0)
+        duplicates += normalized(text) in exact
+    return {
+        "ngram": n,
+        "test_examples": len(texts),
+        "exact_duplicates": duplicates,
+        "mean_overlap": sum(shares) / len(shares) if shares else 0.0,
+        "half_overlapping_rate": sum(s >= 0.5 for s in shares) / len(shares) if shares else 0.0,
+    }

@@ -4,17 +4,18 @@ examples); filtered rows become train.jsonl, with a data card that accounts for 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from potstill.config import RunConfig
+from potstill.errors import StageIncomplete
 from potstill.guards import teacher_figures, teacher_warnings
-from potstill.models.base import ChatRequest, ChatResponse
+from potstill.models.base import ChatResponse
 from potstill.models.cost import call_cost
+from potstill.records import call_failure, error_row
 from potstill.runs import (
     RunFolder,
     StageFailed,
-    StageIncomplete,
     atomic_write_text,
     write_json,
     write_jsonl,
@@ -22,11 +23,11 @@ from potstill.runs import (
 from potstill.summaries import say, synth_sentence, warning_lines
 from potstill.synth.calls import TeacherCalls
 from potstill.synth.card import render_card
-from potstill.synth.filters import length_reason, rejection_reason, screen_inputs
-from potstill.synth.generate import generation_calls, parse_generated
+from potstill.synth.filters import length_reason, rejection_reason
+from potstill.synth.generate import generation_calls
+from potstill.synth.phases import label_plan, sample_requests, written_input
 from potstill.synth.vote import majority_vote
 from potstill.tasks import Example, Parsed, Task
-from potstill.tasks.base import chat_requests
 
 __all__ = ["accepted_row", "rejection_reason", "run_synth", "sample_requests", "training_row"]
 
@@ -65,17 +66,6 @@ def accepted_row(
     return (None, reason) if reason else (row, None)
 
 
-def sample_requests(task: Task, config: RunConfig, examples: list[Example]) -> list[ChatRequest]:
-    """`synth.samples` teacher requests per example, grouped by example; sample 0 is the
-    request a single-sample run makes, so its stored answers stay valid."""
-    n = config.synth.samples
-    return [
-        replace(request, sample_index=s)
-        for request in chat_requests(task, config.teacher.prompt, examples)
-        for s in range(n)
-    ]
-
-
 @dataclass
 class Labelled:
     """Everything the stage decided about one input."""
@@ -101,18 +91,6 @@ def _sample_json(
         "prompt_tokens": r.prompt_tokens,
         "completion_tokens": r.completion_tokens,
         "error": r.error,
-    }
-
-
-def error_row(key: str, phase: str, sample: int, response: ChatResponse) -> dict[str, Any]:
-    """An errors.jsonl line: which call failed, how (`status`) and why (`reason`)."""
-    return {
-        "id": key,
-        "phase": phase,
-        "sample": sample,
-        "status": response.error_kind or "error",
-        "reason": response.error,
-        "attempts": response.attempts,
     }
 
 
@@ -158,7 +136,7 @@ def label(
             _sample_json(task, config, example, i, r) for i, r in enumerate(replies)
         ]
     failed = [(i, r) for i, r in enumerate(replies) if not r.ok]
-    errors = [error_row(example.id, "label", i, r) for i, r in failed]
+    errors = [error_row(example.id, "label", call_failure(r), sample=i) for i, r in failed]
     if failed:  # voting on part of the samples would change once the rest are answered
         record.update(status="call_failed", error=failed[0][1].error, rejected="call_failed")
         return Labelled(record, None, errors)
@@ -207,12 +185,12 @@ def _generate(
         }
         if not reply.ok:
             record["rejected"] = "call_failed"
-            errors.append(error_row(call.id, "generate", call.index, reply))
+            errors.append(error_row(call.id, "generate", call_failure(reply), sample=call.index))
         else:
-            inputs, why = parse_generated(task, settings, reply.text or "")
-            record.update(inputs=inputs, rejected=why)
-            if inputs is not None:
-                examples.append(Example(call.id, inputs, None))
+            example, why = written_input(task, settings, call, reply.text or "")
+            record.update(inputs=example.inputs if example else None, rejected=why)
+            if example is not None:
+                examples.append(example)
         records.append(record)
     return examples, records, errors
 
@@ -240,10 +218,10 @@ def run_synth(
     teacher = TeacherCalls.open(run, config)
     try:
         generated, gen_records, gen_errors = _generate(task, config, train, teacher)
-        screened = screen_inputs(task, config.synth, train, generated, test or [], transfer)
+        plan = label_plan(task, config, train, generated, test or [], transfer)
+        screened, to_label = plan.screened, plan.inputs
         inputs = [(e, "train") for e in train] + [(e, "generated") for e in generated]
-        to_label = [e for e, _ in inputs if e.id not in screened]
-        replies = teacher.answer("synth: labels", sample_requests(task, config, to_label))
+        replies = teacher.answer("synth: labels", plan.requests)
     finally:
         teacher.close()
     n = config.synth.samples

@@ -145,9 +145,6 @@ class ClassificationTask(TemplatedTask):
             return strict
         return Parsed("ok", found.pop(), None, reply.strip(), detail="flexible")
 
-    def check_inputs(self, inputs: Mapping[str, str]) -> tuple[str, str] | None:
-        return None
-
     def check_reference(
         self, reference: str, inputs: Mapping[str, str] | None = None
     ) -> str | None:

@@ -114,9 +114,6 @@ class ConversationTask(TemplatedTask):
     ) -> str | None:
         return None if reference.strip() else "the reference reply is empty"
 
-    def canonical_reference(self, reference: str, inputs: Mapping[str, str]) -> str:
-        return reference
-
     def score(self, parsed: Parsed, reference: str) -> float:
         """The headline metric: embedding similarity to the reference (0 if unusable)."""
         if not parsed.ok or not parsed.answer:
@@ -127,11 +124,3 @@ class ConversationTask(TemplatedTask):
         self, parsed: Sequence[Parsed], examples: Sequence[Example]
     ) -> list[dict[str, float]]:
         return open_text_scores(parsed, examples, rouge_scores=False, density=False)
-
-    def corpus_scores(
-        self, parsed: Sequence[Parsed], examples: Sequence[Example]
-    ) -> dict[str, float]:
-        return {}
-
-    def details(self, parsed: Sequence[Parsed], examples: Sequence[Example]) -> dict[str, Any]:
-        return {}

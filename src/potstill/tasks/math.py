@@ -136,16 +136,10 @@ class MathTask(TemplatedTask):
             return strict
         return Parsed("ok", format_number(value), None, reply.strip(), detail="flexible")
 
-    def check_inputs(self, inputs: Mapping[str, str]) -> tuple[str, str] | None:
-        return None
-
     def check_reference(
         self, reference: str, inputs: Mapping[str, str] | None = None
     ) -> str | None:
         return None if parse_number(reference) is not None else f"{reference!r} is not a number"
-
-    def canonical_reference(self, reference: str, inputs: Mapping[str, str]) -> str:
-        return reference
 
     def score(self, parsed: Parsed, reference: str) -> float:
         if not parsed.ok or parsed.answer is None:
@@ -160,11 +154,3 @@ class MathTask(TemplatedTask):
         self, parsed: Sequence[Parsed], examples: Sequence[Example]
     ) -> list[dict[str, float]]:
         return exact_match_scores(self, parsed, examples)
-
-    def corpus_scores(
-        self, parsed: Sequence[Parsed], examples: Sequence[Example]
-    ) -> dict[str, float]:
-        return {}
-
-    def details(self, parsed: Sequence[Parsed], examples: Sequence[Example]) -> dict[str, Any]:
-        return {}

@@ -166,11 +166,3 @@ class MultipleChoiceTask(TemplatedTask):
         self, parsed: Sequence[Parsed], examples: Sequence[Example]
     ) -> list[dict[str, float]]:
         return exact_match_scores(self, parsed, examples)
-
-    def corpus_scores(
-        self, parsed: Sequence[Parsed], examples: Sequence[Example]
-    ) -> dict[str, float]:
-        return {}
-
-    def details(self, parsed: Sequence[Parsed], examples: Sequence[Example]) -> dict[str, Any]:
-        return {}

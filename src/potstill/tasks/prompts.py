@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from jinja2 import Template, TemplateError, meta
@@ -13,7 +13,7 @@ from potstill.models.base import Message
 from potstill.tasks.sandbox import LOADING_TAGS, BoundedEnvironment, guard, render_budget
 
 if TYPE_CHECKING:
-    from potstill.tasks.base import Parsed
+    from potstill.tasks.base import Example, Parsed
 
 # Every template may use these, besides the task's input fields and its own extras.
 COMMON_VARIABLES = ("inputs", "description", "answer_format", "style")
@@ -109,7 +109,12 @@ class Prompts:
 class TemplatedTask:
     """What every task kind does the same way: its system and user turns are its templates
     (`self.prompts`) filled with its `_context`, worked examples come before the real input,
-    and a worked answer is written in the reply format of the style."""
+    and a worked answer is written in the reply format of the style.
+
+    It is also the one place of the `Task` protocol's defaults, which a kind overrides only
+    where it does something: every input is usable (`check_inputs`), a reference is kept as
+    written (`canonical_reference`), and there are no corpus metrics (`corpus_scores`) and
+    no details (`details`)."""
 
     prompts: Prompts
     reference_match: bool
@@ -131,6 +136,20 @@ class TemplatedTask:
         from potstill.tasks.base import render_reply
 
         return render_reply(answer, reason, style)
+
+    def check_inputs(self, inputs: Mapping[str, str]) -> tuple[str, str] | None:
+        return None
+
+    def canonical_reference(self, reference: str, inputs: Mapping[str, str]) -> str:
+        return reference
+
+    def corpus_scores(
+        self, parsed: Sequence[Parsed], examples: Sequence[Example]
+    ) -> dict[str, float]:
+        return {}
+
+    def details(self, parsed: Sequence[Parsed], examples: Sequence[Example]) -> dict[str, Any]:
+        return {}
 
     def target_answer(self, parsed: Parsed) -> str:
         # Right-or-wrong kinds learn the canonical answer, which is what `score` compares and

@@ -174,16 +174,10 @@ class SummarizationTask(TemplatedTask):
             return Parsed("ok", _one_line(text), None, text, detail="flexible")
         return strict
 
-    def check_inputs(self, inputs: Mapping[str, str]) -> tuple[str, str] | None:
-        return None
-
     def check_reference(
         self, reference: str, inputs: Mapping[str, str] | None = None
     ) -> str | None:
         return None if reference.strip() else "the reference summary is empty"
-
-    def canonical_reference(self, reference: str, inputs: Mapping[str, str]) -> str:
-        return reference
 
     def score(self, parsed: Parsed, reference: str) -> float:
         """The headline metric, ROUGE-L F-measure (0 for an unusable reply)."""
@@ -195,11 +189,3 @@ class SummarizationTask(TemplatedTask):
         self, parsed: Sequence[Parsed], examples: Sequence[Example]
     ) -> list[dict[str, float]]:
         return open_text_scores(parsed, examples, rouge_scores=True, density=True)
-
-    def corpus_scores(
-        self, parsed: Sequence[Parsed], examples: Sequence[Example]
-    ) -> dict[str, float]:
-        return {}
-
-    def details(self, parsed: Sequence[Parsed], examples: Sequence[Example]) -> dict[str, Any]:
-        return {}

@@ -12,12 +12,13 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from potstill.errors import UserError
 from potstill.models.tokens import chat_token_ids
 
 IGNORE = -100
 
 
-class TrainingDataError(ValueError):
+class TrainingDataError(UserError, ValueError):
     """Training rows that would not teach what they should; the message names the row."""
 
 
