@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Literal
 
 from potstill.config import RunConfig, StudentConfig
-from potstill.errors import UserError
 from potstill.data.loading import read_examples
+from potstill.errors import UserError
 from potstill.runs import RunFolder, atomic_write_text
 
 FORMATS = ("hf", "ollama")

@@ -20,8 +20,8 @@ from fault_server import FaultServer
 from review_task import endpoint, reply, reviews
 
 from potstill.config import parse_config
-from potstill.pipeline import run_pipeline
 from potstill.errors import StageIncomplete
+from potstill.pipeline import run_pipeline
 from potstill.runs import RunFolder, read_jsonl
 
 if TYPE_CHECKING:
