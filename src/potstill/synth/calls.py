@@ -33,7 +33,7 @@ class TeacherCalls:
     @classmethod
     def open(cls, run: RunFolder, config: RunConfig) -> TeacherCalls:
         price = price_of(config.teacher.model)
-        model = build_model(config.teacher.model)
+        model = build_model(config.teacher.model, log_dir=run.root / "engines")
         store = CallStore(run.calls_db)
         max_usd = config.budget.max_usd
         ledger = SpendLedger(run.calls_db) if max_usd is not None else None
