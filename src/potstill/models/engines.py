@@ -271,6 +271,6 @@ class LaunchedChatModel:
         async for item in self._ensure().stream(requests, admit):
             yield item
 
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.stop()
+    def close(self) -> int | None:
+        """Stop the engine; its exit code (None if it never started)."""
+        return self.server.stop() if self.server is not None else None
