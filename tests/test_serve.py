@@ -186,3 +186,31 @@ def test_a_student_distilled_on_synonyms_serves_the_label(
     answers = asyncio.run(client.generate([ChatRequest(r["prompt"], 4) for r in rows]))
     assert all(a.error is None for a in answers)
     assert {(a.text or "").strip() for a in answers} <= {"positive", "negative"}
+    # Served for its task: the client sends only the review; the server asks the training
+    # prompt and returns the task's canonical label beside the text.
+    import httpx
+
+    from potstill.serve import student_server
+
+    ref, task = student_server(runs / "reviews", "s")
+    assert ref == str(run.student_dir("s") / "final")
+    aware = start_server(create_app(LocalChatModel(ref), "s", student=task))
+    reviews = [
+        r["inputs"]["text"]
+        for r in map(json.loads, (run.data_dir / "train.jsonl").read_text().splitlines())
+    ]
+    replies = [
+        httpx.post(
+            f"{aware}/chat/completions",
+            json={"messages": [{"role": "user", "content": text}]},
+            timeout=60,
+        ).json()["choices"][0]["message"]
+        for text in reviews
+    ]
+    assert {(m["answer_status"], m["answer"]) for m in replies} <= {
+        ("ok", "positive"),
+        ("ok", "negative"),
+    }
+    assert [m["answer"] for m in replies] == [m["content"].strip() for m in replies]
+    unknown = CliRunner().invoke(app, ["serve", str(runs / "reviews"), "--student", "nope"])
+    assert unknown.exit_code == 2 and "no student 'nope'" in unknown.output

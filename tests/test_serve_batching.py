@@ -145,6 +145,16 @@ def test_concurrent_answers_equal_sequential_ones(served: str) -> None:
     assert together == sequential
 
 
+def test_a_seed_makes_sampling_repeatable_and_top_p_narrows_it(served: str) -> None:
+    def text(**body: Any) -> str:
+        return ask(served, max_tokens=8, **body).json()["choices"][0]["message"]["content"]
+
+    sampled = [text(temperature=1.5, seed=11) for _ in range(2)]
+    assert sampled[0] == sampled[1]
+    # A nucleus this small holds only the most likely token: the greedy answer.
+    assert text(temperature=1.5, top_p=1e-9, seed=5) == text()
+
+
 def test_the_server_and_the_local_backend_agree_greedily(
     served: str, local_model: LocalChatModel
 ) -> None:
@@ -233,6 +243,8 @@ def test_a_client_that_goes_away_cancels_its_generation(
         '{"messages": [{"role": "tool", "content": "x"}]}',
         '{"messages": []}',
         '{"messages": [{"role": "user", "content": "x"}], "inputs": {"text": "x"}}',
+        '{"messages": [{"role": "user", "content": "x"}], "stop": ["\\n"]}',
+        '{"messages": [{"role": "user", "content": "x"}], "top_p": 0}',
         "not json",
     ],
 )

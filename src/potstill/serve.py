@@ -106,6 +106,7 @@ class CompletionRequest(BaseModel):
     seed: int | None = Field(None, ge=-MAX_SEED, le=MAX_SEED)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
 
@@ -187,6 +188,8 @@ class Server:
 
     def job(self, body: CompletionRequest) -> tuple[Job, dict[str, str] | None]:
         """Check a request and make its job; a ServeError says why not."""
+        if body.stop:
+            raise ServeError(400, "stop sequences are not supported by this server", param="stop")
         if body.logprobs is False and body.top_logprobs is not None:
             raise ServeError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
         inputs = None
@@ -224,6 +227,7 @@ class Server:
             prompt=prompt,
             max_tokens=min(asked, self.max_tokens, context - len(prompt)),
             temperature=temperature,
+            top_p=1.0 if body.top_p is None else body.top_p,
             seed=body.seed,
             top_logprobs=(body.top_logprobs or 0) if body.logprobs else None,
         )

@@ -51,6 +51,7 @@ class Job:
     prompt: list[int]
     max_tokens: int
     temperature: float = 0.0
+    top_p: float = 1.0
     seed: int | None = None
     top_logprobs: int | None = None  # None: no logprobs; 0..20: the chosen token plus so many
     loop: asyncio.AbstractEventLoop | None = None
@@ -172,7 +173,12 @@ class ContinuousBatcher:
     def _forward(self, ids: Any, mask: Any, cache: Any) -> Any:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
         out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,  # only the last position's logits are ever read
         )
         return out.logits[:, -1, :].float()
 
@@ -248,6 +254,8 @@ class ContinuousBatcher:
         for offset, job in enumerate(rows):
             if job.temperature > 0:
                 probs = torch.softmax(logits[offset] / job.temperature, dim=-1)
+                if job.top_p < 1.0:
+                    probs = _nucleus(probs, job.top_p)
                 token = int(torch.multinomial(probs, 1, generator=job.generator).item())
             else:
                 token = int(greedy[offset])
@@ -303,3 +311,13 @@ class ContinuousBatcher:
 def _finite(value: float) -> float:
     """A log-probability JSON can carry: -inf (a token the model rules out) becomes -9999."""
     return value if math.isfinite(value) else -9999.0
+
+
+def _nucleus(probs: Any, top_p: float) -> Any:
+    """Keep the most likely tokens whose probabilities sum to `top_p` (at least one)."""
+    import torch
+
+    ordered, order = probs.sort(descending=True)
+    drop = ordered.cumsum(-1) - ordered > top_p
+    ordered[drop] = 0.0
+    return torch.zeros_like(probs).scatter(-1, order, ordered)
