@@ -201,6 +201,8 @@ def test_an_over_long_prompt_is_a_400_and_others_are_answered(served: str) -> No
     assert reply.status_code == 400
     error = reply.json()["error"]
     assert error["type"] == "invalid_request_error" and "context" in error["message"]
+    huge = ask(served, messages=[{"role": "user", "content": "x" * 10_000_000}], max_tokens=2)
+    assert huge.status_code == 400 and "characters" in huge.json()["error"]["message"]
     assert ask(served, max_tokens=2).status_code == 200
 
 

@@ -45,6 +45,8 @@ from potstill.models.packaged import ModelRefError
 DEFAULT_MAX_TOKENS = 1024
 # Seconds between looks at whether a client is still connected.
 DISCONNECT_CHECK_S = 0.5
+# No token is longer than this many characters, so a longer prompt needs no tokenizing.
+MAX_CHARS_PER_TOKEN = 64
 # Seeds are 64-bit, as torch's generators take them.
 MAX_SEED = 2**63 - 1
 
@@ -213,8 +215,16 @@ class Server:
             default_tokens, default_temperature = 256, 0.0
         from potstill.models.tokens import chat_token_ids
 
-        prompt = chat_token_ids(self.model.tokenizer, messages)
         context = self.batcher.context_length
+        chars = sum(len(m["content"]) for m in messages)
+        if chars > MAX_CHARS_PER_TOKEN * context:
+            # Too long whatever the tokenizer makes of it: refused before tokenizing.
+            raise ServeError(
+                400,
+                f"the prompt has {chars} characters; this model's context is {context} tokens",
+                param="messages",
+            )
+        prompt = chat_token_ids(self.model.tokenizer, messages)
         if len(prompt) >= context:
             raise ServeError(
                 400,
