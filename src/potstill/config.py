@@ -92,6 +92,15 @@ class ModelConfig(Strict):
         description="local, engine vllm or command: seconds the server may take to become "
         "healthy before the stage stops with an error.",
     )
+
+    @model_validator(mode="after")
+    def _engine_has_a_command(self) -> ModelConfig:
+        if self.engine == "command" and not self.engine_command:
+            raise ValueError("`engine: command` needs `engine_command` (the server's command line)")
+        if self.engine_command and self.engine != "command":
+            raise ValueError("`engine_command` applies to `engine: command` only")
+        return self
+
     price_per_million_input: float | None = Field(
         None, ge=0, description="openai: dollars per million prompt tokens."
     )

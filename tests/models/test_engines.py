@@ -44,6 +44,15 @@ def test_an_engine_that_never_becomes_healthy_is_stopped_and_an_error(tmp_path: 
     assert not server.alive()
 
 
+def test_a_command_engine_needs_its_command() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="engine_command"):
+        ModelConfig(engine="command")
+    with pytest.raises(ValidationError, match="applies to `engine: command` only"):
+        ModelConfig(engine="vllm", engine_command=["x"])
+
+
 def test_auto_is_transformers_without_vllm(monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
