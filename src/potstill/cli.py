@@ -218,17 +218,48 @@ def serve(
         str,
         typer.Argument(
             help="A model folder (e.g. runs/demo/students/"
-            "distilled/final), packaged:NAME, or a hub id."
+            "distilled/final), packaged:NAME, or a hub id; with --student, a run folder."
         ),
     ],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
     name: Annotated[str | None, typer.Option(help="Model name clients use.")] = None,
+    student: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve this trained student of the run folder MODEL for its task: clients "
+            "send only the input, replies carry the parsed answer."
+        ),
+    ] = None,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(help="Require `Authorization: Bearer KEY`, KEY read from this variable."),
+    ] = None,
+    max_tokens: Annotated[
+        int, typer.Option(help="The most tokens one request may generate.", min=1)
+    ] = 1024,
+    max_batch: Annotated[int, typer.Option(help="Requests generated together.", min=1)] = 32,
+    max_waiting: Annotated[
+        int, typer.Option(help="Requests queued beyond the batch; more get HTTP 429.", min=0)
+    ] = 64,
 ) -> None:
-    """Serve a local model as an OpenAI-compatible endpoint (/v1/chat/completions)."""
+    """Serve a local model as an OpenAI-compatible endpoint (/v1/chat/completions, /health):
+    continuous batching, streaming, an optional API key."""
     from potstill.serve import serve as serve_model
 
-    _guard(lambda: serve_model(model, host, port, name))
+    _guard(
+        lambda: serve_model(
+            model,
+            host,
+            port,
+            name,
+            student=student,
+            api_key_env=api_key_env,
+            max_tokens=max_tokens,
+            max_batch=max_batch,
+            max_waiting=max_waiting,
+        )
+    )
 
 
 @app.command()

@@ -85,6 +85,11 @@ class BatchConfig(Strict):
     )
 
 
+# What runs a local model (`models/engines.py`): the one list of engine names. A new engine
+# (a CPU one, say) adds its name here and its case to `models.build_model`.
+Engine = Literal["auto", "transformers", "vllm", "command"]
+
+
 class ModelConfig(Strict):
     """Where a chat model lives and how to talk to it."""
 
@@ -120,6 +125,34 @@ class ModelConfig(Strict):
     # The synth stage's cost, its budget and dry-run estimate, and the report's cost per
     # 1,000 requests use the prices. Local models are priced by measured compute time instead
     # (`evaluate.local_price_per_hour`).
+    engine: Engine = Field(
+        "auto",
+        description="local: what runs the model. transformers: in this process; vllm: "
+        "`vllm serve` (the vllm extra, a CUDA GPU), started and stopped by potstill; "
+        "command: `engine_command`, any OpenAI-compatible server; auto: vllm where it is "
+        "installed on a CUDA machine, else transformers.",
+    )
+    engine_command: list[str] | None = Field(
+        None,
+        description="local, engine: command: the server's command line, one list item per "
+        "argument; {model} (the model folder), {name}, {host} and {port} (a free one) are "
+        "filled in. Logs go to the run folder's engines/.",
+    )
+    engine_ready_s: float = Field(
+        600.0,
+        gt=0,
+        description="local, engine vllm or command: seconds the server may take to become "
+        "healthy before the stage stops with an error.",
+    )
+
+    @model_validator(mode="after")
+    def _engine_has_a_command(self) -> ModelConfig:
+        if self.engine == "command" and not self.engine_command:
+            raise ValueError("`engine: command` needs `engine_command` (the server's command line)")
+        if self.engine_command and self.engine != "command":
+            raise ValueError("`engine_command` applies to `engine: command` only")
+        return self
+
     price_per_million_input: float | None = Field(
         None, ge=0, description="openai: dollars per million prompt tokens."
     )

@@ -32,9 +32,9 @@ def test_adding_a_candidate_runs_only_that_candidate(
     built: list[str] = []
     real_build = answers.build_model
 
-    def spy(config: Any, ref: str | None = None) -> Any:
+    def spy(config: Any, ref: str | None = None, log_dir: Any = None) -> Any:
         built.append(ref or config.model)
-        return real_build(config, ref)
+        return real_build(config, ref, log_dir)
 
     monkeypatch.setattr(answers, "build_model", spy)
     run, config = make_evaluated_run()

@@ -38,7 +38,7 @@ def answer_cached(
         if missing:
             keep = loaded if loaded is not None else {}
             if identity not in keep:
-                keep[identity] = build_model(model, ref)
+                keep[identity] = build_model(model, ref, run.root / "engines")
             chat_model = keep[identity]
             if chat_model.identity != identity:
                 raise RuntimeError(

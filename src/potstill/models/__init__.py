@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from potstill.config import ModelConfig
 from potstill.models.base import ChatModel, ChatRequest, ChatResponse, Message
 
@@ -22,8 +24,11 @@ def chunk_size(config: ModelConfig) -> int:
     return 4 * (config.batch_size if config.backend == "local" else config.max_concurrency)
 
 
-def build_model(config: ModelConfig, ref: str | None = None) -> ChatModel:
-    """Make the chat model a config describes; `ref` replaces its model (a trained student)."""
+def build_model(
+    config: ModelConfig, ref: str | None = None, log_dir: Path | None = None
+) -> ChatModel:
+    """Make the chat model a config describes; `ref` replaces its model (a trained student).
+    A local model whose engine is a server (`models/engines.py`) logs to `log_dir`."""
     if config.backend == "openai":
         from potstill.models.openai_backend import OpenAIChatModel
 
@@ -39,6 +44,10 @@ def build_model(config: ModelConfig, ref: str | None = None) -> ChatModel:
             retry_max_wait_s=config.retry_max_wait_s,
             retry_total_s=config.retry_total_s,
         )
+    from potstill.models.engines import LaunchedChatModel, resolve_engine
+
+    if resolve_engine(config) != "transformers":
+        return LaunchedChatModel(config, ref, log_dir or Path.cwd() / "engines")
     from potstill.models.local import LocalChatModel
 
     return LocalChatModel(ref or config.model, batch_size=config.batch_size)
@@ -50,6 +59,10 @@ def model_identity(config: ModelConfig, ref: str | None = None) -> str:
         from potstill.models.openai_backend import endpoint_identity
 
         return endpoint_identity(config.base_url, ref or config.model)
+    from potstill.models.engines import resolve_engine
     from potstill.models.local import local_identity
 
-    return local_identity(ref or config.model)
+    engine = resolve_engine(config)
+    identity = local_identity(ref or config.model)
+    # Another engine answers differently: its calls are stored apart.
+    return identity if engine == "transformers" else f"{engine}:{identity}"

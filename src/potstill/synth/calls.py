@@ -26,7 +26,7 @@ def teacher_model(run: RunFolder, config: RunConfig) -> ChatModel:
         from potstill.models.batch import BatchChatModel
 
         return BatchChatModel(config.teacher.model, run.synth_dir / "batches.json")
-    return build_model(config.teacher.model)
+    return build_model(config.teacher.model, log_dir=run.root / "engines")
 
 
 @dataclass
