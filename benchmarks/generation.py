@@ -97,9 +97,10 @@ def main() -> None:
                 "speedup": round(min(old["walls"]) / wall, 2),
             }
         )
+    per_prompt = list(results)
     for label, _, _ in paths:
-        mine = [r for r in results if r["path"] == label]
-        old = [r for r in results if r["path"] == paths[0][0]]
+        mine = [r for r in per_prompt if r["path"] == label]
+        old = [r for r in per_prompt if r["path"] == paths[0][0]]
         wall = sum(r["wall_s"] for r in mine)
         results.append(
             {
