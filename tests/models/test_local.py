@@ -134,3 +134,65 @@ def test_two_conversions_at_once_both_end_with_the_folder(tmp_path: Path) -> Non
     assert (half / "config.json").read_text() == "third" and not (
         half / "model.safetensors"
     ).exists()
+
+
+def _old_and_new(ref: str, requests: list[ChatRequest], batch_size: int) -> tuple[Any, Any]:
+    """Replies of the growing-cache path (transformers' DynamicCache, the path before the
+    buffer cache) and of the buffer-cache path, from one loaded model."""
+    model = LocalChatModel(ref, batch_size=batch_size, buffer_cache=False)
+    old = model.generate_sync(requests)
+    model.buffer_cache = True
+    new = model.generate_sync(requests)
+    return old, new
+
+
+@pytest.mark.parametrize("shared_prefix", [True, False])
+def test_buffer_cache_generates_the_same_tokens_as_the_growing_cache(
+    tiny_model_dir: Path, shared_prefix: bool
+) -> None:
+    system = {
+        "role": "system",
+        "content": "Worked examples follow. " * (30 if shared_prefix else 1),
+    }
+    texts = ["Tom has 3 apples.", "A much longer question about pears and plums?", "Hi", "2+2?"]
+    requests = [
+        ChatRequest([system, {"role": "user", "content": t}], max_tokens=n)
+        for t, n in zip(texts, [12, 5, 12, 9])
+    ]
+    old, new = _old_and_new(str(tiny_model_dir), requests, batch_size=3)
+    assert [(o.text, o.completion_tokens, o.finish_reason) for o in old] == [
+        (n.text, n.completion_tokens, n.finish_reason) for n in new
+    ]
+    assert any(o.completion_tokens > 4 for o in old)  # generated past the prompt
+
+
+def test_the_buffer_cache_writes_in_place_and_refuses_to_overflow(tiny_model_dir: Path) -> None:
+    import torch
+
+    from potstill.models.local import _buffer_cache
+
+    model = LocalChatModel(str(tiny_model_dir))
+    cache = _buffer_cache(None, rows=2, capacity=3, model=model.model)
+    layer = cache.layers[0]
+    keys = torch.ones(2, 2, 2, 8)
+    got, _ = layer.update(keys, keys * 2)
+    assert got.shape[-2] == 2 and cache.get_seq_length() == 2
+    assert got.data_ptr() == layer.update(keys[:, :, :1], keys[:, :, :1])[0].data_ptr()
+    with pytest.raises(RuntimeError, match="overflowed"):
+        layer.update(keys, keys)
+
+
+@pytest.mark.slow
+def test_packaged_model_answers_the_demo_alike_on_both_caches() -> None:
+    from potstill.config import builtin_config_path, load_config
+    from potstill.data.stories import make_problems
+    from potstill.tasks import build_task
+    from potstill.tasks.base import Example, chat_requests
+
+    config = load_config(builtin_config_path("demo"))
+    task = build_task(config.task)
+    examples = [Example(p["id"], {"question": p["question"]}) for p in make_problems(4, seed=7)]
+    # The demo teacher's 8-shot prompt (a shared prefix of ~500 tokens) with a few tokens.
+    prompt = config.teacher.prompt.model_copy(update={"max_tokens": 10})
+    old, new = _old_and_new(config.teacher.model.model, chat_requests(task, prompt, examples), 4)
+    assert [o.text for o in old] == [n.text for n in new]
