@@ -460,6 +460,22 @@ class TrainConfig(Strict):
         description="auto: continue from the last complete checkpoint made with the same "
         "settings and data; never: start over.",
     )
+    # docs/training.md: the three losses, what each costs and when it is worth it.
+    loss: Literal["sft", "kd"] = Field(
+        "sft",
+        description="sft: cross-entropy on the teacher's text; kd: also the forward KL to the "
+        "teacher's top-K token distributions (needs synth.logprobs and a shared tokenizer).",
+    )
+    kd_alpha: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="kd: weight of the KL term; 1 - kd_alpha goes to cross-entropy (tokens "
+        "without a teacher distribution get cross-entropy alone).",
+    )
+    kd_temperature: float = Field(
+        1.0, gt=0.0, description="kd: softmax temperature of student and teacher in the KL term."
+    )
 
 
 class StudentData(Strict):
@@ -621,6 +637,14 @@ class SynthConfig(Strict):
         le=1.0,
         description="Share of failed calls the stage accepts; above it, exit code 3 and a "
         "re-run retries them.",
+    )
+
+    logprobs: int | None = Field(
+        None,
+        ge=1,
+        le=20,
+        description="Keep the teacher's top-K logprobs at every token of every kept reply "
+        "(for train.loss: kd); 20 is the usual endpoint cap. Unset: none.",
     )
 
 
@@ -960,6 +984,21 @@ class RunConfig(Strict):
                 "budget.max_usd needs the teacher's price: set teacher.model."
                 "price_per_million_input and teacher.model.price_per_million_output"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _kd_needs_logprobs(self) -> RunConfig:
+        for index, student in enumerate(self.students):
+            if student.train.loss == "sft":
+                continue
+            where = f"students.{index}.train.loss"
+            if self.synth.logprobs is None:
+                raise ValueError(
+                    f"{where}: {student.train.loss} learns from the teacher's token "
+                    "distributions: set synth.logprobs (e.g. 20)"
+                )
+            if student.data is not None and student.data.source == "gold":
+                raise ValueError(f"{where}: gold rows have no teacher distributions; use sft")
         return self
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ from typing import Any
 from potstill.config import RunConfig
 from potstill.guards import teacher_figures, teacher_warnings
 from potstill.models.base import ChatRequest, ChatResponse
+from potstill.models.callstore import CallStore
 from potstill.models.cost import call_cost
 from potstill.runs import (
     RunFolder,
@@ -24,6 +25,9 @@ from potstill.synth.calls import TeacherCalls
 from potstill.synth.card import render_card
 from potstill.synth.filters import length_reason, rejection_reason, screen_inputs
 from potstill.synth.generate import generation_calls, parse_generated
+from potstill.synth.logprobs import FILE as DISTRIBUTIONS_FILE
+from potstill.synth.logprobs import Kept, require_logprobs, teacher_distributions
+from potstill.synth.logprobs import write as write_distributions
 from potstill.synth.vote import majority_vote
 from potstill.tasks import Example, Parsed, Task
 from potstill.tasks.base import chat_requests
@@ -69,8 +73,10 @@ def sample_requests(task: Task, config: RunConfig, examples: list[Example]) -> l
     """`synth.samples` teacher requests per example, grouped by example; sample 0 is the
     request a single-sample run makes, so its stored answers stay valid."""
     n = config.synth.samples
+    # An endpoint sends its top-K logprobs with the reply; a local teacher is scored after.
+    k = config.synth.logprobs if config.teacher.model.backend == "openai" else None
     return [
-        replace(request, sample_index=s)
+        replace(request, sample_index=s, logprobs=k or 0)
         for request in chat_requests(task, config.teacher.prompt, examples)
         for s in range(n)
     ]
@@ -243,7 +249,12 @@ def run_synth(
         screened = screen_inputs(task, config.synth, train, generated, test or [], transfer)
         inputs = [(e, "train") for e in train] + [(e, "generated") for e in generated]
         to_label = [e for e, _ in inputs if e.id not in screened]
-        replies = teacher.answer("synth: labels", sample_requests(task, config, to_label))
+        requests = sample_requests(task, config, to_label)
+        if requests and requests[0].logprobs:  # one call tells whether it sends logprobs
+            where = config.teacher.model.base_url or "default"
+            probe = teacher.answer("synth: logprobs check", requests[:1])
+            require_logprobs(probe, requests[0].logprobs, where)
+        replies = teacher.answer("synth: labels", requests)
     finally:
         teacher.close()
     n = config.synth.samples
@@ -257,9 +268,52 @@ def run_synth(
         else:
             results.append(label(task, config, example, origin, by_id[example.id], teacher))
     calls = len(gen_records) + len(replies)
+    if config.synth.logprobs:
+        _write_distributions(run, config, task, results, by_id, teacher)
     return _write_outputs(
         run, config, task, train, results, gen_records, gen_errors, teacher, calls
     )
+
+
+def _write_distributions(
+    run: RunFolder,
+    config: RunConfig,
+    task: Task,
+    results: list[Labelled],
+    by_id: dict[str, list[ChatResponse]],
+    teacher: TeacherCalls,
+) -> None:
+    """synth/logprobs.npz: the teacher's top-K at every token of every kept row
+    (synth/logprobs.py); its counts go into the summary and the card."""
+    k = int(config.synth.logprobs or 0)
+    kept = [
+        Kept(
+            r.row,
+            task.messages(r.record["inputs"], config.teacher.prompt),
+            by_id[r.record["id"]][r.record.get("chosen_sample", 0)],
+        )
+        for r in results
+        if r.row is not None
+    ]
+    store = CallStore(run.calls_db)
+    try:
+        tokenizer = None if config.teacher.model.backend == "local" else students_tokenizer(config)
+        dists = teacher_distributions(kept, teacher.model, store, k, tokenizer)
+    finally:
+        store.close()
+    write_distributions(run.synth_dir / DISTRIBUTIONS_FILE, dists)
+    teacher.logprob_counts = {"k": k, "vocab": dists.vocab, "rows": dists.counts}
+
+
+def students_tokenizer(config: RunConfig) -> Any:
+    """The tokenizer an endpoint's token texts are mapped into: the first kd student's base
+    model's (train checks every kd student shares it)."""
+    from transformers import AutoTokenizer
+
+    from potstill.models.packaged import resolve_local_ref
+
+    kd = [s for s in config.students if s.train.loss != "sft"] or config.students
+    return AutoTokenizer.from_pretrained(resolve_local_ref(kd[0].base.model))
 
 
 def _write_outputs(
@@ -301,6 +355,8 @@ def _write_outputs(
             "max_usd": config.budget.max_usd,
         },
     }
+    if teacher.logprob_counts:
+        summary["logprobs"] = teacher.logprob_counts
     if config.synth.samples > 1:
         summary["teacher_accuracy_on_train_first_sample"] = _accuracy(
             [r.first_correct for r in results]

@@ -131,6 +131,55 @@ def _dataset(rows: list[dict[str, Any]], tokenizer: Any) -> Any:
     return Dataset.from_list(table)
 
 
+def _kd_dataset(rows: list[dict[str, Any]], tokenizer: Any, teacher: Any) -> tuple[Any, int]:
+    """The rows with their teacher columns (train/kd.py), and how many rows have none: rows
+    whose completion the teacher's distributions do not cover token for token (another
+    target, another tokenization) train with cross-entropy alone."""
+    from datasets import Dataset
+
+    from potstill.train.kd import PAD_LOGPROB
+
+    keep = ("id", "prompt", "completion", "rationale")
+    table, without = [], 0
+    for row in rows:
+        ids, mask = prompt_completion_ids(tokenizer, row["prompt"], row["completion"])
+        start = mask.index(1) if 1 in mask else len(ids)
+        found = teacher.rows.get(str(row.get("id")))
+        if found is None or found.tokens.tolist() != ids[start:] or not found.has.any():
+            without += 1
+            top_ids, top_lps, has = [], [], []
+        else:
+            top_ids = found.top_ids.reshape(-1).tolist()
+            top_lps = [max(x, PAD_LOGPROB) for x in found.top_logprobs.reshape(-1).tolist()]
+            has = found.has.tolist()
+        table.append(
+            {
+                **{k: row.get(k) for k in keep},
+                "input_ids": ids,
+                "completion_mask": mask,
+                "teacher_start": start,
+                "teacher_ids": top_ids,
+                "teacher_logprobs": top_lps,
+                "teacher_has": has,
+            }
+        )
+    return Dataset.from_list(table), without
+
+
+def check_same_tokenizer(student: StudentConfig, tokenizer: Any, teacher: Any) -> None:
+    """train.loss kd compares token ids: the student's vocabulary must be the teacher's."""
+    from potstill.synth.logprobs import vocab_digest
+
+    mine = vocab_digest(tokenizer)
+    if mine != teacher.vocab:
+        raise TrainingDataError(
+            f"student {student.name}: train.loss {student.train.loss} needs the teacher's "
+            f"tokenizer, but the teacher's distributions (synth/logprobs.npz) are over "
+            f"vocabulary {teacher.vocab} and {student.base.model} has {mine}. Use a student "
+            "of the teacher's family (same tokenizer) or train.loss: sft."
+        )
+
+
 @dataclass
 class Prepared:
     """A trainer ready to run, with what the summary reports about its data."""
@@ -143,14 +192,22 @@ class Prepared:
     real_tokens: int
     batching: str
     attention: str | None = None
+    # train.loss kd: training rows without teacher distributions (cross-entropy alone).
+    kd_without: int | None = None
 
 
-def build_trainer(student: StudentConfig, rows: list[dict[str, Any]], output_dir: Path) -> Prepared:
+def build_trainer(
+    student: StudentConfig,
+    rows: list[dict[str, Any]],
+    output_dir: Path,
+    teacher: Any = None,
+) -> Prepared:
     """The trainer for one student: TRL tokenizes, over-long rows are dropped, the loss mask
-    is linted, and batches follow the student's `batching`."""
+    is linted, and batches follow the student's `batching`. With `teacher` (train.loss kd:
+    synth/logprobs.read), the loss also pulls toward the teacher's distributions."""
     import torch
 
-    from potstill.train.trainer import PotstillSFTTrainer
+    from potstill.train.trainer import PotstillKDTrainer, PotstillSFTTrainer
 
     t = student.train
     train_rows, dev_rows = split_dev(rows, t.dev_fraction, t.seed)
@@ -160,14 +217,30 @@ def build_trainer(student: StudentConfig, rows: list[dict[str, Any]], output_dir
     torch.manual_seed(t.seed)
     tokenizer, model = load_pretrained(student.base.model, attn)
     batching = batching_for(t)
-    trainer = PotstillSFTTrainer(
+    kd_without = None
+    if teacher is not None:
+        check_same_tokenizer(student, tokenizer, teacher)
+        train_set, kd_without = _kd_dataset(train_rows, tokenizer, teacher)
+        dev_set = _kd_dataset(dev_rows, tokenizer, teacher)[0] if dev_rows else None
+        cls: Any = PotstillKDTrainer
+        extra: dict[str, Any] = {
+            "kd_alpha": t.kd_alpha,
+            "kd_temperature": t.kd_temperature,
+            "kd_k": teacher.k,
+        }
+    else:
+        train_set = _dataset(train_rows, tokenizer)
+        dev_set = _dataset(dev_rows, tokenizer) if dev_rows else None
+        cls, extra = PotstillSFTTrainer, {}
+    trainer = cls(
         model=model,
         args=_sft_config(student, output_dir, bool(dev_rows)),
-        train_dataset=_dataset(train_rows, tokenizer),
-        eval_dataset=_dataset(dev_rows, tokenizer) if dev_rows else None,
+        train_dataset=train_set,
+        eval_dataset=dev_set,
         processing_class=tokenizer,
         peft_config=_peft_config(student),
         length_grouped=batching == "length_grouped",
+        **extra,
     )
     if not console.is_terminal:  # plain progress lines, not a log dict every step
         from transformers.trainer_callback import PrinterCallback
@@ -190,7 +263,9 @@ def build_trainer(student: StudentConfig, rows: list[dict[str, Any]], output_dir
     lint_dataset(tokenizer, trainer.train_dataset, end_ids)
     real = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
     kept = len(trainer.train_dataset)
-    return Prepared(trainer, tokenizer, kept, len(dev_rows), too_long, real, batching, attn)
+    return Prepared(
+        trainer, tokenizer, kept, len(dev_rows), too_long, real, batching, attn, kd_without
+    )
 
 
 def _fingerprint(student: StudentConfig, data: StudentRows) -> str:
@@ -304,6 +379,8 @@ def _summary(
         "resumed_from": resumed,
         "world_size": trainer.accelerator.num_processes,
         "method": student.train.method,
+        "loss": student.train.loss,
+        "kd_rows_without_teacher": prep.kd_without,
         "base": student.base.model,
     }
 
@@ -329,9 +406,10 @@ def _train_one(
     data: StudentRows,
     fingerprint: str,
     checks: ChecksConfig,
+    teacher: Any = None,
 ) -> dict[str, Any]:
     ckpt_dir = folder / "checkpoints"
-    prep = build_trainer(student, data.rows, ckpt_dir)
+    prep = build_trainer(student, data.rows, ckpt_dir, teacher)
     trainer = prep.trainer
     _tidy_checkpoints(ckpt_dir, fingerprint, student.train.resume)
     trainer.accelerator.wait_for_everyone()
@@ -361,6 +439,24 @@ def _train_one(
     return summary
 
 
+def _teacher_distributions(
+    run: RunFolder, student: StudentConfig, fingerprint: str
+) -> tuple[Any, str]:
+    """synth/logprobs.npz, read, and the fingerprint that covers it too."""
+    from potstill.synth.logprobs import FILE, read
+
+    path = run.synth_dir / FILE
+    if not path.exists():
+        raise TrainingDataError(
+            f"student {student.name}: train.loss {student.train.loss} needs the teacher's "
+            f"token distributions, and {path} does not exist: set synth.logprobs and run "
+            f"`potstill synth {run.root}` again"
+        )
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    combined = hashlib.sha256(f"{fingerprint}:{digest}".encode()).hexdigest()[:16]
+    return read(path), combined
+
+
 def train_student(
     run: RunFolder, config: RunConfig, task: Task, student: StudentConfig
 ) -> dict[str, Any]:
@@ -376,12 +472,15 @@ def train_student(
             f"left out: {dict(data.skipped)})"
         )
     fingerprint = _fingerprint(student, data)
+    teacher = None
+    if student.train.loss == "kd":
+        teacher, fingerprint = _teacher_distributions(run, student, fingerprint)
     finished = _finished(folder, fingerprint)
     if finished and student.train.resume == "auto":
         console.print(f"train[{student.name}]: up to date, kept")
         return finished
     say(train_start_sentence(student.name, len(data.rows), data.source, data.target, data.skipped))
-    summary = _train_one(folder, student, data, fingerprint, config.checks)
+    summary = _train_one(folder, student, data, fingerprint, config.checks, teacher)
     if is_main_process():
         say(train_end_sentence(student.name, summary))
         for line in warning_lines(f"train[{student.name}]", summary["warnings"]):
