@@ -246,7 +246,7 @@ def test_a_student_with_another_vocabulary_is_refused_before_training(
 def test_kd_without_distributions_names_the_setting(tiny_model_dir: Path, tmp_path: Path) -> None:
     run = RunFolder(tmp_path / "run")
     write_jsonl(run.synth_dir / "train.jsonl", ROWS)
-    with pytest.raises(TrainingDataError, match="set synth.logprobs"):
+    with pytest.raises(TrainingDataError, match=r"set synth\.logprobs"):
         _train(run, _config(tiny_model_dir, loss="kd"))
 
 
