@@ -461,10 +461,20 @@ class TrainConfig(Strict):
         "settings and data; never: start over.",
     )
     # docs/training.md: the three losses, what each costs and when it is worth it.
-    loss: Literal["sft", "kd"] = Field(
+    loss: Literal["sft", "kd", "on_policy"] = Field(
         "sft",
         description="sft: cross-entropy on the teacher's text; kd: also the forward KL to the "
-        "teacher's top-K token distributions (needs synth.logprobs and a shared tokenizer).",
+        "teacher's top-K token distributions (needs synth.logprobs and a shared tokenizer); "
+        "on_policy: the KL alone, on completions the student samples (local teacher).",
+    )
+    on_policy_samples: int = Field(
+        1, ge=1, description="on_policy: completions the student samples per training input."
+    )
+    on_policy_temperature: float = Field(
+        1.0, gt=0.0, description="on_policy: the student's sampling temperature."
+    )
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps; unset: epochs decide."
     )
     kd_alpha: float = Field(
         0.5,
@@ -999,6 +1009,11 @@ class RunConfig(Strict):
                 )
             if student.data is not None and student.data.source == "gold":
                 raise ValueError(f"{where}: gold rows have no teacher distributions; use sft")
+            if student.train.loss == "on_policy" and self.teacher.model.backend != "local":
+                raise ValueError(
+                    f"{where}: on_policy scores the student's own samples with the teacher's "
+                    "logits, so it needs a local teacher (teacher.model.backend: local)"
+                )
         return self
 
     @model_validator(mode="after")

@@ -24,7 +24,14 @@ from potstill.guards import student_figures, student_warnings
 from potstill.models.packaged import gpu_bf16, load_pretrained
 from potstill.models.tokens import prompt_completion_ids
 from potstill.progress import console
-from potstill.runs import RunFolder, is_main_process, read_json, write_json, write_jsonl
+from potstill.runs import (
+    RunFolder,
+    is_main_process,
+    read_json,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+)
 from potstill.summaries import say, train_end_sentence, train_start_sentence, warning_lines
 from potstill.tasks import Task
 from potstill.train import attention
@@ -69,6 +76,7 @@ def _sft_config(student: StudentConfig, output_dir: Path, has_dev: bool) -> Any:
     return SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
         learning_rate=t.learning_rate,
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.batch_size,
@@ -224,7 +232,8 @@ def build_trainer(
         dev_set = _kd_dataset(dev_rows, tokenizer, teacher)[0] if dev_rows else None
         cls: Any = PotstillKDTrainer
         extra: dict[str, Any] = {
-            "kd_alpha": t.kd_alpha,
+            # on_policy: the KL alone (cross-entropy on its own samples only reinforces them).
+            "kd_alpha": 1.0 if t.loss == "on_policy" else t.kd_alpha,
             "kd_temperature": t.kd_temperature,
             "kd_k": teacher.k,
         }
@@ -464,7 +473,7 @@ def train_student(
     is kept, an interrupted one resumes from its last complete checkpoint."""
     folder = run.student_dir(student.name)
     data = student_rows(run, config, task, student)
-    if is_main_process():
+    if is_main_process() and student.train.loss != "on_policy":  # it writes its samples
         write_jsonl(folder / "train.jsonl", data.rows)
     if not data.rows:
         raise TrainingDataError(
@@ -476,6 +485,14 @@ def train_student(
     if student.train.loss == "kd":
         teacher, fingerprint = _teacher_distributions(run, student, fingerprint)
     finished = _finished(folder, fingerprint)
+    if student.train.loss == "on_policy" and not (finished and student.train.resume == "auto"):
+        from potstill.train.on_policy import on_policy_rows
+
+        records = {str(r["id"]): r for r in read_jsonl(run.synth_dir / "teacher.jsonl")}
+        samples, teacher = on_policy_rows(run, config, task, student, data.rows, records)
+        data = StudentRows(samples, "student_samples", data.target, None, data.skipped)
+        if is_main_process():
+            write_jsonl(folder / "train.jsonl", data.rows)
     if finished and student.train.resume == "auto":
         console.print(f"train[{student.name}]: up to date, kept")
         return finished
