@@ -46,16 +46,38 @@ KILLER = textwrap.dedent(
 )
 
 
-def _config(model_dir: Path) -> RunConfig:
+def _config(model_dir: Path, loss: str = "sft") -> RunConfig:
     train = {"epochs": 2, "batch_size": 2, "learning_rate": 5e-3, "save_steps": 4}
-    train["dev_fraction"] = 0.25
+    train.update(dev_fraction=0.25, loss=loss)
     tree = {
         "name": "r",
         "task": {"kind": "math", "calculator": True},
         "dataset": {"path": "x.jsonl"},
+        "synth": {"logprobs": 4},
         "students": [{"name": "s", "base": {"model": str(model_dir)}, "train": train}],
     }
     return parse_config(tree, "r.yaml")
+
+
+def _distributions(run: RunFolder, model_dir: Path) -> None:
+    """synth/logprobs.npz for ROWS, the tiny model scoring them as its own teacher."""
+    from potstill.models.base import ChatResponse
+    from potstill.models.callstore import CallStore
+    from potstill.models.packaged import load_pretrained
+    from potstill.synth import logprobs as synth_logprobs
+
+    class Teacher:
+        tokenizer, model = load_pretrained(str(model_dir))
+        identity = f"local:{model_dir}"
+
+    kept = [
+        synth_logprobs.Kept(r, r["prompt"], ChatResponse(r["completion"][0]["content"]))
+        for r in ROWS
+    ]
+    store = CallStore(run.root / "teacher-scores.sqlite")
+    dists = synth_logprobs.teacher_distributions(kept, Teacher(), store, 4)
+    store.close()
+    synth_logprobs.write(run.synth_dir / synth_logprobs.FILE, dists)
 
 
 def _run(root: Path, config: RunConfig) -> RunFolder:
@@ -63,6 +85,8 @@ def _run(root: Path, config: RunConfig) -> RunFolder:
     run.root.mkdir(parents=True)
     run.save_config(config)
     write_jsonl(run.synth_dir / "train.jsonl", ROWS)
+    if config.students[0].train.loss == "kd":
+        _distributions(run, Path(config.students[0].base.model))
     run.mark_done("synth", "test", 0.0)
     return run
 
@@ -75,10 +99,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("loss", ["sft", "kd"])
 def test_sigkill_then_resume_matches_an_uninterrupted_run(
-    tiny_model_dir: Path, tmp_path: Path
+    tiny_model_dir: Path, tmp_path: Path, loss: str
 ) -> None:
-    config = _config(tiny_model_dir)
+    config = _config(tiny_model_dir, loss)
     whole = _run(tmp_path / "whole", config)
     expected = run_stage(whole, config, "train")["s"]
 

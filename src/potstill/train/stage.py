@@ -382,6 +382,9 @@ def _summary(
         "batching": prep.batching,
         "attention": prep.attention,
         "real_tokens": int(prep.real_tokens * epochs),
+        # Tokens the student trained on (once per epoch; under train.max_steps, the rows'
+        # mean length times the rows its steps took).
+        "tokens_seen": _tokens_seen(prep, trainer, student),
         "real_tokens_per_second": (prep.real_tokens * epochs * share / seconds)
         if seconds
         else None,
@@ -392,6 +395,15 @@ def _summary(
         "kd_rows_without_teacher": prep.kd_without,
         "base": student.base.model,
     }
+
+
+def _tokens_seen(prep: Prepared, trainer: Any, student: StudentConfig) -> int:
+    t = student.train
+    if t.max_steps is None:
+        return int(prep.real_tokens * t.epochs)
+    world = trainer.accelerator.num_processes
+    rows = trainer.state.global_step * t.batch_size * t.gradient_accumulation_steps * world
+    return int(prep.real_tokens * rows / max(prep.rows, 1))
 
 
 def _agreeing_ranks(trainer: Any) -> list[str] | None:
