@@ -142,9 +142,9 @@ def test_teacher_tensors_line_up_with_the_tokens_packed_or_padded(padding_free: 
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+from teacher_scores import score_rows  # noqa: E402
+
 from potstill.config import RunConfig, parse_config  # noqa: E402
-from potstill.models.base import ChatResponse  # noqa: E402
-from potstill.models.callstore import CallStore  # noqa: E402
 from potstill.runs import RunFolder, read_jsonl, write_jsonl  # noqa: E402
 from potstill.synth import logprobs as synth_logprobs  # noqa: E402
 from potstill.tasks import build_task  # noqa: E402
@@ -159,31 +159,6 @@ ROWS = [
     }
     for i in range(8)
 ]
-
-
-class LocalTeacher:
-    """The tiny model as a local teacher (what synth/logprobs.py needs of one)."""
-
-    def __init__(self, folder: Path) -> None:
-        from potstill.models.packaged import load_pretrained
-
-        self.tokenizer, self.model = load_pretrained(str(folder))
-        self.model.eval()
-        self.identity = f"local:{folder}"
-
-
-def write_distributions(run: RunFolder, model_dir: Path, k: int = 4) -> dict[str, int]:
-    """synth/logprobs.npz for ROWS, scored by the tiny model as its own teacher."""
-    teacher = LocalTeacher(model_dir)
-    kept = [
-        synth_logprobs.Kept(r, r["prompt"], ChatResponse(r["completion"][0]["content"]))
-        for r in ROWS
-    ]
-    store = CallStore(run.root / "calls.sqlite")
-    dists = synth_logprobs.teacher_distributions(kept, teacher, store, k)
-    store.close()
-    synth_logprobs.write(run.synth_dir / synth_logprobs.FILE, dists)
-    return dists.counts
 
 
 def _config(model_dir: Path, **train: Any) -> RunConfig:
@@ -208,7 +183,7 @@ def _train(run: RunFolder, config: RunConfig) -> tuple[dict[str, Any], list[floa
 def _run(root: Path, model_dir: Path) -> RunFolder:
     run = RunFolder(root)
     write_jsonl(run.synth_dir / "train.jsonl", ROWS)
-    assert write_distributions(run, model_dir) == {"aligned": len(ROWS)}
+    assert score_rows(run, model_dir, ROWS) == {"aligned": len(ROWS)}
     return run
 
 

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from teacher_scores import score_rows
 
 from potstill.config import RunConfig, parse_config
 from potstill.pipeline import run_stage
@@ -59,34 +60,13 @@ def _config(model_dir: Path, loss: str = "sft") -> RunConfig:
     return parse_config(tree, "r.yaml")
 
 
-def _distributions(run: RunFolder, model_dir: Path) -> None:
-    """synth/logprobs.npz for ROWS, the tiny model scoring them as its own teacher."""
-    from potstill.models.base import ChatResponse
-    from potstill.models.callstore import CallStore
-    from potstill.models.packaged import load_pretrained
-    from potstill.synth import logprobs as synth_logprobs
-
-    class Teacher:
-        tokenizer, model = load_pretrained(str(model_dir))
-        identity = f"local:{model_dir}"
-
-    kept = [
-        synth_logprobs.Kept(r, r["prompt"], ChatResponse(r["completion"][0]["content"]))
-        for r in ROWS
-    ]
-    store = CallStore(run.root / "teacher-scores.sqlite")
-    dists = synth_logprobs.teacher_distributions(kept, Teacher(), store, 4)
-    store.close()
-    synth_logprobs.write(run.synth_dir / synth_logprobs.FILE, dists)
-
-
 def _run(root: Path, config: RunConfig) -> RunFolder:
     run = RunFolder(root)
     run.root.mkdir(parents=True)
     run.save_config(config)
     write_jsonl(run.synth_dir / "train.jsonl", ROWS)
     if config.students[0].train.loss == "kd":
-        _distributions(run, Path(config.students[0].base.model))
+        score_rows(run, Path(config.students[0].base.model), ROWS)
     run.mark_done("synth", "test", 0.0)
     return run
 
