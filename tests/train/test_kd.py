@@ -195,14 +195,17 @@ def test_kd_at_alpha_zero_is_sft_and_above_it_trains(
     # normalization), packed or padded; with alpha 0.5 the curve differs and stays finite.
     curves = {}
     for loss, alpha in (("sft", 0.0), ("kd", 0.0), ("kd", 0.5)):
+        if batching == "length_grouped" and alpha > 0:
+            continue  # the kd term's own path is the same packed or padded (collator test)
         run = _run(tmp_path / f"{loss}-{alpha}", tiny_model_dir)
         config = _config(tiny_model_dir, loss=loss, kd_alpha=alpha, batching=batching)
         summary, curves[(loss, alpha)] = _train(run, config)
         assert summary["loss"] == loss
     assert summary["kd_rows_without_teacher"] == 0
     assert curves[("kd", 0.0)] == pytest.approx(curves[("sft", 0.0)], rel=1e-4)
-    assert curves[("kd", 0.5)] != pytest.approx(curves[("sft", 0.0)], rel=1e-3)
-    assert all(math.isfinite(x) for x in curves[("kd", 0.5)])
+    if batching == "padding_free":
+        assert curves[("kd", 0.5)] != pytest.approx(curves[("sft", 0.0)], rel=1e-3)
+        assert all(math.isfinite(x) for x in curves[("kd", 0.5)])
 
 
 def test_a_student_with_another_vocabulary_is_refused_before_training(
