@@ -39,6 +39,7 @@ from potstill.models.base import ChatRequest, ChatResponse, Message
 from potstill.models.callstore import CallStore, request_key
 from potstill.models.logprobs import TopLogprobs, decode, encode, teacher_forced_topk
 from potstill.models.tokens import prompt_completion_ids
+from potstill.progress import progress_bar
 from potstill.runs import StageFailed, atomic_write_bytes, damaged
 
 FILE = "logprobs.npz"
@@ -209,15 +210,18 @@ def score_local(
         decode(s.logprobs) if s is not None and s.logprobs else None for s in stored
     ]
     missing = [i for i, found in enumerate(out) if found is None]
-    for begin in range(0, len(missing), chunk):
-        batch = []
-        for i in missing[begin : begin + chunk]:
-            prompt, reply = jobs[i]
-            found = teacher_forced_topk(model, tokenizer, prompt, reply, k)
-            out[i] = found
-            answer = ChatResponse(text=reply, logprobs=encode(found))
-            batch.append((keys[i], identity, requests[i], answer))
-        store.put_many(batch)
+    label = "synth: teacher logprobs"
+    with progress_bar(label, len(jobs), cached=len(jobs) - len(missing)) as advance:
+        for begin in range(0, len(missing), chunk):
+            batch = []
+            for i in missing[begin : begin + chunk]:
+                prompt, reply = jobs[i]
+                found = teacher_forced_topk(model, tokenizer, prompt, reply, k)
+                out[i] = found
+                answer = ChatResponse(text=reply, logprobs=encode(found))
+                batch.append((keys[i], identity, requests[i], answer))
+            store.put_many(batch)
+            advance(len(batch))
     return [found for found in out if found is not None]
 
 
