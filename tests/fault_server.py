@@ -43,6 +43,25 @@ ANSWERING = frozenset({"length", "slow"})
 
 Script = Callable[[str, int], "str | None"]
 Reply = Callable[[dict[str, Any]], str]
+# (request body, reply text) -> the choice's `logprobs.content`, or None to send none.
+Logprobs = Callable[[dict[str, Any], str], "list[dict[str, Any]] | None"]
+
+
+def logprob_content(
+    tokens: list[str], alternatives: list[str], k: int, chosen: float = -0.1
+) -> list[dict[str, Any]]:
+    """OpenAI's `logprobs.content` for a reply cut into `tokens`: each token with logprob
+    `chosen`, then up to k-1 of `alternatives` (other than it) at -2, -3, ..."""
+    content = []
+    for token in tokens:
+        others = [a for a in alternatives if a != token][: k - 1]
+        top = [{"token": token, "logprob": chosen, "bytes": list(token.encode())}]
+        top += [
+            {"token": a, "logprob": -2.0 - j, "bytes": list(a.encode())}
+            for j, a in enumerate(others)
+        ]
+        content.append({**top[0], "top_logprobs": top})
+    return content
 
 
 def completion(
@@ -103,6 +122,8 @@ class FaultServer:
     # answered (a test holds calls in flight with it).
     gate: threading.Event | None = None
     gate_after: int = 0
+    # When set, a request that asks for logprobs gets `logprobs(body, text)` in its choice.
+    logprobs: Logprobs | None = None
     url: str = ""
     # What happened, per request: (monotonic time, key, attempt, fault or "ok").
     log: list[tuple[float, str, int, str]] = field(default_factory=list)
@@ -237,6 +258,10 @@ class FaultServer:
             finish_reason=finish,
             completion_id=f"chatcmpl-{key}-{attempt}",
         )
+        if self.logprobs is not None and body.get("logprobs") and answer["choices"]:
+            content = self.logprobs(body, text)
+            if content is not None:
+                answer["choices"][0]["logprobs"] = {"content": content}
         if fault == "empty_choices":
             answer["choices"] = []
         payload = json.dumps(answer).encode()

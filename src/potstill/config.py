@@ -577,6 +577,33 @@ class TrainConfig(Strict):
             dumped.pop("report_to", None)
         return dumped
 
+    # docs/training.md: the three losses, what each costs and when it is worth it.
+    loss: Literal["sft", "kd", "on_policy"] = Field(
+        "sft",
+        description="sft: cross-entropy on the teacher's text; kd: also the forward KL to the "
+        "teacher's top-K token distributions (needs synth.logprobs and a shared tokenizer); "
+        "on_policy: the KL alone, on completions the student samples (local teacher).",
+    )
+    on_policy_samples: int = Field(
+        1, ge=1, description="on_policy: completions the student samples per training input."
+    )
+    on_policy_temperature: float = Field(
+        1.0, gt=0.0, description="on_policy: the student's sampling temperature."
+    )
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps; unset: epochs decide."
+    )
+    kd_alpha: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="kd: weight of the KL term; 1 - kd_alpha goes to cross-entropy (tokens "
+        "without a teacher distribution get cross-entropy alone).",
+    )
+    kd_temperature: float = Field(
+        1.0, gt=0.0, description="kd: softmax temperature of student and teacher in the KL term."
+    )
+
 
 class StudentData(Strict):
     """Which rows a student learns from; unset fields follow the run's `synth` section."""
@@ -737,6 +764,14 @@ class SynthConfig(Strict):
         le=1.0,
         description="Share of failed calls the stage accepts; above it, exit code 3 and a "
         "re-run retries them.",
+    )
+
+    logprobs: int | None = Field(
+        None,
+        ge=1,
+        le=20,
+        description="Keep the teacher's top-K logprobs at every token of every kept reply "
+        "(for train.loss: kd); 20 is the usual endpoint cap. Unset: none.",
     )
 
 
@@ -1095,6 +1130,26 @@ class RunConfig(Strict):
             if model.mode == "batch":
                 raise ValueError(
                     f"{where}.mode: batch is for teacher.model only (the synth stage's calls)"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _kd_needs_logprobs(self) -> RunConfig:
+        for index, student in enumerate(self.students):
+            if student.train.loss == "sft":
+                continue
+            where = f"students.{index}.train.loss"
+            if self.synth.logprobs is None:
+                raise ValueError(
+                    f"{where}: {student.train.loss} learns from the teacher's token "
+                    "distributions: set synth.logprobs (e.g. 20)"
+                )
+            if student.data is not None and student.data.source == "gold":
+                raise ValueError(f"{where}: gold rows have no teacher distributions; use sft")
+            if student.train.loss == "on_policy" and self.teacher.model.backend != "local":
+                raise ValueError(
+                    f"{where}: on_policy scores the student's own samples with the teacher's "
+                    "logits, so it needs a local teacher (teacher.model.backend: local)"
                 )
         return self
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from teacher_scores import score_rows
 
 from potstill.config import parse_config
 from potstill.runs import RunFolder, write_jsonl
@@ -40,14 +41,18 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_train_the_same_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("loss", ["sft", "kd"])
+def test_two_cpu_processes_train_the_same_model(
+    tiny_model_dir: Path, tmp_path: Path, loss: str
+) -> None:
     from transformers import AutoModelForCausalLM
 
-    train = {"epochs": 1, "batch_size": 2, "learning_rate": 1e-2, "save_steps": 2}
+    train = {"epochs": 1, "batch_size": 2, "learning_rate": 1e-2, "save_steps": 2, "loss": loss}
     tree = {
         "name": "ddp",
         "task": {"kind": "math", "calculator": True},
         "dataset": {"path": "x.jsonl"},
+        "synth": {"logprobs": 4},
         "students": [{"name": "s", "base": {"model": str(tiny_model_dir)}, "train": train}],
     }
     config = parse_config(tree, "ddp.yaml")
@@ -55,6 +60,8 @@ def test_two_cpu_processes_train_the_same_model(tiny_model_dir: Path, tmp_path: 
     run.root.mkdir()
     run.save_config(config)
     write_jsonl(run.synth_dir / "train.jsonl", ROWS)
+    if loss == "kd":  # the teacher columns travel with each rank's batches
+        score_rows(run, tiny_model_dir, ROWS)
     run.mark_done("synth", "test", 0.0)
 
     accelerate = Path(sys.executable).parent / "accelerate"
@@ -69,7 +76,7 @@ def test_two_cpu_processes_train_the_same_model(tiny_model_dir: Path, tmp_path: 
     assert done.returncode == 0, done.stderr[-3000:]
 
     summary = json.loads((run.student_dir("s") / "summary.json").read_text())
-    assert summary["world_size"] == 2
+    assert summary["world_size"] == 2 and summary["loss"] == loss
     ranks = summary["rank_weights"]
     assert len(ranks) == 2 and ranks[0] == ranks[1]  # the stage raises when they differ
     # 15 train rows (1 dev), 2 per process per step, 2 processes: 4 steps

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from teacher_scores import score_rows
 
 from potstill.config import RunConfig, parse_config
 from potstill.pipeline import run_stage
@@ -46,13 +47,14 @@ KILLER = textwrap.dedent(
 )
 
 
-def _config(model_dir: Path) -> RunConfig:
+def _config(model_dir: Path, loss: str = "sft") -> RunConfig:
     train = {"epochs": 2, "batch_size": 2, "learning_rate": 5e-3, "save_steps": 4}
-    train["dev_fraction"] = 0.25
+    train.update(dev_fraction=0.25, loss=loss)
     tree = {
         "name": "r",
         "task": {"kind": "math", "calculator": True},
         "dataset": {"path": "x.jsonl"},
+        "synth": {"logprobs": 4},
         "students": [{"name": "s", "base": {"model": str(model_dir)}, "train": train}],
     }
     return parse_config(tree, "r.yaml")
@@ -63,6 +65,8 @@ def _run(root: Path, config: RunConfig) -> RunFolder:
     run.root.mkdir(parents=True)
     run.save_config(config)
     write_jsonl(run.synth_dir / "train.jsonl", ROWS)
+    if config.students[0].train.loss == "kd":
+        score_rows(run, Path(config.students[0].base.model), ROWS)
     run.mark_done("synth", "test", 0.0)
     return run
 
@@ -75,10 +79,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("loss", ["sft", "kd"])
 def test_sigkill_then_resume_matches_an_uninterrupted_run(
-    tiny_model_dir: Path, tmp_path: Path
+    tiny_model_dir: Path, tmp_path: Path, loss: str
 ) -> None:
-    config = _config(tiny_model_dir)
+    config = _config(tiny_model_dir, loss)
     whole = _run(tmp_path / "whole", config)
     expected = run_stage(whole, config, "train")["s"]
 

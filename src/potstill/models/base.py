@@ -18,9 +18,14 @@ class ChatRequest:
     temperature: float = 0.0
     # Several samples of one prompt differ only by this index (and so by their store key).
     sample_index: int = 0
+    # Top-K token logprobs asked of an endpoint with the reply (synth.logprobs); 0: none.
+    logprobs: int = 0
 
     def sampling(self) -> dict[str, Any]:
-        return {"max_tokens": self.max_tokens, "temperature": self.temperature}
+        found: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": self.temperature}
+        if self.logprobs:  # only then: the keys of calls without logprobs stay as they were
+            found["logprobs"] = self.logprobs
+        return found
 
 
 @dataclass
@@ -37,6 +42,8 @@ class ChatResponse:
     error_kind: str | None = None
     # Requests sent for this answer: 1, plus one per retry.
     attempts: int = 1
+    # The reply's tokens with their top-K logprobs (`models/logprobs.encode`), when asked for.
+    logprobs: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:

@@ -38,6 +38,7 @@ from potstill.models.openai_backend import (
     BadReply,
     EndpointRefused,
     OpenAIChatModel,
+    chat_body,
     classify,
     endpoint_identity,
     read_reply,
@@ -55,17 +56,6 @@ STATE_VERSION = 1
 class BatchFailed(EndpointRefused):
     """The endpoint failed a batch without running it, or cannot be reached about one:
     the stage stops with what to do (answers already stored are kept)."""
-
-
-def chat_body(model: str, request: ChatRequest) -> dict[str, Any]:
-    """A chat request's body, as the online backend sends it (`OpenAIChatModel._attempt`)."""
-    return {
-        "model": model,
-        "messages": request.messages,
-        "max_tokens": request.max_tokens,
-        "temperature": request.temperature,
-        "seed": request.sample_index,
-    }
 
 
 def request_line(model: str, url: str, key: str, request: ChatRequest) -> bytes:

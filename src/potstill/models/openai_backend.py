@@ -105,9 +105,39 @@ def read_reply(data: Any, secret: str | None, latency_s: float) -> ChatResponse:
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
             latency_s=latency_s,
+            logprobs=reply_logprobs(choice, secret),
         )
-    except (AttributeError, TypeError, ValueError):  # the error would quote the field
+    except (AttributeError, TypeError, ValueError, KeyError):  # the error would quote the field
         raise BadReply("the endpoint's reply has a field of the wrong type") from None
+
+
+def chat_body(model: str, request: ChatRequest) -> dict[str, Any]:
+    """A chat request's body: what the online backend posts and what a batch input line
+    carries (`models/batch.request_line`), so both ask for the same answer."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": request.messages,
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "seed": request.sample_index,
+    }
+    if request.logprobs:  # synth.logprobs: the teacher's top-K at every token of its reply
+        body.update(logprobs=True, top_logprobs=request.logprobs)
+    return body
+
+
+def reply_logprobs(choice: dict[str, Any], secret: str | None) -> dict[str, Any] | None:
+    """A choice's top-K logprobs in the call store's compact form, or None when it has none.
+    Tokens are endpoint text too: when the key shows in them, joined, they are dropped (the
+    reply's text is redacted; its pieces could not be)."""
+    from potstill.models.logprobs import encode, from_openai_choice
+
+    found = from_openai_choice(choice)
+    if found is None:
+        return None
+    if secret and secret in "".join(map(str, found.tokens)) + repr(found.top_tokens):
+        return None
+    return encode(found)
 
 
 class OpenAIChatModel:
@@ -157,14 +187,8 @@ class OpenAIChatModel:
         # errors and timeouts as `chat.completions.create`, without walking the parameters
         # through its TypedDict transform or building pydantic models of the reply, which
         # cost more client CPU per request than the rest of the stage together.
-        body = {
-            "model": self.model,
-            "messages": req.messages,
-            "max_tokens": req.max_tokens,
-            "temperature": req.temperature,
-            "seed": req.sample_index,
-        }
         start = time.perf_counter()
+        body = chat_body(self.model, req)
         data = await client.post("/chat/completions", cast_to=object, body=body)
         return read_reply(data, self._key, time.perf_counter() - start)
 

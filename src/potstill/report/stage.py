@@ -321,6 +321,30 @@ def transfer_sections(scores: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def training_rows(run: RunFolder, config: RunConfig) -> list[dict[str, Any]]:
+    """Per trained student: its loss, rows, steps, training seconds and tokens seen (from
+    students/<name>/summary.json), so the losses' costs sit beside their results."""
+    found = []
+    for student in config.students:
+        path = run.student_dir(student.name) / "summary.json"
+        if not path.exists():
+            continue
+        summary = read_json(path)
+        without = summary.get("kd_rows_without_teacher")
+        found.append(
+            {
+                "name": student.name,
+                "loss": summary.get("loss", "sft"),
+                "rows": summary.get("rows"),
+                "steps": summary.get("steps"),
+                "seconds": _num(summary.get("seconds")),
+                "tokens": summary.get("tokens_seen", summary.get("real_tokens")),
+                "without_teacher": "—" if without is None else without,
+            }
+        )
+    return found
+
+
 def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
     scores = read_json(run.eval_dir / "scores.json")
     summary_path = run.synth_dir / "summary.json"
@@ -348,6 +372,7 @@ def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
         "judge": scores.get("judge"),
         **judge_trust_context(scores),
         "cost_rows": _cost_rows(candidates),
+        "training_rows": training_rows(run, config),
         "synth": synth,
         "synth_cost": _cost(synth) if synth else "n/a",
         "teacher_accuracy_on_train": percent(synth["teacher_accuracy_on_train"] if synth else None),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from potstill.config import RunConfig
 from potstill.models import ChatModel, build_model, chunk_size
@@ -39,6 +40,8 @@ class TeacherCalls:
     total: Spend = field(default_factory=Spend)  # every answer behind the output, stored too
     sent: Spend = field(default_factory=Spend)  # answers paid for in this run
     failed: int = 0
+    # synth.logprobs: k, the tokenizer's vocab digest, rows per way they were matched.
+    logprob_counts: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def open(cls, run: RunFolder, config: RunConfig) -> TeacherCalls:

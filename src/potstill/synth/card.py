@@ -38,6 +38,19 @@ def _reference_lines(summary: dict[str, Any]) -> list[str]:
     ]
 
 
+def _logprob_lines(summary: dict[str, Any]) -> list[str]:
+    found = summary.get("logprobs")
+    if not found:
+        return []
+    counts = found["rows"]
+    return [
+        f"- teacher top-{found['k']} logprobs (synth/logprobs.npz, docs/training.md): "
+        f"{counts.get('aligned', 0)} rows at the aligned span of the teacher's reply, "
+        f"{counts.get('rescored', 0)} re-scored under the teacher's prompt, "
+        f"{counts.get('unaligned', 0)} unalignable (they train with cross-entropy alone)"
+    ]
+
+
 def _yield_table(summary: dict[str, Any], total: int) -> list[str]:
     lines = ["| outcome | rows | share |", "|---|---|---|"]
     lines.append(f"| accepted | {summary['accepted']} | {percent(summary['accepted'] / total)} |")
@@ -95,6 +108,7 @@ def render_card(
         *_reference_lines(summary),
         f"- failed calls: {summary['failed_calls']} of {summary['calls']}",
         *_cost_lines(summary),
+        *_logprob_lines(summary),
         "",
         "## Yield",
         "",

@@ -20,8 +20,10 @@ def sample_requests(task: Task, config: RunConfig, examples: list[Example]) -> l
     """`synth.samples` teacher requests per example, grouped by example; sample 0 is the
     request a single-sample run makes, so its stored answers stay valid."""
     n = config.synth.samples
+    # An endpoint sends its top-K logprobs with the reply; a local teacher is scored after.
+    k = config.synth.logprobs if config.teacher.model.backend == "openai" else None
     return [
-        replace(request, sample_index=s)
+        replace(request, sample_index=s, logprobs=k or 0)
         for request in chat_requests(task, config.teacher.prompt, examples)
         for s in range(n)
     ]

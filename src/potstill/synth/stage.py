@@ -11,6 +11,7 @@ from potstill.config import RunConfig
 from potstill.errors import StageIncomplete
 from potstill.guards import teacher_figures, teacher_warnings
 from potstill.models.base import ChatResponse
+from potstill.models.callstore import CallStore
 from potstill.models.cost import call_cost
 from potstill.records import call_failure, error_row
 from potstill.runs import (
@@ -25,6 +26,9 @@ from potstill.synth.calls import TeacherCalls
 from potstill.synth.card import render_card
 from potstill.synth.filters import length_reason, rejection_reason
 from potstill.synth.generate import generation_calls
+from potstill.synth.logprobs import FILE as DISTRIBUTIONS_FILE
+from potstill.synth.logprobs import Kept, require_logprobs, teacher_distributions
+from potstill.synth.logprobs import write as write_distributions
 from potstill.synth.phases import label_plan, sample_requests, written_input
 from potstill.synth.vote import majority_vote
 from potstill.tasks import Example, Parsed, Task
@@ -221,7 +225,12 @@ def run_synth(
         plan = label_plan(task, config, train, generated, test or [], transfer)
         screened, to_label = plan.screened, plan.inputs
         inputs = [(e, "train") for e in train] + [(e, "generated") for e in generated]
-        replies = teacher.answer("synth: labels", plan.requests)
+        requests = plan.requests
+        if requests and requests[0].logprobs:  # one call tells whether it sends logprobs
+            where = config.teacher.model.base_url or "default"
+            probe = teacher.answer("synth: logprobs check", requests[:1])
+            require_logprobs(probe, requests[0].logprobs, where)
+        replies = teacher.answer("synth: labels", requests)
     finally:
         teacher.close()
     n = config.synth.samples
@@ -235,9 +244,52 @@ def run_synth(
         else:
             results.append(label(task, config, example, origin, by_id[example.id], teacher))
     calls = len(gen_records) + len(replies)
+    if config.synth.logprobs:
+        _write_distributions(run, config, task, results, by_id, teacher)
     return _write_outputs(
         run, config, task, train, results, gen_records, gen_errors, teacher, calls
     )
+
+
+def _write_distributions(
+    run: RunFolder,
+    config: RunConfig,
+    task: Task,
+    results: list[Labelled],
+    by_id: dict[str, list[ChatResponse]],
+    teacher: TeacherCalls,
+) -> None:
+    """synth/logprobs.npz: the teacher's top-K at every token of every kept row
+    (synth/logprobs.py); its counts go into the summary and the card."""
+    k = int(config.synth.logprobs or 0)
+    kept = [
+        Kept(
+            r.row,
+            task.messages(r.record["inputs"], config.teacher.prompt),
+            by_id[r.record["id"]][r.record.get("chosen_sample", 0)],
+        )
+        for r in results
+        if r.row is not None
+    ]
+    store = CallStore(run.calls_db)
+    try:
+        tokenizer = None if config.teacher.model.backend == "local" else students_tokenizer(config)
+        dists = teacher_distributions(kept, teacher.model, store, k, tokenizer)
+    finally:
+        store.close()
+    write_distributions(run.synth_dir / DISTRIBUTIONS_FILE, dists)
+    teacher.logprob_counts = {"k": k, "vocab": dists.vocab, "rows": dists.counts}
+
+
+def students_tokenizer(config: RunConfig) -> Any:
+    """The tokenizer an endpoint's token texts are mapped into: the first kd student's base
+    model's (train checks every kd student shares it)."""
+    from transformers import AutoTokenizer
+
+    from potstill.models.packaged import resolve_local_ref
+
+    kd = [s for s in config.students if s.train.loss != "sft"] or config.students
+    return AutoTokenizer.from_pretrained(resolve_local_ref(kd[0].base.model))
 
 
 def _write_outputs(
@@ -280,6 +332,8 @@ def _write_outputs(
             "max_usd": config.budget.max_usd,
         },
     }
+    if teacher.logprob_counts:
+        summary["logprobs"] = teacher.logprob_counts
     if config.synth.samples > 1:
         summary["teacher_accuracy_on_train_first_sample"] = _accuracy(
             [r.first_correct for r in results]

@@ -24,7 +24,14 @@ from potstill.guards import student_figures, student_warnings
 from potstill.models.packaged import gpu_bf16, load_pretrained
 from potstill.models.tokens import prompt_completion_ids
 from potstill.progress import console
-from potstill.runs import RunFolder, is_main_process, read_json, write_json, write_jsonl
+from potstill.runs import (
+    RunFolder,
+    is_main_process,
+    read_json,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+)
 from potstill.summaries import say, train_end_sentence, train_start_sentence, warning_lines
 from potstill.tasks import Task
 from potstill.train import attention, tracking
@@ -71,6 +78,7 @@ def _sft_config(
     return SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
         learning_rate=t.learning_rate,
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.batch_size,
@@ -134,6 +142,55 @@ def _dataset(rows: list[dict[str, Any]], tokenizer: Any) -> Any:
     return Dataset.from_list(table)
 
 
+def _kd_dataset(rows: list[dict[str, Any]], tokenizer: Any, teacher: Any) -> tuple[Any, int]:
+    """The rows with their teacher columns (train/kd.py), and how many rows have none: rows
+    whose completion the teacher's distributions do not cover token for token (another
+    target, another tokenization) train with cross-entropy alone."""
+    from datasets import Dataset
+
+    from potstill.train.kd import PAD_LOGPROB
+
+    keep = ("id", "prompt", "completion", "rationale")
+    table, without = [], 0
+    for row in rows:
+        ids, mask = prompt_completion_ids(tokenizer, row["prompt"], row["completion"])
+        start = mask.index(1) if 1 in mask else len(ids)
+        found = teacher.rows.get(str(row.get("id")))
+        if found is None or found.tokens.tolist() != ids[start:] or not found.has.any():
+            without += 1
+            top_ids, top_lps, has = [], [], []
+        else:
+            top_ids = found.top_ids.reshape(-1).tolist()
+            top_lps = [max(x, PAD_LOGPROB) for x in found.top_logprobs.reshape(-1).tolist()]
+            has = found.has.tolist()
+        table.append(
+            {
+                **{k: row.get(k) for k in keep},
+                "input_ids": ids,
+                "completion_mask": mask,
+                "teacher_start": start,
+                "teacher_ids": top_ids,
+                "teacher_logprobs": top_lps,
+                "teacher_has": has,
+            }
+        )
+    return Dataset.from_list(table), without
+
+
+def check_same_tokenizer(student: StudentConfig, tokenizer: Any, teacher: Any) -> None:
+    """train.loss kd compares token ids: the student's vocabulary must be the teacher's."""
+    from potstill.synth.logprobs import vocab_digest
+
+    mine = vocab_digest(tokenizer)
+    if mine != teacher.vocab:
+        raise TrainingDataError(
+            f"student {student.name}: train.loss {student.train.loss} needs the teacher's "
+            f"tokenizer, but the teacher's distributions (synth/logprobs.npz) are over "
+            f"vocabulary {teacher.vocab} and {student.base.model} has {mine}. Use a student "
+            "of the teacher's family (same tokenizer) or train.loss: sft."
+        )
+
+
 @dataclass
 class Prepared:
     """A trainer ready to run, with what the summary reports about its data."""
@@ -146,6 +203,8 @@ class Prepared:
     real_tokens: int
     batching: str
     attention: str | None = None
+    # train.loss kd: training rows without teacher distributions (cross-entropy alone).
+    kd_without: int | None = None
 
 
 def build_trainer(
@@ -153,13 +212,15 @@ def build_trainer(
     rows: list[dict[str, Any]],
     output_dir: Path,
     folder: Path | None = None,
+    teacher: Any = None,
 ) -> Prepared:
     """The trainer for one student: TRL tokenizes, over-long rows are dropped, the loss mask
     is linted, and batches follow the student's `batching`. With the student's `folder`,
-    its trackers (`train.report_to`) log there."""
+    its trackers (`train.report_to`) log there. With `teacher` (train.loss kd:
+    synth/logprobs.read), the loss also pulls toward the teacher's distributions."""
     import torch
 
-    from potstill.train.trainer import PotstillSFTTrainer
+    from potstill.train.trainer import PotstillKDTrainer, PotstillSFTTrainer
 
     t = student.train
     train_rows, dev_rows = split_dev(rows, t.dev_fraction, t.seed)
@@ -169,14 +230,31 @@ def build_trainer(
     torch.manual_seed(t.seed)
     tokenizer, model = load_pretrained(student.base.model, attn)
     batching = batching_for(t)
-    trainer = PotstillSFTTrainer(
+    kd_without = None
+    if teacher is not None:
+        check_same_tokenizer(student, tokenizer, teacher)
+        train_set, kd_without = _kd_dataset(train_rows, tokenizer, teacher)
+        dev_set = _kd_dataset(dev_rows, tokenizer, teacher)[0] if dev_rows else None
+        cls: Any = PotstillKDTrainer
+        extra: dict[str, Any] = {
+            # on_policy: the KL alone (cross-entropy on its own samples only reinforces them).
+            "kd_alpha": 1.0 if t.loss == "on_policy" else t.kd_alpha,
+            "kd_temperature": t.kd_temperature,
+            "kd_k": teacher.k,
+        }
+    else:
+        train_set = _dataset(train_rows, tokenizer)
+        dev_set = _dataset(dev_rows, tokenizer) if dev_rows else None
+        cls, extra = PotstillSFTTrainer, {}
+    trainer = cls(
         model=model,
         args=_sft_config(student, output_dir, bool(dev_rows), folder),
-        train_dataset=_dataset(train_rows, tokenizer),
-        eval_dataset=_dataset(dev_rows, tokenizer) if dev_rows else None,
+        train_dataset=train_set,
+        eval_dataset=dev_set,
         processing_class=tokenizer,
         peft_config=_peft_config(student),
         length_grouped=batching == "length_grouped",
+        **extra,
     )
     if not console.is_terminal:  # plain progress lines, not a log dict every step
         from transformers.trainer_callback import PrinterCallback
@@ -201,7 +279,9 @@ def build_trainer(
     lint_dataset(tokenizer, trainer.train_dataset, end_ids)
     real = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
     kept = len(trainer.train_dataset)
-    return Prepared(trainer, tokenizer, kept, len(dev_rows), too_long, real, batching, attn)
+    return Prepared(
+        trainer, tokenizer, kept, len(dev_rows), too_long, real, batching, attn, kd_without
+    )
 
 
 def _fingerprint(student: StudentConfig, data: StudentRows) -> str:
@@ -309,14 +389,28 @@ def _summary(
         "batching": prep.batching,
         "attention": prep.attention,
         "real_tokens": int(prep.real_tokens * epochs),
+        # Tokens the student trained on (once per epoch; under train.max_steps, the rows'
+        # mean length times the rows its steps took).
+        "tokens_seen": _tokens_seen(prep, trainer, student),
         "real_tokens_per_second": (prep.real_tokens * epochs * share / seconds)
         if seconds
         else None,
         "resumed_from": resumed,
         "world_size": trainer.accelerator.num_processes,
         "method": student.train.method,
+        "loss": student.train.loss,
+        "kd_rows_without_teacher": prep.kd_without,
         "base": student.base.model,
     }
+
+
+def _tokens_seen(prep: Prepared, trainer: Any, student: StudentConfig) -> int:
+    t = student.train
+    if t.max_steps is None:
+        return int(prep.real_tokens * t.epochs)
+    world = trainer.accelerator.num_processes
+    rows = trainer.state.global_step * t.batch_size * t.gradient_accumulation_steps * world
+    return int(prep.real_tokens * rows / max(prep.rows, 1))
 
 
 def _agreeing_ranks(trainer: Any) -> list[str] | None:
@@ -340,9 +434,10 @@ def _train_one(
     data: StudentRows,
     fingerprint: str,
     checks: ChecksConfig,
+    teacher: Any = None,
 ) -> dict[str, Any]:
     ckpt_dir = folder / "checkpoints"
-    prep = build_trainer(student, data.rows, ckpt_dir, folder)
+    prep = build_trainer(student, data.rows, ckpt_dir, folder, teacher)
     trainer = prep.trainer
     _tidy_checkpoints(ckpt_dir, fingerprint, student.train.resume)
     trainer.accelerator.wait_for_everyone()
@@ -372,6 +467,24 @@ def _train_one(
     return summary
 
 
+def _teacher_distributions(
+    run: RunFolder, student: StudentConfig, fingerprint: str
+) -> tuple[Any, str]:
+    """synth/logprobs.npz, read, and the fingerprint that covers it too."""
+    from potstill.synth.logprobs import FILE, read
+
+    path = run.synth_dir / FILE
+    if not path.exists():
+        raise TrainingDataError(
+            f"student {student.name}: train.loss {student.train.loss} needs the teacher's "
+            f"token distributions, and {path} does not exist: set synth.logprobs and run "
+            f"`potstill synth {run.root}` again"
+        )
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    combined = hashlib.sha256(f"{fingerprint}:{digest}".encode()).hexdigest()[:16]
+    return read(path), combined
+
+
 def train_student(
     run: RunFolder, config: RunConfig, task: Task, student: StudentConfig
 ) -> dict[str, Any]:
@@ -379,7 +492,7 @@ def train_student(
     is kept, an interrupted one resumes from its last complete checkpoint."""
     folder = run.student_dir(student.name)
     data = student_rows(run, config, task, student)
-    if is_main_process():
+    if is_main_process() and student.train.loss != "on_policy":  # it writes its samples
         write_jsonl(folder / "train.jsonl", data.rows)
     if not data.rows:
         raise TrainingDataError(
@@ -387,12 +500,23 @@ def train_student(
             f"left out: {dict(data.skipped)})"
         )
     fingerprint = _fingerprint(student, data)
+    teacher = None
+    if student.train.loss == "kd":
+        teacher, fingerprint = _teacher_distributions(run, student, fingerprint)
     finished = _finished(folder, fingerprint)
+    if student.train.loss == "on_policy" and not (finished and student.train.resume == "auto"):
+        from potstill.train.on_policy import on_policy_rows
+
+        records = {str(r["id"]): r for r in read_jsonl(run.synth_dir / "teacher.jsonl")}
+        samples, teacher = on_policy_rows(run, config, task, student, data.rows, records)
+        data = StudentRows(samples, "student_samples", data.target, None, data.skipped)
+        if is_main_process():
+            write_jsonl(folder / "train.jsonl", data.rows)
     if finished and student.train.resume == "auto":
         console.print(f"train[{student.name}]: up to date, kept")
         return finished
     say(train_start_sentence(student.name, len(data.rows), data.source, data.target, data.skipped))
-    summary = _train_one(folder, student, data, fingerprint, config.checks)
+    summary = _train_one(folder, student, data, fingerprint, config.checks, teacher)
     if is_main_process():
         say(train_end_sentence(student.name, summary))
         for line in warning_lines(f"train[{student.name}]", summary["warnings"]):

@@ -150,3 +150,49 @@ class LogProgress(TrainerCallback):  # type: ignore[misc]
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._shown.close()
+
+
+class PotstillKDTrainer(PotstillSFTTrainer):
+    """PotstillSFTTrainer whose loss also pulls the student toward the teacher's top-K token
+    distributions (train/kd.py), carried in the rows' teacher columns."""
+
+    def __init__(
+        self, *args: Any, kd_alpha: float, kd_temperature: float, kd_k: int, **kwargs: Any
+    ) -> None:
+        from potstill.train.kd import teacher_collator
+
+        self.kd_alpha, self.kd_temperature = kd_alpha, kd_temperature
+        super().__init__(*args, **kwargs)
+        base: Any = getattr(self, "data_collator")  # noqa: B009 (typed Any: TRL's is untyped)
+        setattr(self, "data_collator", teacher_collator(base, kd_k, self.padding_free))  # noqa: B010
+
+    def _set_signature_columns_if_needed(self) -> None:
+        from potstill.train.kd import TEACHER_COLUMNS
+
+        super()._set_signature_columns_if_needed()
+        columns: list[str] = list(getattr(self, "_signature_columns", None) or [])
+        setattr(self, "_signature_columns", [*columns, *TEACHER_COLUMNS])  # noqa: B010
+
+    def compute_loss(
+        self,
+        model: Any,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        from potstill.train.kd import TEACHER_KEYS, kd_token_losses
+
+        ids, lps, teacher_has = (inputs.pop(key) for key in TEACHER_KEYS)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs, use_cache=False)
+        loss, kl, has = kd_token_losses(
+            outputs.logits, labels, ids, lps, teacher_has, self.kd_alpha, self.kd_temperature
+        )
+        count = has.numel() if num_items_in_batch is None else num_items_in_batch
+        total = loss.sum() / torch.as_tensor(count, device=loss.device).clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            total = total * self.accelerator.num_processes
+        mode = "train" if model.training else "eval"
+        if has.any():
+            self._metrics[mode]["kd_kl"].append(float(kl[has].mean().detach()))
+        return (total, outputs) if return_outputs else total
