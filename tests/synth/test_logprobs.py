@@ -151,7 +151,7 @@ def test_a_local_teacher_aligns_or_rescores_and_caches_its_scoring(
 
 
 def test_a_damaged_distributions_file_names_itself(tmp_path: Path) -> None:
-    from potstill.runs import DamagedRunFile
+    from potstill.errors import DamagedRunFile
 
     path = tmp_path / synth_logprobs.FILE
     path.write_bytes(b"not a zip")
