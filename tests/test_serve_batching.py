@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from potstill.models.base import ChatRequest
 from potstill.models.continuous import ContinuousBatcher, Job
 from potstill.models.local import LocalChatModel
+from potstill.models.logprobs import decode
+from potstill.models.openai_backend import OpenAIChatModel
 from potstill.models.tokens import chat_token_ids
 from potstill.serve import ServeError, Server, StudentTask, create_app
 
@@ -122,6 +125,23 @@ def test_logprobs_come_in_the_chat_completions_shape(served: str) -> None:
         assert token["logprob"] == token["top_logprobs"][0]["logprob"]
         assert token["bytes"] == list(token["token"].encode())
     assert ask(served, max_tokens=2).json()["choices"][0]["logprobs"] is None
+
+
+def test_the_openai_backend_reads_the_servers_top_logprobs(served: str) -> None:
+    # synth.logprobs with `potstill serve` as the teacher's endpoint: the backend's reading
+    # of the reply (models/logprobs.from_openai_choice) gets every token and its top-K.
+    model = OpenAIChatModel("tiny", base_url=served, max_retries=0, timeout_s=60)
+    asked, plain = asyncio.run(
+        model.generate([ChatRequest(QUESTION, 6, logprobs=3), ChatRequest(QUESTION, 6)])
+    )
+    assert asked.ok and asked.logprobs is not None, asked.error
+    found = decode(asked.logprobs)
+    assert len(found.tokens) == asked.completion_tokens >= 1
+    assert found.top_logprobs.shape == (len(found.tokens), 3)
+    assert np.all(np.diff(found.top_logprobs, axis=1) <= 0) and np.all(found.top_logprobs <= 0)
+    # Greedy: each chosen token is the most likely one, and asking changes no text.
+    assert [top[0] for top in found.top_tokens] == found.tokens
+    assert plain.logprobs is None and plain.text == asked.text
 
 
 def test_concurrent_answers_equal_sequential_ones(served: str) -> None:
