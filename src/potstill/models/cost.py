@@ -127,9 +127,12 @@ class Budget:
         the ledger does not count it yet (it was sent before the run had a budget), and then
         into the ledger too."""
         entry, worst = self._reserved.pop(index, (None, 0.0))
-        if entry is None and fresh and self.ledger is not None:
+        held = response.error_kind == "not_sent"  # refused here: it answers no earlier send
+        if entry is None and fresh and not held and self.ledger is not None:
             # Sent by an earlier process, answered now (a batch it submitted, re-attached):
             # its reservation, counted in `spent` at its worst case, becomes the real cost.
+            # A call this run held back leaves that reservation counted: the killed run's
+            # call may have been answered, and billed, after it died.
             adopted = self.ledger.unsettled(key)
             if adopted is not None:
                 entry, worst = adopted
