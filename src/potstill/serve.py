@@ -497,24 +497,20 @@ async def _stream(
 
 
 class ServeSetupError(ModelRefError):
-    """A serve command that cannot start: a named student that is missing, an unset key."""
+    """A serve command that cannot start: an unset API key variable."""
 
 
 def student_server(run_dir: Path, student: str) -> tuple[str, StudentTask]:
-    """The trained student's model folder and its task, from a run folder."""
+    """The trained student's model folder and its task, from a run folder; the student is
+    chosen and checked as `potstill export` does (`export.trained_student`)."""
+    from potstill.export import trained_student
     from potstill.runs import RunFolder
     from potstill.tasks import build_task
 
     run = RunFolder(run_dir)
     config = run.load_config()
-    names = [s.name for s in config.students]
-    if student not in names:
-        raise ServeSetupError(f"{run_dir}: no student {student!r} in its config; students: {names}")
-    final = run.student_dir(student) / "final"
-    if not (final / "config.json").exists():
-        raise ServeSetupError(
-            f"{final}: student {student!r} is not trained yet; run `potstill train {run_dir}`"
-        )
+    chosen = trained_student(run, config, student)
+    final = run.student_dir(chosen.name) / "final"
     return str(final), StudentTask(build_task(config.task), config.synth.prompt)
 
 
