@@ -241,7 +241,7 @@ def test_a_failed_call_on_a_transfer_set_is_recorded_with_its_set() -> None:
     ok = {"id": "e1", "error": None}
     failed = {"id": "x1", "error": "timed out", "error_kind": "timeout", "attempts": 3}
     errors = failed_calls({"teacher": [ok]}, None, {"rephrased": {"teacher": [ok, failed]}})
-    assert errors == [
+    assert [e.model_dump(exclude_none=True) for e in errors] == [
         {
             "id": "x1",
             "candidate": "teacher",

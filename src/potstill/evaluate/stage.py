@@ -27,7 +27,7 @@ from potstill.evaluate.stats import (
     paired_difference,
 )
 from potstill.models import ChatModel
-from potstill.records import error_row
+from potstill.records import ErrorRow, error_row, write_records
 from potstill.runs import RunFolder, write_json, write_jsonl
 from potstill.tasks import Example, Task
 from potstill.tasks.base import chat_requests
@@ -466,7 +466,7 @@ def run_evaluate(
     if judged is not None:
         calls += judged["settings"]["calls"]
     results["failed_calls"], results["calls"] = len(errors), calls
-    write_jsonl(run.eval_dir / "errors.jsonl", errors)
+    write_records(run.eval_dir / "errors.jsonl", errors)
     write_json(run.eval_dir / "scores.json", results)
     if errors and len(errors) > config.evaluate.max_failed_fraction * max(1, calls):
         raise StageIncomplete(
@@ -480,7 +480,7 @@ def run_evaluate(
 
 def _prediction_errors(
     predictions: dict[str, list[dict[str, Any]]], where: dict[str, str]
-) -> list[dict[str, Any]]:
+) -> list[ErrorRow]:
     return [
         error_row(row["id"], "predict", row, candidate=name, **where)
         for name, rows in predictions.items()
@@ -493,7 +493,7 @@ def failed_calls(
     predictions: dict[str, list[dict[str, Any]]],
     judged: dict[str, Any] | None,
     transfer: dict[str, dict[str, list[dict[str, Any]]]] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[ErrorRow]:
     """The eval/errors.jsonl lines: every call that failed (a candidate's reply, on the test
     split or on a transfer set named by `transfer_set`, or a judge call), with its status and
     reason. Failed calls are not stored, so a re-run retries them."""

@@ -13,7 +13,7 @@ from potstill.guards import teacher_figures, teacher_warnings
 from potstill.models.base import ChatResponse
 from potstill.models.callstore import CallStore
 from potstill.models.cost import call_cost
-from potstill.records import call_failure, error_row
+from potstill.records import ErrorRow, call_failure, error_row, write_records
 from potstill.runs import (
     RunFolder,
     StageFailed,
@@ -76,7 +76,7 @@ class Labelled:
 
     record: dict[str, Any]  # its teacher.jsonl line
     row: dict[str, Any] | None  # its train.jsonl line, when accepted
-    errors: list[dict[str, Any]]  # its errors.jsonl lines (failed calls)
+    errors: list[ErrorRow]  # its errors.jsonl lines (failed calls)
     correct: float | None = None  # voted answer against the reference
     first_correct: float | None = None  # sample 0 alone against the reference
 
@@ -171,14 +171,16 @@ def label(
 
 def _generate(
     task: Task, config: RunConfig, train: list[Example], teacher: TeacherCalls
-) -> tuple[list[Example], list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[Example], list[dict[str, Any]], list[ErrorRow]]:
     """New inputs written by the teacher: the examples, generated.jsonl lines, errors."""
     settings = config.synth.generate
     if settings is None:
         return [], [], []
     calls = generation_calls(task, settings, train)
     replies = teacher.answer("synth: new inputs", [c.request for c in calls])
-    examples, records, errors = [], [], []
+    examples: list[Example] = []
+    records: list[dict[str, Any]] = []
+    errors: list[ErrorRow] = []
     for call, reply in zip(calls, replies):
         record: dict[str, Any] = {
             "id": call.id,
@@ -299,7 +301,7 @@ def _write_outputs(
     train: list[Example],
     results: list[Labelled],
     gen_records: list[dict[str, Any]],
-    gen_errors: list[dict[str, Any]],
+    gen_errors: list[ErrorRow],
     teacher: TeacherCalls,
     calls: int,
 ) -> dict[str, Any]:
@@ -344,7 +346,7 @@ def _write_outputs(
     synth = run.synth_dir
     write_jsonl(synth / "teacher.jsonl", records)
     write_jsonl(synth / "rejected.jsonl", rejected)
-    write_jsonl(synth / "errors.jsonl", errors)
+    write_records(synth / "errors.jsonl", errors)
     write_jsonl(synth / "generated.jsonl", gen_records)
     write_jsonl(synth / "train.jsonl", rows)
     write_json(synth / "summary.json", summary)
