@@ -4,14 +4,13 @@ agreement between the graders and the LLM judge. One dict, rendered by the admin
 
 from __future__ import annotations
 
-import math
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Sequence
 from itertools import combinations
 from typing import Any
 
 import numpy as np
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment
 from markupsafe import Markup
 
 from potstill.evaluate.stats import (
@@ -22,7 +21,7 @@ from potstill.evaluate.stats import (
     metric_entry,
     spearman,
 )
-from potstill.figures import percent
+from potstill.figures import number, percent, template_environment
 from potstill.grade.agreement import JudgeVerdicts, load_judge_verdicts
 from potstill.grade.rounds import evaluation_order, grades_path
 from potstill.grade.store import GradeStore
@@ -273,20 +272,8 @@ def human_summary(run: RunFolder, samples: int = 1000, seed: int = 0) -> dict[st
 # -- rendering -----------------------------------------------------------------------------
 
 
-def _num(value: float | None, digits: int = 2) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
-
-
 def template_env() -> Environment:
-    env = Environment(
-        loader=PackageLoader("potstill", "grade/templates"),
-        autoescape=select_autoescape(["html", "html.j2"]),
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["num"] = _num
-    env.filters["pct"] = percent
-    return env
+    return template_environment("grade/templates", num=number)
 
 
 def render_section(summary: dict[str, Any], fmt: str) -> str:

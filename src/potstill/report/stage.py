@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import base64
-import math
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment
 
 from potstill.config import RunConfig
 from potstill.evaluate.stats import degenerate
-from potstill.figures import percent
+from potstill.figures import number, percent, template_environment
 from potstill.grade.summary import human_summary, render_section
 from potstill.report.examples import disagreements
 from potstill.report.plots import cost_plot, loss_plot, metric_plot
@@ -50,9 +49,7 @@ CHECK_TITLES = {
 
 
 def _num(value: float | None, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}g}"
+    return number(value, f".{digits}g")
 
 
 def metric_text(entry: dict[str, Any] | None) -> str:
@@ -397,14 +394,7 @@ def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
 def report_environment() -> Environment:
     """The report's templates (HTML autoescaped, the `cell` filter for Markdown), also used
     by the Hub's model card (potstill/hub/cards.py) for the same tables."""
-    env = Environment(
-        loader=PackageLoader("potstill", "report/templates"),
-        autoescape=select_autoescape(["html", "html.j2"]),
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["cell"] = markdown_cell
-    return env
+    return template_environment("report/templates", cell=markdown_cell)
 
 
 def comparison_markdown(scores: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ from typing import Any, Literal, Protocol
 
 from potstill.config import PromptConfig
 from potstill.models.base import ChatRequest, Message
+from potstill.tasks.replies import ReplyParts
 
 Status = Literal["ok", "no_answer", "malformed"]
 
@@ -137,6 +138,22 @@ class Task(Protocol):
     def details(self, parsed: Sequence[Parsed], examples: Sequence[Example]) -> dict[str, Any]:
         """Non-scalar results for the report, e.g. {"confusion": {...}}; may be empty."""
         ...
+
+
+def stated_answer(reply: str, parts: ReplyParts, kinds: tuple[type, ...] = (str,)) -> str | Parsed:
+    """The answer a reply of a kind with discrete answers states (labels, letters): its JSON
+    object's `answer`, when of one of `kinds`, else the whole reply; or the Parsed that says
+    why it states none (JSON that does not parse, two different answers, no answer field, an
+    empty reply)."""
+    if parts.json_error:
+        return Parsed("malformed", detail=parts.json_error)
+    if parts.conflict:
+        return Parsed("no_answer", rationale=parts.rationale, detail="two different answers")
+    if parts.found_json:
+        if not isinstance(parts.answer, kinds) or not str(parts.answer).strip():
+            return Parsed("no_answer", rationale=parts.rationale, detail="no answer field")
+        return str(parts.answer)
+    return reply.strip() or Parsed("no_answer", detail="empty reply")
 
 
 def render_reply(answer: str, reason: str | None, style: str) -> str:

@@ -12,6 +12,7 @@ from potstill.tasks.base import (
     Metric,
     Parsed,
     exact_match_scores,
+    stated_answer,
 )
 from potstill.tasks.prompts import Prompts, TemplatedTask, default_user_template
 from potstill.tasks.replies import bare_answers, norm_text, split_reply
@@ -90,14 +91,8 @@ class ClassificationTask(TemplatedTask):
             )
         return f"The labels are: {options}. Reply with only the label."
 
-    def _context(self, inputs: Mapping[str, str], style: str) -> dict[str, Any]:
-        return {
-            **inputs,
-            "inputs": dict(inputs),
-            "labels": self.labels,
-            "description": self.description,
-            "answer_format": self._answer_format(style),
-        }
+    def _variables(self, inputs: Mapping[str, str]) -> dict[str, Any]:
+        return {"labels": self.labels}
 
     def _label(self, text: str) -> str | None:
         for candidate in bare_answers(text):
@@ -107,18 +102,9 @@ class ClassificationTask(TemplatedTask):
 
     def parse(self, reply: str, style: str, inputs: Mapping[str, str] | None = None) -> Parsed:
         parts = split_reply(reply)
-        if parts.json_error:
-            return Parsed("malformed", detail=parts.json_error)
-        if parts.conflict:
-            return Parsed("no_answer", rationale=parts.rationale, detail="two different answers")
-        if parts.found_json:
-            if not isinstance(parts.answer, str | int | float) or not str(parts.answer).strip():
-                return Parsed("no_answer", rationale=parts.rationale, detail="no answer field")
-            raw = str(parts.answer)
-        else:
-            raw = reply.strip()
-        if not raw:
-            return Parsed("no_answer", rationale=parts.rationale, detail="empty reply")
+        raw = stated_answer(reply, parts, (str, int, float))
+        if isinstance(raw, Parsed):
+            return raw
         label = self._label(raw)
         if label is None:
             return Parsed(
@@ -129,12 +115,9 @@ class ClassificationTask(TemplatedTask):
             )
         return Parsed("ok", label, parts.rationale, raw)
 
-    def parse_flexible(
-        self, reply: str, style: str, inputs: Mapping[str, str] | None = None
-    ) -> Parsed:
-        strict = self.parse(reply, style, inputs)
-        if strict.ok:
-            return strict
+    def _found_anywhere(
+        self, reply: str, inputs: Mapping[str, str] | None
+    ) -> tuple[str, str] | None:
         text = reply.lower()
         found = {
             label
@@ -142,8 +125,8 @@ class ClassificationTask(TemplatedTask):
             if re.search(rf"(?<!\w){re.escape(norm)}(?!\w)", text)
         }
         if len(found) != 1:  # none, or several labels named: still no answer
-            return strict
-        return Parsed("ok", found.pop(), None, reply.strip(), detail="flexible")
+            return None
+        return found.pop(), reply.strip()
 
     def check_reference(
         self, reference: str, inputs: Mapping[str, str] | None = None

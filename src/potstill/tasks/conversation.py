@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import ClassVar
 
 from potstill.config import PromptConfig, TaskConfig
 from potstill.models.base import Message
@@ -51,6 +51,7 @@ class ConversationTask(TemplatedTask):
     kind = "conversation"
     input_fields: tuple[str, ...] = ("message",)
     optional_fields: tuple[str, ...] = ("history",)
+    input_defaults: ClassVar[Mapping[str, str]] = {"history": ""}
     reference_match = False
     metrics: tuple[Metric, ...] = (
         Metric("embedding_similarity"),
@@ -65,15 +66,6 @@ class ConversationTask(TemplatedTask):
             variables=(*self.input_fields, *self.optional_fields),
             default_system="{{ description }}",
         )
-
-    def _context(self, inputs: Mapping[str, str], style: str) -> dict[str, Any]:
-        return {
-            "history": "",
-            **inputs,
-            "inputs": dict(inputs),
-            "description": self.description,
-            "answer_format": "",
-        }
 
     def messages(self, inputs: dict[str, str], prompt: PromptConfig) -> list[Message]:
         messages = super().messages(inputs, prompt)

@@ -4,7 +4,6 @@ optionally worked out by a calculator."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from potstill.config import TaskConfig
 from potstill.tasks.base import (
@@ -56,14 +55,6 @@ class MathTask(TemplatedTask):
                 f'{{"reason": "<your reasoning>", "answer": {slot}}}. The answer is {what}.'
             )
         return f"Reply with only {what}."
-
-    def _context(self, inputs: Mapping[str, str], style: str) -> dict[str, Any]:
-        return {
-            **inputs,
-            "inputs": dict(inputs),
-            "description": self.description,
-            "answer_format": self._answer_format(style),
-        }
 
     def target_answer(self, parsed: Parsed) -> str:
         # With the calculator the answer format is an expression ("22 - 9"), which the
@@ -123,18 +114,13 @@ class MathTask(TemplatedTask):
                 return Parsed("ok", format_number(value), None, candidate)
         return Parsed("no_answer", detail="no numeric answer in the reply")
 
-    def parse_flexible(
-        self, reply: str, style: str, inputs: Mapping[str, str] | None = None
-    ) -> Parsed:
-        strict = self.parse(reply, style, inputs)
-        if strict.ok:
-            return strict
+    def _found_anywhere(
+        self, reply: str, inputs: Mapping[str, str] | None
+    ) -> tuple[str, str] | None:
         value = find_expression(reply) if self.calculator else None
         if value is None:
             value = last_number(reply)
-        if value is None:
-            return strict
-        return Parsed("ok", format_number(value), None, reply.strip(), detail="flexible")
+        return None if value is None else (format_number(value), reply.strip())
 
     def check_reference(
         self, reference: str, inputs: Mapping[str, str] | None = None

@@ -13,6 +13,7 @@ from potstill.tasks.base import (
     Metric,
     Parsed,
     exact_match_scores,
+    stated_answer,
 )
 from potstill.tasks.prompts import Prompts, TemplatedTask
 from potstill.tasks.replies import bare_answers, norm_text, split_reply
@@ -66,15 +67,9 @@ class MultipleChoiceTask(TemplatedTask):
             )
         return "Reply with only the letter of the correct option."
 
-    def _context(self, inputs: Mapping[str, str], style: str) -> dict[str, Any]:
+    def _variables(self, inputs: Mapping[str, str]) -> dict[str, Any]:
         options = parse_options(inputs.get("options", ""))
-        return {
-            **inputs,
-            "inputs": dict(inputs),
-            "options": [{"letter": LETTERS[i], "text": t} for i, t in enumerate(options)],
-            "description": self.description,
-            "answer_format": self._answer_format(style),
-        }
+        return {"options": [{"letter": LETTERS[i], "text": t} for i, t in enumerate(options)]}
 
     def _letter(self, text: str, options: list[str]) -> tuple[str | None, str]:
         """The letter a stated answer names, or (None, why not)."""
@@ -99,29 +94,17 @@ class MultipleChoiceTask(TemplatedTask):
     def parse(self, reply: str, style: str, inputs: Mapping[str, str] | None = None) -> Parsed:
         options = parse_options((inputs or {}).get("options", ""))
         parts = split_reply(reply)
-        if parts.json_error:
-            return Parsed("malformed", detail=parts.json_error)
-        if parts.conflict:
-            return Parsed("no_answer", rationale=parts.rationale, detail="two different answers")
-        if parts.found_json:
-            if not isinstance(parts.answer, str) or not parts.answer.strip():
-                return Parsed("no_answer", rationale=parts.rationale, detail="no answer field")
-            raw = parts.answer
-        else:
-            raw = reply.strip()
-        if not raw:
-            return Parsed("no_answer", detail="empty reply")
+        raw = stated_answer(reply, parts)
+        if isinstance(raw, Parsed):
+            return raw
         letter, why = self._letter(raw, options)
         if letter is None:
             return Parsed("no_answer", rationale=parts.rationale, raw_answer=raw, detail=why)
         return Parsed("ok", letter, parts.rationale, raw)
 
-    def parse_flexible(
-        self, reply: str, style: str, inputs: Mapping[str, str] | None = None
-    ) -> Parsed:
-        strict = self.parse(reply, style, inputs)
-        if strict.ok:
-            return strict
+    def _found_anywhere(
+        self, reply: str, inputs: Mapping[str, str] | None
+    ) -> tuple[str, str] | None:
         options = parse_options((inputs or {}).get("options", ""))
         found = {next(g for g in m.groups() if g).upper() for m in _LETTER_IN_PROSE.finditer(reply)}
         found = {f for f in found if LETTERS.index(f) < (len(options) or len(LETTERS))}
@@ -133,8 +116,8 @@ class MultipleChoiceTask(TemplatedTask):
                 if re.search(rf"(?<!\w){re.escape(norm_text(t))}(?!\w)", text)
             }
         if len(found) != 1:
-            return strict
-        return Parsed("ok", found.pop(), None, reply.strip(), detail="flexible")
+            return None
+        return found.pop(), reply.strip()
 
     def check_inputs(self, inputs: Mapping[str, str]) -> tuple[str, str] | None:
         count = len(parse_options(inputs.get("options", "")))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from jinja2 import Template, TemplateError, meta
 
@@ -118,12 +118,51 @@ class TemplatedTask:
 
     prompts: Prompts
     reference_match: bool
+    description: str
+    # Template variables an input may leave out, and what they are then.
+    input_defaults: ClassVar[Mapping[str, str]] = {}
 
     def _context(self, inputs: Mapping[str, str], style: str) -> dict[str, Any]:
-        raise NotImplementedError
+        """The variables of every template: the input's fields (also as `inputs`), the kind's
+        own (`_variables`), `description` and the style's `answer_format`."""
+        return {
+            **self.input_defaults,
+            **inputs,
+            "inputs": dict(inputs),
+            **self._variables(inputs),
+            "description": self.description,
+            "answer_format": self._answer_format(style),
+        }
+
+    def _variables(self, inputs: Mapping[str, str]) -> dict[str, Any]:
+        return {}
+
+    def _answer_format(self, style: str) -> str:
+        return ""
 
     def user_text(self, inputs: Mapping[str, str], style: str) -> str:
         return self.prompts.user(style, self._context(inputs, style))
+
+    def parse_flexible(
+        self, reply: str, style: str, inputs: Mapping[str, str] | None = None
+    ) -> Parsed:
+        """The strict parse, else the kind's answer found anywhere in the reply
+        (`_found_anywhere`: the answer and the text it was read from), marked `flexible`."""
+        from potstill.tasks.base import Parsed, Task
+
+        strict = cast(Task, self).parse(reply, style, inputs)
+        if strict.ok:
+            return strict
+        found = self._found_anywhere(reply, inputs)
+        if found is None:
+            return strict
+        answer, raw = found
+        return Parsed("ok", answer, None, raw, detail="flexible")
+
+    def _found_anywhere(
+        self, reply: str, inputs: Mapping[str, str] | None
+    ) -> tuple[str, str] | None:
+        return None
 
     def messages(self, inputs: dict[str, str], prompt: PromptConfig) -> list[Message]:
         from potstill.tasks.base import Task, build_messages, task_user_text

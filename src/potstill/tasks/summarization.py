@@ -79,15 +79,8 @@ class SummarizationTask(TemplatedTask):
             )
         return f"Write a summary of about {self.words} words. Reply with only the summary."
 
-    def _context(self, inputs: Mapping[str, str], style: str) -> dict[str, Any]:
-        return {
-            **inputs,
-            "inputs": dict(inputs),
-            "words": self.words,
-            "rounds": self.rounds,
-            "description": self.description,
-            "answer_format": self._answer_format(style),
-        }
+    def _variables(self, inputs: Mapping[str, str]) -> dict[str, Any]:
+        return {"words": self.words, "rounds": self.rounds}
 
     def reply_text(self, answer: str, reason: str | None, style: str) -> str:
         if style != "chain_of_density":
@@ -156,23 +149,20 @@ class SummarizationTask(TemplatedTask):
             return Parsed("no_answer", detail="no summary after the lead-in")
         return Parsed("ok", _one_line(summary), None, summary)
 
-    def parse_flexible(
-        self, reply: str, style: str, inputs: Mapping[str, str] | None = None
-    ) -> Parsed:
-        strict = self.parse(reply, style, inputs)
-        if strict.ok:
-            return strict
+    def _found_anywhere(
+        self, reply: str, inputs: Mapping[str, str] | None
+    ) -> tuple[str, str] | None:
         for quoted in reversed(_SUMMARY_IN_TEXT.findall(reply)):
             try:
                 text = json.loads(f'"{quoted}"')
             except json.JSONDecodeError:  # an escape JSON does not know, such as \q
                 continue
             if text.strip():
-                return Parsed("ok", _one_line(text), None, text, detail="flexible")
+                return _one_line(text), text
         text = reply.strip()
         if text and not text.startswith(("{", "[", "```")) and re.search(r"\w", text):
-            return Parsed("ok", _one_line(text), None, text, detail="flexible")
-        return strict
+            return _one_line(text), text
+        return None
 
     def check_reference(
         self, reference: str, inputs: Mapping[str, str] | None = None
