@@ -10,7 +10,7 @@ from potstill.pipeline import prepare_split
 from potstill.report.stage import run_report
 
 
-def _evaluated_reviews(url: str, app: Any, tiny_model: Path, root: Path) -> tuple[Any, Any]:
+def _evaluated_reviews(url: str, replies: Any, tiny_model: Path, root: Path) -> tuple[Any, Any]:
     """A small yes/no classification run that a real evaluate stage scored: the teacher is
     the scripted endpoint (right on 7 of 10 test reviews), the student the tiny model."""
     import shutil
@@ -54,7 +54,7 @@ def _evaluated_reviews(url: str, app: Any, tiny_model: Path, root: Path) -> tupl
         asked = task.messages(example.inputs, config.teacher.prompt)[-1]["content"]
         wrong = "no" if example.reference == "yes" else "yes"
         answers["any", asked] = wrong if i in (1, 4, 7) else str(example.reference)
-    app.state.answers["reviewer"] = answers
+    replies.answers["reviewer"] = answers
     shutil.copytree(tiny_model, run.student_dir("distilled") / "final")
     run_evaluate(run, config, task, test)
     return run, config
@@ -109,7 +109,7 @@ def test_dataset_and_model_text_is_inert_in_report_md_as_in_report_html(
     from potstill.pipeline import open_run, prepare_split
     from potstill.tasks import build_task
 
-    url, app = scripted_endpoint
+    url, replies = scripted_endpoint
     train = tmp_path / "train.jsonl"
     rows = [{"id": f"t{i}", "text": f"Plain review {i}.", "answer": "no"} for i in range(4)]
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -134,7 +134,7 @@ def test_dataset_and_model_text_is_inert_in_report_md_as_in_report_html(
     task = build_task(config.task)
     asked = task.messages(example.inputs, config.teacher.prompt)[-1]["content"]
     reply = json.dumps({"reason": HOSTILE_REASON, "answer": HOSTILE_LABEL})
-    app.state.answers["hostile"] = {("any", asked): reply}
+    replies.answers["hostile"] = {("any", asked): reply}
     shutil.copytree(tiny_model_dir, run.student_dir("distilled") / "final")
     scores = run_evaluate(run, config, task, [example])
     assert scores["candidates"]["teacher"]["metrics"]["accuracy"]["value"] == 1.0
@@ -167,7 +167,7 @@ def test_each_transfer_set_has_a_section_with_the_test_splits_tables(
     from potstill.report.stage import metric_text
     from potstill.tasks import build_task
 
-    _, app = scripted_endpoint
+    _, replies = scripted_endpoint
     run, config = make_evaluated_run("judge.enabled=false", name="transferred")
     split = prepare_split(run, config)
     seen = split.train[0]
@@ -189,9 +189,7 @@ def test_each_transfer_set_has_a_section_with_the_test_splits_tables(
             asked = task.messages(example.inputs, config.teacher.prompt)[-1]["content"]
             wrong = (1, 2) if example in transfer["zeta"] else (1,)
             answer = "0" if i in wrong else example.reference
-            app.state.answers["teacher"]["cot", asked] = json.dumps(
-                {"reason": "r", "answer": answer}
-            )
+            replies.answers["teacher"]["cot", asked] = json.dumps({"reason": "r", "answer": answer})
     scores = run_evaluate(run, config, task, split.test, transfer)
     report = run_report(run, config).read_text()
     zeta, alpha = report.index("## Transfer set: zeta"), report.index("## Transfer set: alpha")
