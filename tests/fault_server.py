@@ -7,7 +7,14 @@ express: reset the connection, send a truncated body, hang past the client's tim
 Faults are chosen per request, either by a script `(key, attempt) -> fault or None` or at
 random with probability `rate` (seeded by request key and attempt, so the same run meets the
 same faults whatever the order of concurrent requests). `key` identifies the question (a
-hash of the model and messages); `attempt` counts from 1 per key.
+hash of the model and messages; with `store_keys`, the key potstill's call store gives the
+call); `attempt` counts from 1 per key.
+
+It is the one fake OpenAI-compatible endpoint of the tests: the answers are whatever `reply`
+writes (a scripted teacher or judge), it records what it was sent (bodies, bearer keys, the
+tokens it reported), and it can SIGKILL its client once it has answered a given number of
+requests. Other stand-ins in the tests serve other APIs (tests/batch_api.py: the batch files
+API; the hub and grading stand-ins).
 """
 
 from __future__ import annotations
@@ -15,12 +22,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import random
+import signal
+import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 # Every fault the server can inject. "length" and "slow" still answer (a cut reply with
@@ -40,11 +51,20 @@ FAULTS = (
     "slow",  # a 200 after a delay
 )
 ANSWERING = frozenset({"length", "slow"})
+# Faults a script may also name (never drawn at random): any other HTTP status as digits
+# ("400", "401", "403", ...) is an error of that status with a JSON body.
+SCRIPTED = (
+    "quota",  # 429 insufficient_quota: the account's credit is spent
+    "proxy_page",  # a 502 whose body is a proxy's plain-text page
+    "bad_usage",  # a 200 whose usage.prompt_tokens is not a number
+)
 
 Script = Callable[[str, int], "str | None"]
 Reply = Callable[[dict[str, Any]], str]
 # (request body, reply text) -> the choice's `logprobs.content`, or None to send none.
 Logprobs = Callable[[dict[str, Any], str], "list[dict[str, Any]] | None"]
+# (request body, reply text) -> the (prompt, completion) tokens the reply's usage reports.
+Tokens = Callable[[dict[str, Any], str], tuple[int, int]]
 
 
 def logprob_content(
@@ -103,6 +123,14 @@ def request_key(body: dict[str, Any]) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
+def store_key(base_url: str, model: str, request: Any) -> str:
+    """The call-store key a client of the endpoint at `base_url` gives `request` for `model`."""
+    from potstill.models.callstore import request_key as call_key
+    from potstill.models.openai_backend import endpoint_identity
+
+    return call_key(endpoint_identity(base_url, model), request)
+
+
 @dataclass
 class FaultServer:
     """Serve `reply(body) -> text` as chat completions, with faults. Start with `start()`."""
@@ -124,13 +152,35 @@ class FaultServer:
     gate_after: int = 0
     # When set, a request that asks for logprobs gets `logprobs(body, text)` in its choice.
     logprobs: Logprobs | None = None
+    # The tokens each answer's usage reports; 20 prompt and 5 completion tokens when unset.
+    tokens: Tokens | None = None
+    # Seconds every answer takes (faults that answer at once are not delayed).
+    latency_s: float = 0.0
+    # Key requests as potstill's call store does (model identity at this URL, messages,
+    # sampling, sample index), so `attempts` and `answered` compare with calls.sqlite.
+    store_keys: bool = False
     url: str = ""
     # What happened, per request: (monotonic time, key, attempt, fault or "ok").
     log: list[tuple[float, str, int, str]] = field(default_factory=list)
     attempts: Counter[str] = field(default_factory=Counter)
     # Answers delivered in full (a "length" or "slow" fault still delivers one), per key.
     answered: Counter[str] = field(default_factory=Counter)
+    # What was sent: each request's body and bearer key, in arrival order.
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    api_keys: list[str] = field(default_factory=list)
+    # The bearer key of the request whose reply `reply` is writing now (set just before it is
+    # called, on the server's one thread), for a reply that quotes it back.
+    asking_key: str = ""
+    # (body, prompt tokens, completion tokens) of every answer, as its usage reported them.
+    usage: list[tuple[dict[str, Any], int, int]] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    # One record per SIGKILL sent (see `kill_after`): the keys answered and committed then.
+    kills: list[dict[str, set[str]]] = field(default_factory=list)
     connections: int = 0
+    _kill_at: tuple[int, int, Path, float] | None = None
+    _holding: bool = False
+    _release: threading.Event = field(default_factory=threading.Event)
     _loop: asyncio.AbstractEventLoop | None = None
     _server: asyncio.AbstractServer | None = None
     _thread: threading.Thread | None = None
@@ -141,6 +191,26 @@ class FaultServer:
     def injected(self) -> Counter[str]:
         """How many times each fault was injected."""
         return Counter(fault for *_, fault in self.log if fault != "ok")
+
+    def usage_of(self, which: Callable[[dict[str, Any]], bool]) -> list[tuple[int, int]]:
+        """(prompt, completion) tokens of the answers given to requests `which` picks."""
+        return [(p, c) for body, p, c in self.usage if which(body)]
+
+    def key_of(self, request: Any, model: str) -> str:
+        """The key of a potstill `ChatRequest` for `model`, as this server keys it."""
+        if self.store_keys:
+            return store_key(self.url, model, request)
+        return request_key({"model": model, "messages": request.messages})
+
+    def key(self, body: dict[str, Any]) -> str:
+        if not self.store_keys:
+            return request_key(body)
+        from potstill.models.base import ChatRequest
+
+        request = ChatRequest(
+            body["messages"], body["max_tokens"], body["temperature"], body.get("seed", 0)
+        )
+        return store_key(self.url, body["model"], request)
 
     def choose(self, key: str, attempt: int) -> str | None:
         if self.script is not None:
@@ -210,21 +280,40 @@ class FaultServer:
         self, path: str, raw: bytes, writer: asyncio.StreamWriter, api_key: str = ""
     ) -> bool:
         """Answer one request; False when the connection must be dropped."""
-        quoted = f" (key {api_key})" if self.echo_key else ""
         if not path.endswith("/chat/completions"):
             _send(writer, 404, b'{"error": {"message": "not found"}}')
             return True
         body = json.loads(raw)
-        key = request_key(body)
+        key = self.key(body)
         with self._lock:
             self.attempts[key] += 1
             attempt = self.attempts[key]
+            self.bodies.append(body)
+            self.api_keys.append(api_key)
         fault = self.choose(key, attempt)
         with self._lock:
             self.log.append((time.monotonic(), key, attempt, fault or "ok"))
             held = self.gate is not None and len(self.log) > self.gate_after
-        if held and self.gate is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.gate.wait)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if held and self.gate is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self.gate.wait)
+            return await self._answer(body, key, attempt, fault, writer, api_key)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    async def _answer(
+        self,
+        body: dict[str, Any],
+        key: str,
+        attempt: int,
+        fault: str | None,
+        writer: asyncio.StreamWriter,
+        api_key: str,
+    ) -> bool:
+        quoted = f" (key {api_key})" if self.echo_key else ""
         if fault == "hang":
             await asyncio.sleep(self.hang_s)
             writer.transport.abort()
@@ -237,27 +326,51 @@ class FaultServer:
             error = {"error": {"message": "rate limited" + quoted, "type": "rate_limit_exceeded"}}
             _send(writer, 429, json.dumps(error).encode(), headers)
             return True
-        if fault in ("500", "502", "503"):
-            error = {
-                "error": {"message": f"upstream error {fault}{quoted}", "type": "server_error"}
-            }
+        if fault == "quota":
+            message = "You exceeded your current quota" + quoted
+            error = {"error": {"message": message, "type": "insufficient_quota"}}
+            error["error"]["code"] = "insufficient_quota"
+            _send(writer, 429, json.dumps(error).encode())
+            return True
+        if fault is not None and fault.isdigit():
+            kind = "server_error" if fault.startswith("5") else "invalid_request_error"
+            error = {"error": {"message": f"upstream error {fault}{quoted}", "type": kind}}
             _send(writer, int(fault), json.dumps(error).encode())
             return True
-        if fault == "not_json":
-            _send(writer, 200, b"<html><body>Bad gateway</body></html>", content_type="text/html")
+        if fault == "proxy_page":
+            _send(writer, 502, f"bad gateway{quoted}".encode(), content_type="text/plain")
             return True
+        if fault == "not_json":
+            # With echo_key the key straddles the 80th character, where a quote of the body
+            # in an error message is cut.
+            page = f"<html>{'.' * 60}{quoted}</html>" if quoted else "<html>Bad gateway</html>"
+            _send(writer, 200, page.encode(), content_type="text/html")
+            return True
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        if self._holding:  # a kill is coming: nothing more is answered
+            while not self._release.is_set():
+                await asyncio.sleep(0.01)
+            _send(writer, 503, b'{"error": {"message": "gone"}}')
+            return True
+        self.asking_key = api_key
         text = self.reply(body)
         finish = "stop"
         if fault == "length":
             text, finish = text[: max(1, len(text) // 2)], "length"
         if fault == "slow":
             await asyncio.sleep(self.slow_s)
+        prompt_tokens, completion_tokens = self.tokens(body, text) if self.tokens else (20, 5)
         answer = completion(
             body.get("model", ""),
             text,
+            prompt_tokens,
+            completion_tokens,
             finish_reason=finish,
             completion_id=f"chatcmpl-{key}-{attempt}",
         )
+        if fault == "bad_usage":  # int() of this field fails, and its error quotes the field
+            answer["usage"]["prompt_tokens"] = f"many{quoted}"
         if self.logprobs is not None and body.get("logprobs") and answer["choices"]:
             content = self.logprobs(body, text)
             if content is not None:
@@ -277,6 +390,8 @@ class FaultServer:
         if whole:
             with self._lock:
                 self.answered[key] += 1
+                self.usage.append((body, prompt_tokens, completion_tokens))
+            self._kill_when_due()
         try:
             _send(writer, 200, payload)
             await writer.drain()
@@ -286,6 +401,42 @@ class FaultServer:
                     self.answered[key] -= 1
             raise
         return True
+
+    # --- killing the client --------------------------------------------------------------
+
+    def kill_after(self, answered: int, pid: int, calls_db: Path, within_s: float = 2.0) -> None:
+        """SIGKILL `pid` once `answered` requests are answered in all: stop answering, wait
+        until every answer given is committed to `calls_db` (`within_s` at most), then kill.
+
+        Keep `within_s` below the time a client needs to give up on the held calls, so a
+        client that commits only when a whole batch is done cannot pass."""
+        self._release.clear()
+        self._holding = False
+        self._kill_at = (answered, pid, calls_db, within_s)
+
+    def _kill_when_due(self) -> None:
+        if self._kill_at and sum(self.answered.values()) >= self._kill_at[0]:
+            self._holding = True
+            asyncio.get_running_loop().create_task(self._kill_when_committed())
+
+    async def _kill_when_committed(self) -> None:
+        assert self._kill_at is not None
+        _, pid, calls_db, within_s = self._kill_at
+        self._kill_at = None
+        answered = set(self.answered)
+        deadline = time.monotonic() + within_s
+        committed: set[str] = set()
+        while time.monotonic() < deadline:
+            with sqlite3.connect(f"file:{calls_db}?mode=ro", uri=True) as db:
+                committed = {k for (k,) in db.execute("SELECT key FROM calls")}
+            if answered <= committed:
+                break
+            await asyncio.sleep(0.02)
+        self.kills.append({"answered": answered, "committed": committed})
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(0.2)  # let the killed client's sockets close first
+        self._holding = False
+        self._release.set()
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[str, bytes, str] | None:

@@ -163,3 +163,38 @@ def test_a_typo_in_a_section_does_not_hide_that_sections_other_problems(tmp_path
     fixed = check_config(config, ['task.templates.user="{{ text }}"'], tmp_path)
     missing = [p for p in fixed.problems if "field 'revue' (the task's 'text') is missing" in p]
     assert len(missing) == 1 and len(fixed.problems) == 4, fixed.problems
+
+
+def _math_config(folder: Path, calculator: bool, answers: list[str]) -> Path:
+    shots = "".join(
+        f'      - {{inputs: {{question: "Ann has {i + 3} pens and gets 5 more."}}, '
+        f'reason: "Add.", answer: "{answer}"}}\n'
+        for i, answer in enumerate(answers)
+    )
+    config = folder / f"math-{calculator}.yaml"
+    config.write_text(
+        "name: sums\n"
+        f"task: {{kind: math, calculator: {str(calculator).lower()}}}\n"
+        "dataset: {generator: {size: 24, seed: 5}, test_size: 8}\n"
+        "teacher:\n"
+        '  model: {backend: openai, model: big, base_url: "http://127.0.0.1:9/v1"}\n'
+        f"  prompt:\n    style: cot\n    shots:\n{shots}"
+    )
+    return config
+
+
+def test_a_worked_example_is_held_to_the_rule_a_teacher_reply_meets(tmp_path: Path) -> None:
+    # Before: check held a shot's answer to the dataset's reference rule, so with the
+    # calculator on, "14 + 5" (the answer format the prompt asks for) was "not a number".
+    answers = ["14 + 5", "8", "3 * 4"]
+    with_calculator = check_config(_math_config(tmp_path, True, answers), None, tmp_path)
+    assert with_calculator.problems == []
+    without = check_config(_math_config(tmp_path, False, answers), None, tmp_path)
+    shot_problems = [p for p in without.problems if ".shots." in p]
+    assert [p.split(": ", 1)[1].split(":")[0] for p in shot_problems] == [
+        "teacher.prompt.shots.0.answer",
+        "teacher.prompt.shots.2.answer",
+    ]
+    assert "'14 + 5' is not an answer the task reads from a cot reply" in shot_problems[0]
+    unreadable = check_config(_math_config(tmp_path, True, ["many"]), None, tmp_path)
+    assert [p for p in unreadable.problems if "shots.0.answer: 'many'" in p] != []

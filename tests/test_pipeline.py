@@ -298,7 +298,7 @@ def test_a_dataset_edited_in_place_is_refused_until_a_new_run_or_refresh(
     ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = tmp_path / "run.yaml"
-    teacher_model = {"backend": "openai", "model": "fake", "base_url": teacher.base_url}
+    teacher_model = {"backend": "openai", "model": "fake", "base_url": teacher.url}
     tree = {
         "name": "edited",
         "task": {"kind": "classification", "labels": ["good", "bad"]},

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from fault_server import completion
+from fault_server import FaultServer
 from review_task import REVIEWS
 
 if TYPE_CHECKING:
@@ -21,36 +21,29 @@ DECOY = "sk-potstill-decoy-4f9a"  # in OPENAI_API_KEY, which the config does not
 POTSTILL = Path(sys.executable).with_name("potstill")
 
 
-def _labelling_server() -> Any:
+def _labelling_server(fault_server: Callable[..., FaultServer]) -> FaultServer:
     """A teacher that knows every review's label and answers in the cot JSON format; its first
-    call is refused with an error body that quotes the Authorization header back, and every
-    later reply (a 200, as from a misbehaving proxy) quotes it too: in the rationale, and in
-    the whole reply to the second review asked, which no parser can read (a rejected row)."""
-    from fastapi import FastAPI, Header
-    from fastapi.responses import JSONResponse
-
-    app = FastAPI()
-    seen: list[str] = []
+    call is refused (401) with an error body that quotes the bearer key back, and every later
+    reply (a 200, as from a misbehaving proxy) quotes it too: in the rationale, and in the
+    whole reply to the first review answered, which no parser can read (a rejected row)."""
     unreadable: set[str] = set()
 
-    @app.post("/v1/chat/completions")
-    async def chat(body: dict[str, Any], authorization: str = Header("")) -> Any:
-        seen.append(authorization)
-        if len(seen) == 1:
-            message = f"invalid credentials: {authorization}"
-            return JSONResponse({"error": {"message": message}}, status_code=401)
+    def label(body: dict[str, Any]) -> str:
         review = body["messages"][-1]["content"]
-        if len(seen) == 2:  # a training review (synth asks first), whichever run keeps it
+        if not unreadable:  # a training review (synth asks first), whichever run keeps it
             unreadable.add(review)
         if review in unreadable:
-            return completion(body["model"], f"I cannot tell; {authorization}", 40, 12)
-        label = REVIEWS.get(review, "positive")
-        reason = f"the reviewer's words, read with {authorization}"
-        content = json.dumps({"reason": reason, "answer": label})
-        return completion(body["model"], content, 40, 12)
+            return f"I cannot tell; {server.asking_key}"
+        reason = f"the reviewer's words, read with {server.asking_key}"
+        return json.dumps({"reason": reason, "answer": REVIEWS.get(review, "positive")})
 
-    app.state.seen = seen
-    return app
+    server = fault_server(
+        reply=label,
+        script=lambda key, attempt: None if server.log else "401",
+        echo_key=True,
+        tokens=lambda body, text: (40, 12),
+    )
+    return server
 
 
 def _potstill(*args: str) -> subprocess.CompletedProcess[str]:
@@ -59,10 +52,10 @@ def _potstill(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_endpoint_teacher_run_keeps_the_key_out_of_every_file(
-    start_server: Callable[[Any], str], tiny_model_dir: Path, tmp_path: Path, tally: "Tally"
+    fault_server: Callable[..., FaultServer], tiny_model_dir: Path, tmp_path: Path, tally: "Tally"
 ) -> None:
-    api = _labelling_server()
-    url = start_server(api)
+    api = _labelling_server(fault_server)
+    url = api.url
     data = tmp_path / "reviews.csv"
     data.write_text(
         "review,sentiment\n" + "".join(f'"{text}",{label}\n' for text, label in REVIEWS.items())
@@ -114,7 +107,7 @@ def test_endpoint_teacher_run_keeps_the_key_out_of_every_file(
     # message shows the key redacted.
     refused = _potstill("run", str(path), "--runs-dir", str(runs))
     assert refused.returncode == 2, refused.stderr[-3000:]
-    assert "invalid credentials: Bearer ***" in refused.stdout + refused.stderr
+    assert "upstream error 401 (key ***)" in refused.stdout + refused.stderr
     result = _potstill("run", str(path), "--runs-dir", str(runs))  # the key works now
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -125,8 +118,8 @@ def test_endpoint_teacher_run_keeps_the_key_out_of_every_file(
     assert summary["teacher_accuracy_on_train"] == 7 / 8
     # The echoed key is kept redacted where the reply is kept.
     (rejected,) = [json.loads(line) for line in (run / "synth" / "rejected.jsonl").open()]
-    assert rejected["reply"] == "I cannot tell; Bearer ***"
-    assert "I cannot tell; Bearer ***" in (run / "synth" / "card.md").read_text()
+    assert rejected["reply"] == "I cannot tell; ***"
+    assert "I cannot tell; ***" in (run / "synth" / "card.md").read_text()
     rows = [json.loads(line) for line in (run / "synth" / "train.jsonl").read_text().splitlines()]
     assert {r["completion"][0]["content"] for r in rows} <= {"positive", "negative"}
     # 8 calls of 40 prompt and 12 completion tokens at $2 and $8 per million
@@ -139,7 +132,7 @@ def test_endpoint_teacher_run_keeps_the_key_out_of_every_file(
     assert scores["candidates"]["teacher"]["accuracy"] == 1.0
     assert scores["judge"]["calls"] > 0 and scores["judge"]["same_as_teacher"]
     # the key did reach the API, and only the key from the variable the config names
-    assert all(h == f"Bearer {SENTINEL}" for h in api.state.seen)
+    assert api.api_keys and all(key == SENTINEL for key in api.api_keys)
 
     # Grading and a re-rendered report: grades.sqlite and the report join the scan.
     logs = [refused.stdout, refused.stderr, result.stdout, result.stderr]

@@ -137,7 +137,7 @@ def test_a_student_distilled_on_synonyms_serves_the_label(
 
     teacher = fake_teacher()
     data = write_reviews(tmp_path / "reviews.jsonl", 12)
-    tree = review_config(data, teacher.base_url, {}, {}, {"prompt": {"style": "zero_shot"}})
+    tree = review_config(data, teacher.url, {}, {}, {"prompt": {"style": "zero_shot"}})
     tree["task"] = {
         "kind": "classification",
         "labels": ["positive", "negative"],

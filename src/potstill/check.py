@@ -42,7 +42,7 @@ from potstill.pipeline import (
 from potstill.progress import console, say
 from potstill.runs import RunFolder
 from potstill.tasks import Example, Task, build_task
-from potstill.tasks.base import task_user_text
+from potstill.tasks.base import shot_answer_problem, task_user_text
 from potstill.train.tracking import tracker_problems
 
 
@@ -125,7 +125,7 @@ def _shot_problems(task: Task, config: RunConfig) -> list[str]:
             except ConfigError as exc:
                 found.append(f"{key}: {exc}")
                 continue
-            why = task.check_reference(shot.answer, shot.inputs)
+            why = shot_answer_problem(task, shot, prompt.style)
             if why:
                 found.append(f"{key}.answer: {why}")
     return found

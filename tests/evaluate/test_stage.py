@@ -28,7 +28,7 @@ def test_adding_a_candidate_runs_only_that_candidate(
     scripted_endpoint: tuple[str, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    url, app = scripted_endpoint
+    url, replies = scripted_endpoint
     built: list[str] = []
     real_build = answers.build_model
 
@@ -47,19 +47,19 @@ def test_adding_a_candidate_runs_only_that_candidate(
 
     # The same config again: every call is in the store, so no model is even loaded.
     calls, before = (
-        Counter(app.state.calls),
+        Counter(replies.calls),
         {n: (run.eval_dir / "predictions" / f"{n}.jsonl").read_text() for n in first["order"]},
     )
     built.clear()
     _evaluate(run, config)
-    assert built == [] and app.state.calls == calls
+    assert built == [] and replies.calls == calls
 
     # One more candidate: only its calls and its judge calls are made.
     extra = f"{{name: injector, model: {{backend: openai, model: injector, base_url: '{url}'}}}}"
     config = _with(config, f"evaluate.candidates=[{extra}]")
     third = _evaluate(run, config)
     assert built == ["injector", "fair-judge"]
-    assert Counter(app.state.calls) - calls == {"injector": 8, "fair-judge": 6 + 2 * 6}
+    assert Counter(replies.calls) - calls == {"injector": 8, "fair-judge": 6 + 2 * 6}
     for name, text in before.items():
         rows = [json.loads(line) for line in text.splitlines()]
         assert read_jsonl(run.eval_dir / "predictions" / f"{name}.jsonl") == rows
@@ -152,7 +152,7 @@ def test_every_candidate_is_scored_on_each_transfer_set_as_on_the_test_split(
 ) -> None:
     from potstill.pipeline import prepare_transfer
 
-    _, app = scripted_endpoint
+    _, replies = scripted_endpoint
     run, config = make_evaluated_run()
     split = prepare_split(run, config)
     # Problems written differently, with columns of their own; the last repeats a training
@@ -175,8 +175,8 @@ def test_every_candidate_is_scored_on_each_transfer_set_as_on_the_test_split(
     for example in transfer["rephrased"]:  # the teacher is right but on x2
         asked = task.messages(example.inputs, config.teacher.prompt)[-1]["content"]
         answer = "0" if example.id == "x2" else example.reference
-        app.state.answers["teacher"]["cot", asked] = json.dumps({"reason": "r", "answer": answer})
-    judge_calls = app.state.calls["fair-judge"]
+        replies.answers["teacher"]["cot", asked] = json.dumps({"reason": "r", "answer": answer})
+    judge_calls = replies.calls["fair-judge"]
     results = run_evaluate(run, config, task, split.test, transfer)
 
     # The top level stays the test split.
@@ -205,7 +205,7 @@ def test_every_candidate_is_scored_on_each_transfer_set_as_on_the_test_split(
     }
     assert all(c["metrics"]["accuracy"]["n"] == 3 for c in rephrased["comparisons"])
     # No judge call for the transfer set: every one judged a test example.
-    assert app.state.calls["fair-judge"] - judge_calls == results["judge"]["calls"]
+    assert replies.calls["fair-judge"] - judge_calls == results["judge"]["calls"]
     test_ids = {e.id for e in split.test}
     for name in results["order"]:
         assert {r["id"] for r in read_jsonl(run.eval_dir / "judge" / f"{name}.jsonl")} <= test_ids

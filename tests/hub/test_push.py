@@ -96,7 +96,7 @@ def finished_run(make_evaluated_run: Callable[..., Any], scripted_endpoint: tupl
     run, config = make_evaluated_run(name="pushed")
     task = build_task(config.task)
     split = prepare_split(run, config)
-    answers = scripted_endpoint[1].state.answers["teacher"]
+    answers = scripted_endpoint[1].answers["teacher"]
     for example in split.train:
         asked = task.messages(example.inputs, config.teacher.prompt)[-1]["content"]
         answers["cot", asked] = json.dumps({"reason": "I add.", "answer": str(example.reference)})

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from fault_server import completion
+from fault_server import FaultServer
 
 from potstill.models.base import ChatRequest, ChatResponse
 from potstill.models.openai_backend import EndpointRefused, MissingKeyError, OpenAIChatModel
@@ -19,44 +19,15 @@ DECOY = "sk-potstill-decoy-from-openai-api-key"
 SECRET = "sk-backend-test-7c1e"
 
 
-def _echo_server() -> Any:
-    """Answers with the Authorization header it got (kept in `app.state.seen`) in a 200 reply,
-    or, under `/not-json/v1` and `/bad-usage/v1`, in a 200 page that is not JSON or a usage
-    field that is not a number; `/fail/<code>/v1` echoes it in an error."""
-    from fastapi import FastAPI, Header, Request
-    from fastapi.responses import JSONResponse, PlainTextResponse
+def _echoing(fault_server: Callable[..., FaultServer], fault: str | None = None) -> FaultServer:
+    """A server that answers with the bearer key it got (as "Bearer <key>"), or injects
+    `fault` with the key quoted back in the error, page or usage field."""
 
-    app = FastAPI()
-    app.state.seen = []
+    def echo(body: dict[str, Any]) -> str:
+        return f"Bearer {server.asking_key}"
 
-    @app.post("/v1/chat/completions")
-    async def chat(body: dict[str, Any], authorization: str = Header("")) -> dict[str, Any]:
-        app.state.seen.append(authorization)
-        return completion(body["model"], authorization, prompt_tokens=None)
-
-    @app.post("/bad-usage/v1/chat/completions")
-    async def bad_usage(body: dict[str, Any], authorization: str = Header("")) -> Any:
-        # int() of this field fails, and its error would quote the field.
-        answer = completion(body["model"], "fine")
-        answer["usage"]["prompt_tokens"] = authorization
-        return answer
-
-    @app.post("/not-json/v1/chat/completions")
-    async def page(authorization: str = Header("")) -> Any:
-        # The key straddles the 80th character, where the error's quote is cut.
-        return PlainTextResponse(f"<html>{'.' * 56} {authorization}</html>")
-
-    @app.post("/fail/{code}/v1/chat/completions")
-    async def fail(code: int, request: Request) -> Any:
-        auth = request.headers.get("authorization", "")
-        if code == 502:  # a proxy's plain-text page
-            return PlainTextResponse(f"bad gateway for {auth}", status_code=code)
-        return JSONResponse(
-            {"error": {"message": f"rejected credentials {auth}", "type": "invalid_request"}},
-            status_code=code,
-        )
-
-    return app
+    server = fault_server(reply=echo, script=lambda key, attempt: fault, echo_key=True)
+    return server
 
 
 def _ask(model: OpenAIChatModel) -> Any:
@@ -65,26 +36,30 @@ def _ask(model: OpenAIChatModel) -> Any:
 
 
 def test_the_key_comes_only_from_the_variable_the_config_names(
-    start_server: Callable[[Any], str], monkeypatch: pytest.MonkeyPatch
+    fault_server: Callable[..., FaultServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = _echo_server()
-    url = start_server(server)
+    server = _echoing(fault_server)
+    url = server.url
     monkeypatch.setenv("OPENAI_API_KEY", DECOY)  # the SDK's own default; never used
     monkeypatch.setenv("POTSTILL_TEST_KEY", SENTINEL)
     # The key is sent; echoed back in a 200 reply, it is redacted like an error's echo.
     assert _ask(OpenAIChatModel("m", url, api_key_env="POTSTILL_TEST_KEY")).text == "Bearer ***"
     assert _ask(OpenAIChatModel("m", url)).text == "Bearer not-needed"
-    assert server.state.seen == [f"Bearer {SENTINEL}", "Bearer not-needed"]
+    assert server.api_keys == [SENTINEL, "not-needed"]
     monkeypatch.delenv("POTSTILL_TEST_KEY")
     with pytest.raises(MissingKeyError, match="POTSTILL_TEST_KEY"):
         OpenAIChatModel("m", url, api_key_env="POTSTILL_TEST_KEY")
 
 
-@pytest.mark.parametrize("code", [400, 401, 403, 500, 502])
+@pytest.mark.parametrize("fault", ["400", "401", "403", "500", "502", "proxy_page"])
 def test_an_endpoint_error_that_echoes_the_key_is_shown_redacted(
-    start_server: Callable[[Any], str], monkeypatch: pytest.MonkeyPatch, code: int, tally: "Tally"
+    fault_server: Callable[..., FaultServer],
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
+    tally: "Tally",
 ) -> None:
-    url = start_server(_echo_server()).removesuffix("/v1") + f"/fail/{code}/v1"
+    url = _echoing(fault_server, fault).url
+    code = 502 if fault == "proxy_page" else int(fault)
     monkeypatch.setenv("POTSTILL_TEST_KEY", SENTINEL)
     model = OpenAIChatModel("m", url, api_key_env="POTSTILL_TEST_KEY", max_retries=0)
     if code in (401, 403):  # the key is refused: the stage stops at once
@@ -98,23 +73,26 @@ def test_an_endpoint_error_that_echoes_the_key_is_shown_redacted(
     tally.count("secrets: endpoint errors checked")
     tally.count("secrets: sentinel hits", SENTINEL in error)
     assert str(code) in error and SENTINEL not in error
-    if code != 502:  # the SDK quotes a JSON error body; of a plain-text one, only the status
-        assert "rejected credentials Bearer ***" in error
+    if fault != "proxy_page":  # the SDK quotes a JSON error body; of a page, only the status
+        assert f"upstream error {code} (key ***)" in error
 
 
 def test_a_200_reply_that_echoes_the_key_is_kept_redacted(
-    start_server: Callable[[Any], str], monkeypatch: pytest.MonkeyPatch, tally: "Tally"
+    fault_server: Callable[..., FaultServer], monkeypatch: pytest.MonkeyPatch, tally: "Tally"
 ) -> None:
-    base = start_server(_echo_server()).removesuffix("/v1")
     monkeypatch.setenv("POTSTILL_TEST_KEY", SENTINEL)
-    answer = _ask(OpenAIChatModel("m", f"{base}/v1", api_key_env="POTSTILL_TEST_KEY"))
+    answer = _ask(OpenAIChatModel("m", _echoing(fault_server).url, api_key_env="POTSTILL_TEST_KEY"))
+    # A 200 page that is not JSON, and a usage field that is not a number, quoting the key.
     broken = [
         _ask(
             OpenAIChatModel(
-                "m", f"{base}/{path}/v1", api_key_env="POTSTILL_TEST_KEY", max_retries=0
+                "m",
+                _echoing(fault_server, fault).url,
+                api_key_env="POTSTILL_TEST_KEY",
+                max_retries=0,
             )
         )
-        for path in ("not-json", "bad-usage")
+        for fault in ("not_json", "bad_usage")
     ]
     texts = [answer.text or "", *(reply.error or "" for reply in broken)]
     tally.count("secrets: endpoint replies checked", len(texts))
@@ -140,7 +118,7 @@ def _model(url: str, **kwargs: Any) -> OpenAIChatModel:
 def test_faults_are_retried_and_concurrency_stays_bounded(
     fake_teacher: Callable[..., Any],
 ) -> None:
-    plan = {0: ["500"], 1: ["timeout"], 2: ["429"], 3: ["503", "502"]}
+    plan = {0: ["500"], 1: ["hang"], 2: ["429"], 3: ["503", "502"]}
     order: dict[str, int] = {}
 
     def faults(key: str, attempt: int) -> str | None:
@@ -148,8 +126,8 @@ def test_faults_are_retried_and_concurrency_stays_bounded(
         steps = plan.get(which, [])
         return steps[attempt - 1] if attempt <= len(steps) else None
 
-    teacher = fake_teacher(faults=faults, hang_s=1.0)
-    answers = asyncio.run(_model(teacher.base_url).generate(_requests(12)))
+    teacher = fake_teacher(script=faults, hang_s=1.0)
+    answers = asyncio.run(_model(teacher.url).generate(_requests(12)))
     assert all(a.ok for a in answers)
     assert sorted(a.attempts for a in answers) == [1] * 8 + [2, 2, 2, 3]
     assert answers[0].text is not None and '"good"' in answers[0].text
@@ -164,8 +142,8 @@ def test_a_call_gives_up_after_its_attempts_and_4xx_is_not_retried(
         return "500" if key == teacher.key_of(requests[0], "fake") else "400"
 
     requests = _requests(2)
-    teacher = fake_teacher(faults=faults)
-    answers = asyncio.run(_model(teacher.base_url, max_retries=2).generate(requests))
+    teacher = fake_teacher(script=faults)
+    answers = asyncio.run(_model(teacher.url, max_retries=2).generate(requests))
     assert [(a.error_kind, a.attempts) for a in answers] == [("http_500", 3), ("http_400", 1)]
     assert all(a.text is None and a.error for a in answers)
 
@@ -174,9 +152,9 @@ def test_a_call_gives_up_after_its_attempts_and_4xx_is_not_retried(
 def test_auth_and_quota_errors_stop_at_once_and_hide_the_key(
     fake_teacher: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, fault: str
 ) -> None:
-    teacher = fake_teacher(faults=lambda key, attempt: fault)
+    teacher = fake_teacher(script=lambda key, attempt: fault)
     monkeypatch.setenv("BACKEND_TEST_KEY", SECRET)
-    model = _model(teacher.base_url, api_key_env="BACKEND_TEST_KEY")
+    model = _model(teacher.url, api_key_env="BACKEND_TEST_KEY")
     with pytest.raises(EndpointRefused) as refused:
         asyncio.run(model.generate(_requests(40)))
     assert SECRET not in str(refused.value)
@@ -186,13 +164,13 @@ def test_auth_and_quota_errors_stop_at_once_and_hide_the_key(
 
 def test_stream_hands_over_answers_as_they_arrive(fake_teacher: Callable[..., Any]) -> None:
     def faults(key: str, attempt: int) -> str | None:
-        return "timeout" if attempt == 1 and key == teacher.key_of(requests[0], "fake") else None
+        return "hang" if attempt == 1 and key == teacher.key_of(requests[0], "fake") else None
 
     requests = _requests(6)
-    teacher = fake_teacher(faults=faults, hang_s=1.0)
+    teacher = fake_teacher(script=faults, hang_s=1.0)
 
     async def collect() -> list[tuple[int, ChatResponse]]:
-        return [item async for item in _model(teacher.base_url).stream(requests)]
+        return [item async for item in _model(teacher.url).stream(requests)]
 
     arrived = asyncio.run(collect())
     assert [i for i, _ in arrived][-1] == 0  # the slow one last, the others did not wait
@@ -202,8 +180,6 @@ def test_stream_hands_over_answers_as_they_arrive(fake_teacher: Callable[..., An
 def test_the_budget_sees_each_answer_settled_before_the_next_call_is_admitted(
     tmp_path: Any,
 ) -> None:
-    from fault_server import FaultServer
-
     from potstill.models.callstore import CallStore, answer_all
     from potstill.models.cost import Budget, Price
 

@@ -1,7 +1,7 @@
 """Damaged run files and other inputs that used to end in a traceback.
 
-One real run folder (synth, train, evaluate, report and a grader, with the FakeTeacher and the
-tiny student) is built once; each case damages a copy of it, or runs a command with a bad
+One real run folder (synth, train, evaluate, report and a grader, with the review teacher and
+the tiny student) is built once; each case damages a copy of it, or runs a command with a bad
 option, and must end with exit code 2 (or 3: retry) and one `error:` message naming the file
 (and line) and what to do; a damaged file changes nothing in the run folder. Each case is
 counted in the session's tally of bad inputs.
@@ -15,13 +15,14 @@ import os
 import shutil
 import sqlite3
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
-from conftest import FakeTeacher
+from conftest import review_teacher
+from fault_server import FaultServer
 from review_task import REVIEWS
 from typer.testing import CliRunner
 
@@ -69,21 +70,22 @@ def _write_data(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def teacher(start_server: Callable[[Any], str]) -> FakeTeacher:
-    found = FakeTeacher()
-    found.base_url = start_server(found.app)
-    return found
+def teacher() -> Iterator[FaultServer]:
+    found = review_teacher()
+    found.start()
+    yield found
+    found.stop()
 
 
 @pytest.fixture(scope="module")
 def finished_run(
-    tmp_path_factory: pytest.TempPathFactory, teacher: FakeTeacher, tiny_model_dir: Path
+    tmp_path_factory: pytest.TempPathFactory, teacher: FaultServer, tiny_model_dir: Path
 ) -> Path:
     """A whole run (every stage, a grader added), built once for the module."""
     folder = tmp_path_factory.mktemp("damaged-source")
     config = folder / "run.yaml"
     config.write_text(
-        yaml.safe_dump(_config_tree(_write_data(folder), teacher.base_url, tiny_model_dir))
+        yaml.safe_dump(_config_tree(_write_data(folder), teacher.url, tiny_model_dir))
     )
     done = potstill("run", config, "--runs-dir", folder / "runs")
     assert done.exit_code == 0, done.output[-3000:]
@@ -280,7 +282,7 @@ def test_a_damaged_run_file_is_named_through_the_run_command(
 
 @pytest.mark.slow
 def test_the_remedy_in_the_message_works(
-    finished_run: Path, tmp_path: Path, tally: Tally, teacher: FakeTeacher
+    finished_run: Path, tmp_path: Path, tally: Tally, teacher: FaultServer
 ) -> None:
     """Do what the messages say: re-run synth over a damaged synth/train.jsonl, delete a
     damaged calls.sqlite; the run goes on."""
@@ -311,11 +313,11 @@ def _small_config(folder: Path, teacher_url: str, **task: Any) -> Path:
 
 
 def test_a_teacher_whose_every_reply_is_rejected_is_one_message(
-    tmp_path: Path, tally: Tally, teacher: FakeTeacher
+    tmp_path: Path, tally: Tally, teacher: FaultServer
 ) -> None:
     # Before: RuntimeError: synth: the teacher produced no usable training row.
     # The teacher says good / bad, which without the synonyms are not labels.
-    config = _small_config(tmp_path, teacher.base_url, synonyms={})
+    config = _small_config(tmp_path, teacher.url, synonyms={})
     result = potstill("run", config, "--runs-dir", tmp_path / "runs", "--stop-after", "synth")
     expect = [
         "synth: the teacher gave no usable training row for any of the 8 inputs",
@@ -329,12 +331,11 @@ def test_a_teacher_whose_every_reply_is_rejected_is_one_message(
 
 
 def test_a_teacher_whose_every_call_failed_is_incomplete(
-    tmp_path: Path, tally: Tally, start_server: Callable[[Any], str]
+    tmp_path: Path, tally: Tally, fake_teacher: Callable[..., FaultServer]
 ) -> None:
     """Every call failing, with max_failed_fraction allowing it: exit 3, retry."""
-    failing = FakeTeacher(faults=lambda key, attempt: "500")
-    failing.base_url = start_server(failing.app)
-    config = _small_config(tmp_path, failing.base_url)
+    failing = fake_teacher(script=lambda key, attempt: "500")
+    config = _small_config(tmp_path, failing.url)
     overrides = ["synth.max_failed_fraction=1", "teacher.model.max_retries=0"]
     result = potstill(
         "run", config, *overrides, "--runs-dir", tmp_path / "runs", "--stop-after", "synth"
@@ -343,10 +344,10 @@ def test_a_teacher_whose_every_call_failed_is_incomplete(
 
 
 def test_runs_dir_naming_a_file_is_one_message(
-    tmp_path: Path, tally: Tally, teacher: FakeTeacher
+    tmp_path: Path, tally: Tally, teacher: FaultServer
 ) -> None:
     # Before: NotADirectoryError.
-    config = _small_config(tmp_path, teacher.base_url)
+    config = _small_config(tmp_path, teacher.url)
     a_file = tmp_path / "not-a-folder"
     a_file.write_text("x")
     result = potstill("run", config, "--runs-dir", a_file)  # checked at the option

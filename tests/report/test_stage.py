@@ -1,56 +1,16 @@
 import html
 import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from potstill.config import parse_config
+from potstill.pipeline import prepare_split
 from potstill.report.stage import run_report
-from potstill.runs import RunFolder, write_json, write_jsonl
-
-CONFIG = parse_config(
-    {
-        "name": "r",
-        "task": {"kind": "classification", "labels": ["yes", "no"]},
-        "dataset": {"path": "x.jsonl"},
-    },
-    "r.yaml",
-)
 
 
-def _candidate(role: str, accuracy: float) -> dict[str, Any]:
-    interval = {"ci_low": accuracy - 0.1, "ci_high": accuracy + 0.1, "n": 10}
-    return {
-        "role": role,
-        "model": "m",
-        "prompt_style": "zero_shot",
-        "shots": 0,
-        "n": 10,
-        "accuracy": accuracy,
-        "ci_low": accuracy - 0.1,
-        "ci_high": accuracy + 0.1,
-        "flexible_accuracy": accuracy,
-        "flexible_ci_low": accuracy - 0.1,
-        "flexible_ci_high": accuracy + 0.1,
-        "no_answer_rate": 0.0,
-        "malformed_rate": 0.0,
-        "call_failed_rate": 0.0,
-        "mean_completion_tokens": 2.0,
-        "mean_prompt_tokens": 30.0,
-        "mean_latency_s": 0.1,
-        "p95_latency_s": 0.2,
-        "metrics": {
-            "accuracy": {"value": accuracy, **interval, "higher_is_better": True},
-            "macro_f1": {"value": 0.5, **interval, "higher_is_better": True},
-        },
-        "confusion": {
-            "labels": ["yes", "no"],
-            "columns": ["yes", "no", "no answer"],
-            "matrix": [[4, 1, 0], [2, 3, 0]],
-        },
-    }
-
-
-def _evaluated_reviews(url: str, app: Any, tiny_model: Path, root: Path) -> tuple[Any, Any]:
+def _evaluated_reviews(url: str, replies: Any, tiny_model: Path, root: Path) -> tuple[Any, Any]:
     """A small yes/no classification run that a real evaluate stage scored: the teacher is
     the scripted endpoint (right on 7 of 10 test reviews), the student the tiny model."""
     import shutil
@@ -94,7 +54,7 @@ def _evaluated_reviews(url: str, app: Any, tiny_model: Path, root: Path) -> tupl
         asked = task.messages(example.inputs, config.teacher.prompt)[-1]["content"]
         wrong = "no" if example.reference == "yes" else "yes"
         answers["any", asked] = wrong if i in (1, 4, 7) else str(example.reference)
-    app.state.answers["reviewer"] = answers
+    replies.answers["reviewer"] = answers
     shutil.copytree(tiny_model, run.student_dir("distilled") / "final")
     run_evaluate(run, config, task, test)
     return run, config
@@ -133,29 +93,53 @@ def test_report_renders_every_metric_with_its_interval_and_the_confusion(
 # that fetches, a link, a code span and a pipe that would end its table cell.
 HOSTILE_ID = "<svg onload=alert(1)>"
 HOSTILE_INPUT = "Fine ![pixel](http://tracker.invalid/p.png) [docs](http://evil.invalid) | `x`"
-HOSTILE_REPLY = "yes <img src=x onerror=alert(2)>\n<script>window.pwned = 1</script> & \\| done"
+HOSTILE_LABEL = "<b>yes</b>"
+HOSTILE_REASON = "<img src=x onerror=alert(2)> <script>window.pwned = 1</script> & \\| done"
 
 
-def test_dataset_and_model_text_is_inert_in_report_md_as_in_report_html(tmp_path: Path) -> None:
+def test_dataset_and_model_text_is_inert_in_report_md_as_in_report_html(
+    scripted_endpoint: tuple[str, Any], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A run a real evaluate stage scored: the hostile example is in the test split with the
+    label `<b>yes</b>`, the teacher answers it right with a hostile rationale, and the tiny
+    students do not, so the example is shown where the candidates disagree."""
     from markdown_it import MarkdownIt
 
-    run = RunFolder(tmp_path / "r")
-    example = {"id": HOSTILE_ID, "inputs": {"text": HOSTILE_INPUT}, "reference": "<b>yes</b>"}
-    write_jsonl(run.data_dir / "test.jsonl", [example])
-    for name, score in (("teacher", 1.0), ("distilled", 0.0)):  # they disagree: it is shown
-        row = {"id": HOSTILE_ID, "reply": HOSTILE_REPLY, "error": None, "status": "ok"}
-        row["reference"] = example["reference"]
-        write_jsonl(run.eval_dir / "predictions" / f"{name}.jsonl", [{**row, "score": score}])
-    scores = {
-        "candidates": {
-            "teacher": _candidate("teacher", 0.7),
-            "distilled": _candidate("student", 0.8),
+    from potstill.evaluate.stage import run_evaluate
+    from potstill.pipeline import open_run, prepare_split
+    from potstill.tasks import build_task
+
+    url, replies = scripted_endpoint
+    train = tmp_path / "train.jsonl"
+    rows = [{"id": f"t{i}", "text": f"Plain review {i}.", "answer": "no"} for i in range(4)]
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    test = tmp_path / "test.jsonl"
+    test.write_text(json.dumps({"id": HOSTILE_ID, "text": HOSTILE_INPUT, "answer": HOSTILE_LABEL}))
+    tree = {
+        "name": "hostile",
+        "task": {"kind": "classification", "labels": [HOSTILE_LABEL, "no"]},
+        "dataset": {"path": str(train), "test": {"path": str(test)}},
+        "teacher": {
+            "model": {"backend": "openai", "model": "hostile", "base_url": url},
+            "prompt": {"style": "cot", "max_tokens": 4},
         },
-        "comparisons": [],
-        "order": ["teacher", "distilled"],
+        "students": [{"name": "distilled", "base": {"model": str(tiny_model_dir)}}],
+        "synth": {"prompt": {"style": "zero_shot", "max_tokens": 2}},
+        "evaluate": {"bootstrap_samples": 100, "teacher_zero_shot": False},
+        "judge": {"enabled": False},
     }
-    write_json(run.eval_dir / "scores.json", scores)
-    report = run_report(run, CONFIG).read_text()
+    config = parse_config(tree, "hostile.yaml")
+    run = open_run(config, tmp_path / "runs")
+    (example,) = prepare_split(run, config).test
+    task = build_task(config.task)
+    asked = task.messages(example.inputs, config.teacher.prompt)[-1]["content"]
+    reply = json.dumps({"reason": HOSTILE_REASON, "answer": HOSTILE_LABEL})
+    replies.answers["hostile"] = {("any", asked): reply}
+    shutil.copytree(tiny_model_dir, run.student_dir("distilled") / "final")
+    scores = run_evaluate(run, config, task, [example])
+    assert scores["candidates"]["teacher"]["metrics"]["accuracy"]["value"] == 1.0
+    assert scores["candidates"]["distilled"]["metrics"]["accuracy"]["value"] == 0.0
+    report = run_report(run, config).read_text()
     # CommonMark with raw HTML allowed (as many viewers render it), GitHub's tables on.
     page = MarkdownIt("commonmark").enable("table").render(report)
     start = page.index("<h2>Where the candidates disagree</h2>")
@@ -165,82 +149,67 @@ def test_dataset_and_model_text_is_inert_in_report_md_as_in_report_html(tmp_path
     # Each piece shows as the text it is, in its heading, quote and table cells.
     text = html.unescape(rendered)
     assert f"<h3>{html.escape(HOSTILE_ID, quote=False)}</h3>" in rendered
-    assert HOSTILE_INPUT in text and "Reference: <strong><b>yes</b></strong>" in text
-    assert "<script>window.pwned = 1</script> & \\| done" in text
-    # Two replies of five cells each: no pipe broke out of its cell.
+    assert HOSTILE_INPUT in text and f"Reference: <strong>{HOSTILE_LABEL}</strong>" in text
+    assert reply in text
+    # One reply per candidate, five cells each: no pipe broke out of its cell.
     replies = rendered.split("<tbody>")[1].split("<tr>")[1:]
-    assert len(replies) == 2 and all(r.count("<td>") == 5 for r in replies)
+    assert len(replies) == len(scores["order"]) == 3
+    assert all(r.count("<td>") == 5 for r in replies)
 
 
-def test_each_transfer_set_has_a_section_with_the_test_splits_tables(tmp_path: Path) -> None:
-    run = RunFolder(tmp_path / "r")
-    comparison = {
-        "a": "distilled",
-        "b": "teacher",
-        "metric": "accuracy",
-        "n": 10,
-        "difference": -0.3,
-        "ci_low": -0.5,
-        "ci_high": -0.1,
-        "a_only_correct": 0,
-        "b_only_correct": 3,
-        "mcnemar_p": 0.25,
-        "flexible": {"difference": -0.3, "ci_low": -0.5, "ci_high": -0.1},
-        "metrics": {"accuracy": {"difference": -0.3, "ci_low": -0.5, "ci_high": -0.1, "n": 10}},
-    }
-    on_test = {"teacher": _candidate("teacher", 0.7), "distilled": _candidate("student", 0.8)}
-    on_set = {"teacher": _candidate("teacher", 0.6), "distilled": _candidate("student", 0.3)}
-    overlap = {
-        "ngram": 8,
-        "test_examples": 10,
-        "exact_duplicates": 1,
-        "mean_overlap": 0.1,
-        "half_overlapping_rate": 0.1,
-    }
-    scores = {
-        "candidates": on_test,
-        "comparisons": [],
-        "order": ["teacher", "distilled"],
-        "headline": "accuracy",
-        # scores.json sorts its keys; the report keeps the config's order of the sets
-        "transfer": {
-            name: {
-                "source": f"/data/{name}.jsonl",
-                "n": 10,
-                "candidates": on_set,
-                "comparisons": [comparison],
-            }
-            for name in ("zeta", "alpha")
-        },
-        "checks": {"transfer_overlap": {"zeta": overlap}},
-    }
+def test_each_transfer_set_has_a_section_with_the_test_splits_tables(
+    make_evaluated_run: Callable[..., Any], scripted_endpoint: tuple[str, Any], tmp_path: Path
+) -> None:
+    """Two transfer sets that a real evaluate stage scored (the scripted teacher right on all
+    but one of each); zeta repeats a training input."""
+    from potstill.evaluate.stage import run_evaluate
+    from potstill.pipeline import prepare_transfer
+    from potstill.report.stage import metric_text
+    from potstill.tasks import build_task
+
+    _, replies = scripted_endpoint
+    run, config = make_evaluated_run("judge.enabled=false", name="transferred")
+    split = prepare_split(run, config)
+    seen = split.train[0]
+    sources = {}
+    for name, numbers in (("zeta", (7, 9, 4)), ("alpha", (3, 8, 6, 2))):
+        rows = [{"question": f"Compute {a} plus 5, please.", "answer": str(a + 5)} for a in numbers]
+        if name == "zeta":
+            rows.append({"question": seen.inputs["question"], "answer": seen.reference})
+        sources[name] = tmp_path / f"{name}.jsonl"
+        sources[name].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    listed = ", ".join(f"{{name: {n}, path: '{p}'}}" for n, p in sources.items())
     config = parse_config(
-        {
-            **CONFIG.model_dump(mode="json"),
-            "evaluate": {
-                "transfer": [
-                    {"name": "zeta", "path": "z.jsonl"},
-                    {"name": "alpha", "path": "a.jsonl"},
-                ]
-            },
-        },
-        "r.yaml",
+        config.model_dump(mode="json"), "transferred.yaml", [f"evaluate.transfer=[{listed}]"]
     )
-    write_json(run.eval_dir / "scores.json", scores)
+    task = build_task(config.task)
+    transfer = prepare_transfer(run, config)
+    for examples in transfer.values():
+        for i, example in enumerate(examples):
+            asked = task.messages(example.inputs, config.teacher.prompt)[-1]["content"]
+            wrong = (1, 2) if example in transfer["zeta"] else (1,)
+            answer = "0" if i in wrong else example.reference
+            replies.answers["teacher"]["cot", asked] = json.dumps({"reason": "r", "answer": answer})
+    scores = run_evaluate(run, config, task, split.test, transfer)
     report = run_report(run, config).read_text()
     zeta, alpha = report.index("## Transfer set: zeta"), report.index("## Transfer set: alpha")
     assert report.index("## Paired comparisons (same test examples)") < zeta < alpha
     section = report[zeta:alpha]
-    assert "10 examples from /data/zeta.jsonl, a set of its own" in section
+    assert f"4 examples from {sources['zeta']}, a set of its own" in section
     assert "The LLM judge scores the test split only" in section
-    assert "Train/transfer overlap: 1 of 10 inputs repeat a training input" in section
+    assert "Train/transfer overlap: 1 of 4 inputs repeat a training input" in section
     # The same table and comparison rows as the test split's, with the set's own numbers.
-    assert "| candidate | role | how asked | accuracy [95% CI] | macro_f1 [95% CI] |" in section
-    assert "| distilled | student | zero_shot, 0-shot | 0.3 [0.2, 0.4] |" in section
-    assert "| distilled | teacher | -30.0 pts | [-50.0, -10.0] | 0 | 3 | 0.25 |" in section
-    assert "Train/transfer overlap" not in report[alpha:]  # no figures, no line
-    # The test split's own table is untouched by the sets.
-    assert "| distilled | student | zero_shot, 0-shot | 0.8 [0.7, 0.9] |" in report[:zeta]
-    html = (run.root / "report.html").read_text()
-    assert html.count('<section class="transfer"') == 2 and 'id="transfer-zeta"' in html
-    assert "<h2>Transfer set: zeta</h2>" in html and "<td>0.3 [0.2, 0.4]</td>" in html
+    header = next(line for line in report.splitlines() if line.startswith("| candidate | role"))
+    assert header in section and "accuracy [95% CI]" in header
+    on_set = scores["transfer"]["zeta"]
+    teacher = on_set["candidates"]["teacher"]["metrics"]["accuracy"]
+    assert (teacher["value"], teacher["n"]) == (0.5, 4)
+    for name, candidate in on_set["candidates"].items():
+        row = next(line for line in section.splitlines() if line.startswith(f"| {name} |"))
+        assert f"| {metric_text(candidate['metrics']['accuracy'])} |" in row
+    (comparison,) = [
+        c for c in on_set["comparisons"] if (c["a"], c["b"]) == ("distilled", "teacher")
+    ]
+    assert f"| distilled | teacher | {100 * comparison['difference']:+.1f} pts |" in section
+    (on_test,) = [c for c in scores["comparisons"] if (c["a"], c["b"]) == ("distilled", "teacher")]
+    assert comparison["difference"] != on_test["difference"]  # the set's own, not the test's

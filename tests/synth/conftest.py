@@ -1,4 +1,5 @@
-"""A review-classification run whose teacher is the FakeTeacher (see tests/conftest.py)."""
+"""A review-classification run whose teacher is the review teacher (`fake_teacher` in
+tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ WORDS = ["great", "awful", "lovely", "broken", "superb", "poor", "fine", "dull"]
 
 
 def write_reviews(path: Path, n: int) -> Path:
-    """`n` one-line reviews; the FakeTeacher labels them right (its second sample not always)."""
+    """`n` one-line reviews; the review teacher labels them right (its second sample not always)."""
     with path.open("w") as handle:
         for i in range(n):
             word = WORDS[i % len(WORDS)]

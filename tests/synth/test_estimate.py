@@ -1,12 +1,13 @@
 """`potstill synth RUN --dry-run` against the cost of the real run, with known token counts:
-the FakeTeacher counts tokens with the real SmolLM2 tokenizer and chat template, as a vLLM
-server reports them."""
+the review teacher (tests/conftest.py) counts tokens with the real SmolLM2 tokenizer and chat
+template, as a vLLM server reports them."""
 
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from conftest import review_reply
 from typer.testing import CliRunner
 
 from potstill.cli import app
@@ -37,7 +38,7 @@ def test_dry_run_estimate_is_within_20_percent_of_the_real_cost(
     tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
     teacher = fake_teacher(tokenizer=tokenizer)
     # What the user knows beforehand: the teacher's replies run to about this many tokens.
-    typical = teacher.reply_text(
+    typical = review_reply(
         {
             "messages": [{"role": "user", "content": "Review 5: the lamp was lovely."}],
             "temperature": 0.0,
@@ -46,7 +47,7 @@ def test_dry_run_estimate_is_within_20_percent_of_the_real_cost(
     )
     expected = len(tokenizer(typical)["input_ids"])
     run = review_run(
-        teacher.base_url,
+        teacher.url,
         rows=44,
         synth={"samples": 2, "generate": {"per_seed": 1, "seeds": 4}},
         model={"price_per_million_input": 3.0, "price_per_million_output": 15.0},

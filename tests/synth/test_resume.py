@@ -46,7 +46,7 @@ def faults(key: str, attempt: int) -> str | None:
     if kind == 1 and attempt == 1:
         return "500"
     if kind == 2 and attempt == 1:
-        return "timeout"
+        return "hang"
     if kind == 3 and attempt <= 2:
         return "503"
     return None
@@ -72,12 +72,12 @@ def test_sigkill_at_any_moment_loses_nothing_and_pays_nothing_twice(
 ) -> None:
     log = tmp_path / "synth.log"
     synth = {"samples": 3, "generate": {"per_seed": 1, "seeds": 6}}
-    reference_teacher = fake_teacher(faults=faults)
-    reference = review_run(reference_teacher.base_url, "reference", rows=34, synth=synth)
+    reference_teacher = fake_teacher(script=faults)
+    reference = review_run(reference_teacher.url, "reference", rows=34, synth=synth)
     assert spawn_synth(reference, log).wait(timeout=120) == 0, log.read_text()
 
-    teacher = fake_teacher(faults=faults)
-    run = review_run(teacher.base_url, "killed", rows=34, synth=synth)
+    teacher = fake_teacher(script=faults)
+    run = review_run(teacher.url, "killed", rows=34, synth=synth)
     for answered in (3, 45):  # while writing new inputs; while labelling
         proc = spawn_synth(run, log)
         teacher.kill_after(answered, proc.pid, run.calls_db)
@@ -113,10 +113,10 @@ def test_sigkill_at_any_moment_loses_nothing_and_pays_nothing_twice(
     assert summary["calls"] == len(keys)
     manifest = json.loads(run.manifest_path.read_text())
     assert manifest["stages"]["synth"]["status"] == "done"
-    outcomes = {outcome for _, _, outcome in teacher.log}
-    assert {"429", "500", "503", "timeout"} <= outcomes  # every fault was met
+    outcomes = {outcome for *_, outcome in teacher.log}
+    assert {"429", "500", "503", "hang"} <= outcomes  # every fault was met
     last_429: dict[str, float] = {}
-    for when, key, outcome in teacher.log:  # Retry-After (200 ms) was honoured
+    for when, key, _, outcome in teacher.log:  # Retry-After (200 ms) was honoured
         if key in last_429:
             assert when - last_429.pop(key) >= 0.2
         if outcome == "429":

@@ -109,7 +109,7 @@ def test_training_rows_hold_the_canonical_answer_not_the_teachers_spelling(
     assert row["completion"] == [{"role": "assistant", "content": target}]
 
 
-# The whole stage against the FakeTeacher over real HTTP (tests/conftest.py).
+# The whole stage against the review teacher over real HTTP (tests/conftest.py).
 
 
 def _invoke(*args: str) -> Any:
@@ -125,7 +125,7 @@ def test_votes_new_inputs_and_a_card_that_accounts_for_every_row(
 ) -> None:
     teacher = fake_teacher()
     run = review_run(
-        teacher.base_url,
+        teacher.url,
         synth={"samples": 3, "generate": {"per_seed": 2, "seeds": 3}},
         model={"price_per_million_input": 3.0, "price_per_million_output": 15.0},
     )
@@ -173,8 +173,8 @@ def test_failed_calls_go_to_errors_jsonl_exit_3_and_are_retried_next_run(
         return "500" if key in broken else ("400" if key in refused else None)
 
     refused: set[str] = set()
-    teacher = fake_teacher(faults=faults)
-    run = review_run(teacher.base_url, model={"max_retries": 1, "retry_max_wait_s": 0.01})
+    teacher = fake_teacher(script=faults)
+    run = review_run(teacher.url, model={"max_retries": 1, "retry_max_wait_s": 0.01})
     requests = sample_requests(
         build_task(run.load_config().task), run.load_config(), _train_examples(run)
     )
@@ -188,7 +188,7 @@ def test_failed_calls_go_to_errors_jsonl_exit_3_and_are_retried_next_run(
         ("http_500", 2, "label"),
         ("http_400", 1, "label"),
     ]
-    assert all("injected" in e["reason"] for e in errors)
+    assert all("upstream error" in e["reason"] for e in errors)  # the server's message
     manifest = json.loads(run.manifest_path.read_text())["stages"]["synth"]
     assert manifest["status"] == "incomplete" and manifest["result"]["failed_calls"] == 2
     summary = json.loads((run.synth_dir / "summary.json").read_text())
@@ -220,7 +220,7 @@ def test_the_budget_stops_new_calls_and_a_bigger_one_finishes_the_rest(
 ) -> None:
     teacher = fake_teacher()
     prices = {"price_per_million_input": 1000.0, "price_per_million_output": 1000.0}
-    run = review_run(teacher.base_url, model=prices, budget={"max_usd": 1.0})
+    run = review_run(teacher.url, model=prices, budget={"max_usd": 1.0})
     result = _invoke("synth", str(run.root))
     assert result.exit_code == 3, result.output
     summary = json.loads((run.synth_dir / "summary.json").read_text())
@@ -246,9 +246,9 @@ def test_a_refused_key_or_spent_quota_stops_the_stage_at_once(
     monkeypatch: pytest.MonkeyPatch,
     fault: str,
 ) -> None:
-    teacher = fake_teacher(faults=lambda key, attempt: fault)
+    teacher = fake_teacher(script=lambda key, attempt: fault)
     monkeypatch.setenv("STAGE_TEST_KEY", "sk-stage-secret-91")
-    run = review_run(teacher.base_url, rows=60, model={"api_key_env": "STAGE_TEST_KEY"})
+    run = review_run(teacher.url, rows=60, model={"api_key_env": "STAGE_TEST_KEY"})
     result = _invoke("synth", str(run.root))
     assert result.exit_code == 2
     assert "no retry can help" in result.output and "Traceback" not in result.output
@@ -276,7 +276,7 @@ def test_training_inputs_without_a_reference_are_counted_in_the_card(
         del row["label"]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     teacher = fake_teacher()
-    config = parse_config(review_config(data, teacher.base_url, {}, {}, {}), "test config")
+    config = parse_config(review_config(data, teacher.url, {}, {}, {}), "test config")
     run = open_run(config, tmp_path / "runs")
     result = _invoke("synth", str(run.root))
     assert result.exit_code == 0, result.output
@@ -303,7 +303,7 @@ def test_a_low_yield_and_a_constant_answer_are_warned_about_when_synth_ends(
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     teacher = fake_teacher()
     task = {"kind": "classification", "labels": ["positive", "negative"]}
-    tree = review_config(data, teacher.base_url, {}, {}, {}, checks={"min_teacher_yield": 0.6})
+    tree = review_config(data, teacher.url, {}, {}, {}, checks={"min_teacher_yield": 0.6})
     tree["task"] = {**task, "synonyms": {"positive": ["good"]}}
     run = open_run(parse_config(tree, "test config"), tmp_path / "runs")
     result = _invoke("synth", str(run.root))

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from potstill.config import PromptConfig
+from potstill.config import PromptConfig, Shot
 from potstill.models.base import ChatRequest, Message
 from potstill.tasks.replies import ReplyParts
 
@@ -184,6 +184,18 @@ def build_messages(system: str, user: str, prompt: PromptConfig, task: Task) -> 
         )
     messages.append({"role": "user", "content": user})
     return messages
+
+
+def shot_answer_problem(task: Task, shot: Shot, style: str) -> str | None:
+    """None when a worked example's answer is one the task reads back, else why not. The
+    rule is the one every model reply meets: the shot's reply, written in the prompt's style
+    as `build_messages` shows it, parsed by the task (so a math task with the calculator
+    reads the expression "14 + 5", as it does from the teacher)."""
+    parsed = task.parse(task.reply_text(shot.answer, shot.reason, style), style, shot.inputs)
+    if parsed.ok:
+        return None
+    why = parsed.detail or parsed.status.replace("_", " ")
+    return f"{shot.answer!r} is not an answer the task reads from a {style} reply ({why})"
 
 
 def task_user_text(task: Task, inputs: Mapping[str, str], style: str) -> str:
