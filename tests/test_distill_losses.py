@@ -56,3 +56,15 @@ def test_distill_losses_trains_and_compares_three_losses(
     assert "## Training" in report
     for s in STUDENTS:
         assert f"| {s} | {s} |" in report  # the training table: name, loss, ...
+    # Each student is compared with each student trained before it, from the predictions.
+    pairs = {(c["a"], c["b"]): c for c in scores["comparisons"]}
+    assert {("kd", "sft"), ("on_policy", "sft"), ("on_policy", "kd")} <= set(pairs)
+    predictions = {
+        s: {r["id"]: r["score"] for r in read_jsonl(run.eval_dir / "predictions" / f"{s}.jsonl")}
+        for s in STUDENTS
+    }
+    kd_sft = pairs[("kd", "sft")]
+    shared = [i for i in predictions["kd"] if predictions["kd"][i] is not None]
+    expected = sum(predictions["kd"][i] - predictions["sft"][i] for i in shared) / len(shared)
+    assert kd_sft["difference"] == pytest.approx(expected) and kd_sft["n"] == len(shared)
+    assert "| kd | sft |" in report and "| on_policy | kd |" in report

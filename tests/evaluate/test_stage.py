@@ -297,3 +297,33 @@ def test_a_meaningless_run_is_warned_about_with_its_numbers_in_scores_json(
     relaxed = _with(config, "checks.min_student_rows=1", "checks.min_optimizer_steps=1")
     again = {w["check"] for w in _evaluate(run, relaxed)["warnings"]}
     assert not {"student_rows", "student_steps"} & again and "student_loss" in again
+
+
+def test_each_student_is_compared_with_the_students_trained_before_it() -> None:
+    from potstill.config import ModelConfig, PromptConfig
+    from potstill.evaluate.stage import Candidate, comparisons
+
+    model = ModelConfig(backend="local", model="m")
+    prompt = PromptConfig()
+    names = [("teacher", "teacher"), ("base_student", "base_student")]
+    names += [(s, "student") for s in ("sft", "kd", "on_policy")]
+    found = [Candidate(n, role, model, prompt) for n, role in names]
+    right = {"sft": [1, 1, 0, 0], "kd": [1, 1, 1, 0], "on_policy": [0, 0, 0, 0]}
+    right |= {"teacher": [1, 0, 1, 0], "base_student": [0, 0, 0, 0]}
+    predictions = {
+        n: [{"id": f"e{i}", "score": float(v), "flexible_score": float(v)} for i, v in enumerate(s)]
+        for n, s in right.items()
+    }
+    found_pairs = [
+        (c["a"], c["b"], c["difference"])
+        for c in comparisons(found, predictions, 50, 0, "accuracy")
+    ]
+    assert [(a, b) for a, b, _ in found_pairs] == [
+        ("sft", "base_student"), ("sft", "teacher"),
+        ("kd", "base_student"), ("kd", "teacher"), ("kd", "sft"),
+        ("on_policy", "base_student"), ("on_policy", "teacher"),
+        ("on_policy", "sft"), ("on_policy", "kd"),
+    ]  # fmt: skip
+    by_pair = {(a, b): d for a, b, d in found_pairs}
+    assert by_pair[("kd", "sft")] == pytest.approx(0.25)
+    assert by_pair[("on_policy", "kd")] == pytest.approx(-0.75)

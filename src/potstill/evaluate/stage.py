@@ -270,13 +270,16 @@ def comparisons(
     seed: int,
     metric: str,
 ) -> list[dict[str, Any]]:
-    """Every trained student against its base student and against the teacher (both ways of
-    asking it), on the same examples."""
+    """Every trained student against its base student, against the teacher (both ways of
+    asking it) and against each student trained before it (several students of one run, such
+    as one per loss: `kd` against `sft`), on the same examples."""
     results = []
     teachers = [c.name for c in found if c.role == "teacher"]
     scored = any(r["score"] is not None for rows in predictions.values() for r in rows)
-    for cand in (c for c in found if c.role == "student" and scored):
-        for other in (cand.base or "base_student", *teachers):
+    students = [c for c in found if c.role == "student" and scored]
+    for i, cand in enumerate(students):
+        earlier = [s.name for s in students[:i]]
+        for other in (cand.base or "base_student", *teachers, *earlier):
             a, b = predictions[cand.name], predictions[other]
             strict = paired_comparison(*_scored_pairs(a, b, "score"), samples, seed)
             flexible = paired_comparison(*_scored_pairs(a, b, "flexible_score"), samples, seed)
