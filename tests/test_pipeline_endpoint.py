@@ -13,6 +13,8 @@ import yaml
 from fault_server import FaultServer
 from review_task import REVIEWS
 
+from potstill.records import Scores, read_record
+
 if TYPE_CHECKING:
     from conftest import Tally
 
@@ -128,9 +130,10 @@ def test_endpoint_teacher_run_keeps_the_key_out_of_every_file(
     assert json.loads((run / "manifest.json").read_text())["stages"]["synth"]["cost_usd"] == (
         0.001408
     )
-    scores = json.loads((run / "eval" / "scores.json").read_text())
-    assert scores["candidates"]["teacher"]["accuracy"] == 1.0
-    assert scores["judge"]["calls"] > 0 and scores["judge"]["same_as_teacher"]
+    scores = read_record(run / "eval" / "scores.json", Scores)
+    assert scores.candidates["teacher"].metrics["accuracy"].value == 1.0
+    assert scores.judge is not None
+    assert scores.judge["calls"] > 0 and scores.judge["same_as_teacher"]
     # the key did reach the API, and only the key from the variable the config names
     assert api.api_keys and all(key == SENTINEL for key in api.api_keys)
 

@@ -144,3 +144,192 @@ def error_row(key: str, phase: str, failure: Mapping[str, Any], **where: Any) ->
         attempts=failure.get("attempts"),
         **where,
     )
+
+
+# evaluate
+#
+# eval/predictions/<candidate>.jsonl (and eval/transfer/<set>/predictions/): one `Prediction`
+# a test example; eval/judge/<candidate>.jsonl: one `JudgeRecord` a judged example;
+# eval/scores.json: one `Scores`. Evaluate builds its figures as plain mappings while it
+# computes them (pitfalls and the judge's trust edit them in place) and writes them through
+# these models; every reader parses them back.
+
+
+class Part(BaseModel):
+    """A nested object of a record: its keys are checked too, the version is the record's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class AsBuilt(Record):
+    """A record written with the keys its writer set: an optional part that was never there
+    (no judge, no transfer set) stays out of the file rather than being written as null."""
+
+    def dump(self) -> dict[str, Any]:
+        return {**self.model_dump(mode="json", exclude_unset=True), VERSION_KEY: self.VERSION}
+
+    def as_written(self) -> dict[str, Any]:
+        """The record as its writer built it, for code that reads it as a mapping."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+Score = float | int  # kept as written: an int stays an int, so a figure reads back the same
+
+
+class Prediction(AsBuilt):
+    """One candidate's reply to one example, parsed and scored."""
+
+    id: str
+    reply: str | None
+    error: str | None = None
+    error_kind: str | None = None
+    attempts: int | None = None
+    status: str  # ok | no_answer | malformed | call_failed
+    answer: Any = None  # the task's parsed answer (a number, a label, text)
+    raw_answer: Any = None
+    flexible_answer: Any = None
+    reference: Any = None
+    score: Score | None = None  # the task's headline metric for this example
+    flexible_score: Score | None = None
+    scores: dict[str, Score] = {}  # every per-example metric, the judge's included
+    finish_reason: str | None = None
+    completion_tokens: int | None = None
+    prompt_tokens: int | None = None
+    latency_s: float | None = None
+
+
+class JudgeCall(Part):
+    """One judge call's reply and what was read from it; a failed call keeps its error."""
+
+    reply: str | None
+    status: str | None = None  # pointwise: ok | no_answer | malformed
+    score: int | None = None  # pointwise: the rubric score, 1-5
+    reason: str | None = None  # pointwise: the judge's reason
+    verdict: str | None = None  # pairwise: A | B | tie, as read
+    error: str | None = None
+    error_kind: str | None = None
+    attempts: int | None = None
+
+
+class JudgePair(Part):
+    """A pairwise comparison against `vs`, asked in both orders."""
+
+    vs: str
+    candidate_first: JudgeCall
+    candidate_second: JudgeCall
+    outcome: str | None  # win | tie | loss, or None when the two orders give no verdict
+    flipped: bool
+
+
+class JudgeRecord(AsBuilt):
+    """The judge's verdicts on one candidate's reply to one sampled example."""
+
+    id: str
+    pointwise: JudgeCall | None = None
+    pairwise: JudgePair | None = None
+
+
+class MetricEntry(Part):
+    """One metric of a candidate: mean (or corpus value), 95% interval and its method, n."""
+
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    interval: str | None = None  # wilson | bootstrap
+    n: int
+    higher_is_better: bool = True
+    percent: bool = False
+
+
+class PairedDifference(Part):
+    """A difference a - b on the same examples with its interval (`stats.paired_difference`);
+    for 0/1 scores the right/wrong counts and exact McNemar p."""
+
+    n: int
+    difference: float | None
+    ci_low: float | None
+    ci_high: float | None
+    interval: str
+    a_only_correct: int | None = None
+    b_only_correct: int | None = None
+    both_correct: int | None = None
+    mcnemar_p: float | None = None
+
+
+class Comparison(PairedDifference):
+    """Candidate `a` against `b` on the headline `metric` (strict parsing), the flexible
+    reading, and every metric both have."""
+
+    a: str
+    b: str
+    metric: str
+    flexible: PairedDifference
+    metrics: dict[str, PairedDifference] = {}
+
+
+class Confusion(Part):
+    """Rows are references, columns predictions (+ no answer)."""
+
+    labels: list[str]
+    columns: list[str]
+    matrix: list[list[int]]
+
+
+class CandidateSummary(Part):
+    """A candidate on one evaluation set: its metrics with intervals, rates, how it was
+    asked, cost and latency, and the judge's figures."""
+
+    n: int
+    no_answer_rate: float
+    malformed_rate: float
+    call_failed_rate: float
+    mean_completion_tokens: float
+    mean_prompt_tokens: float
+    mean_latency_s: float
+    p95_latency_s: float
+    metrics: dict[str, MetricEntry]
+    confusion: Confusion | None = None  # classification
+    role: str
+    model: str
+    backend: str
+    prompt_style: str
+    shots: int
+    max_tokens: int | None
+    procedure: str | None
+    base: str | None
+    identity: str
+    requests_measured: int
+    tokens_per_s: float | None
+    seconds_per_1k_requests: float | None
+    cost_per_1k_requests: float | None
+    cost_basis: str
+    judge: dict[str, Any] | None = None  # pointwise / pairwise counts, rates (judgments.py)
+
+
+class TransferScores(Part):
+    """One transfer set, shaped like the test split's results."""
+
+    source: str
+    n: int
+    candidates: dict[str, CandidateSummary]
+    comparisons: list[Comparison]
+
+
+class Scores(AsBuilt):
+    """eval/scores.json: every candidate's results on the test split and transfer sets, the
+    paired comparisons, the judge, the pitfall checks and their warnings."""
+
+    candidates: dict[str, CandidateSummary]
+    comparisons: list[Comparison]
+    transfer: dict[str, TransferScores] | None = None
+    order: list[str]  # the candidates in the config's order
+    task: str
+    headline: str
+    metric_order: list[str]
+    calculator: bool | None = None
+    local_price_per_hour: float
+    judge: dict[str, Any] | None = None  # settings, bias, trusted, reasons (judgments.py)
+    checks: dict[str, Any]  # every check's numbers (pitfalls.py, guards.py)
+    warnings: list[dict[str, str]]  # check, subject, message
+    failed_calls: int
+    calls: int

@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from potstill.config import parse_config
-from potstill.evaluate.stage import summarize
+from potstill.evaluate.stage import summarize, write_predictions
 from potstill.evaluate.stats import paired_comparison
+from potstill.records import Scores, write_record
 from potstill.runs import RunFolder, write_json, write_jsonl
 
 LABELS = ("positive", "negative")
@@ -100,7 +101,7 @@ def build_run(root: Path, grade: dict[str, Any] | None = None) -> RunFolder:
                     "latency_s": 0.05,
                 }
             )
-        write_jsonl(run.eval_dir / "predictions" / f"{name}.jsonl", rows)
+        write_predictions(run.eval_dir / "predictions" / f"{name}.jsonl", rows)
         summary = summarize(rows, 200, 0)
         summary.update(
             role="student" if name == "distilled" else name,
@@ -108,15 +109,35 @@ def build_run(root: Path, grade: dict[str, Any] | None = None) -> RunFolder:
             backend="local",
             prompt_style="zero_shot",
             shots=0,
+            max_tokens=64,
             procedure=None,
+            base=None,
+            identity=name,
+            requests_measured=len(rows),
+            tokens_per_s=None,
+            seconds_per_1k_requests=None,
+            cost_per_1k_requests=None,
+            cost_basis="not measured",
         )
         results["candidates"][name] = summary
         per_candidate[name] = [r["score"] for r in rows]
     for other in ("base_student", "teacher"):
         comp = paired_comparison(per_candidate["distilled"], per_candidate[other], 200, 0)
-        results["comparisons"].append({"a": "distilled", "b": other, **comp, "flexible": comp})
-    results["calculator"] = False
-    write_json(run.eval_dir / "scores.json", results)
+        results["comparisons"].append(
+            {"a": "distilled", "b": other, "metric": "accuracy", **comp, "flexible": comp}
+        )
+    results.update(
+        calculator=False,
+        task="classification",
+        headline="accuracy",
+        metric_order=["accuracy", "macro_f1"],
+        local_price_per_hour=0.0,
+        checks={},
+        warnings=[],
+        failed_calls=0,
+        calls=len(RIGHT) * len(examples),
+    )
+    write_record(run.eval_dir / "scores.json", Scores.model_validate(results))
     write_json(
         run.synth_dir / "summary.json",
         {"inputs": 40, "accepted": 30, "teacher_accuracy_on_train": 0.8, "rejected": {}},

@@ -1,6 +1,5 @@
 """Agreement coefficients against published worked examples; the judge adapter."""
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from potstill.evaluate.stats import (
     spearman,
 )
 from potstill.grade.agreement import load_judge_verdicts
+from potstill.records import JudgeRecord, write_records
 from potstill.runs import RunFolder
 
 
@@ -94,11 +94,15 @@ def test_judge_verdicts_are_none_without_files_and_read_when_present(tmp_path: P
     folder = tmp_path / "eval" / "judge"
     folder.mkdir(parents=True)
     # The evaluate stage's format: one file per candidate, one record per judged example.
-    (folder / "distilled.jsonl").write_text(
-        json.dumps({"id": "r1", "pairwise": {"vs": "teacher", "outcome": "win"}})
-        + "\n"
-        + json.dumps({"id": "r2", "pairwise": {"vs": "teacher", "outcome": None}})
-        + "\n"
+    asked = {"candidate_first": {"reply": "A"}, "candidate_second": {"reply": "B"}}
+    write_records(
+        folder / "distilled.jsonl",
+        [
+            JudgeRecord.model_validate(
+                {"id": i, "pairwise": {"vs": "teacher", "outcome": o, "flipped": False, **asked}}
+            )
+            for i, o in (("r1", "win"), ("r2", None))
+        ],
     )
     verdicts = load_judge_verdicts(run)
     assert verdicts is not None

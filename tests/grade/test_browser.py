@@ -21,8 +21,9 @@ from potstill.grade.app import create_app
 from potstill.grade.pages import login_link
 from potstill.grade.rounds import GradingRound, grades_path, open_round
 from potstill.grade.summary import human_summary
+from potstill.records import JudgeCall, JudgePair, JudgeRecord, write_records
 from potstill.report.stage import run_report
-from potstill.runs import RunFolder, write_jsonl
+from potstill.runs import RunFolder
 
 from .conftest import LABELS, RIGHT
 from .test_app import HOSTILE
@@ -115,23 +116,31 @@ def write_judge(run: RunFolder, grading: GradingRound) -> None:
     """Judge records in the evaluate stage's format (eval/judge/<candidate>.jsonl): right
     answers win, with a few verdicts the humans will not share."""
     sample = grading.store.sample()
-    records: dict[str, list[dict[str, object]]] = {name: [] for name in RIGHT}
+    records: dict[str, list[JudgeRecord]] = {name: [] for name in RIGHT}
     for n, example_id in enumerate(sample):
         i = int(example_id[1:])
         for name, right in RIGHT.items():
-            record: dict[str, object] = {
-                "id": example_id,
-                "pointwise": {"score": 8 if i in right else 3},
-            }
+            score = 8 if i in right else 3
+            record = JudgeRecord(
+                id=example_id,
+                pointwise=JudgeCall(reply=f"Score: {score}", status="ok", score=score),
+            )
             if name != "teacher":
                 mine, theirs = i in right, i in RIGHT["teacher"]
                 verdict = "tie" if mine == theirs else "win" if mine else "loss"
                 if n % 3 == 0:  # the judge prefers the longer reply here
                     verdict = "loss" if name == "distilled" else "win"
-                record["pairwise"] = {"vs": "teacher", "outcome": verdict}
+                asked = JudgeCall(reply=f"Verdict: {verdict}")
+                record.pairwise = JudgePair(
+                    vs="teacher",
+                    candidate_first=asked,
+                    candidate_second=asked,
+                    outcome=verdict,
+                    flipped=False,
+                )
             records[name].append(record)
     for name, rows in records.items():
-        write_jsonl(run.eval_dir / "judge" / f"{name}.jsonl", rows)
+        write_records(run.eval_dir / "judge" / f"{name}.jsonl", rows)
 
 
 def count_grades(run: RunFolder) -> int:

@@ -149,6 +149,34 @@ def _a_list(path: Path) -> None:
     path.write_text("[1, 2, 3]\n")
 
 
+def _newer_schema(path: Path) -> None:
+    """A scores.json that a newer potstill wrote, with a schema this one does not read."""
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "schema_version": data["schema_version"] + 1}))
+
+
+def _without(key: str) -> Callable[[Path], None]:
+    """A JSON file whose object has lost `key` (valid JSON, not the record)."""
+
+    def spoil(path: Path) -> None:
+        data = json.loads(path.read_text())
+        del data[key]
+        path.write_text(json.dumps(data))
+
+    return spoil
+
+
+def _mistyped_line(line: int, key: str) -> Callable[[Path], None]:
+    """A JSONL file whose line `line` has `key` of the wrong type (valid JSON)."""
+
+    def spoil(path: Path) -> None:
+        lines = path.read_text().splitlines(keepends=True)
+        lines[line - 1] = json.dumps({**json.loads(lines[line - 1]), key: [1, 2]}) + "\n"
+        path.write_text("".join(lines))
+
+    return spoil
+
+
 def _row_without_inputs(path: Path) -> None:
     """Valid JSON, the wrong shape: the second example has lost its inputs."""
     lines = path.read_text().splitlines(keepends=True)
@@ -232,6 +260,24 @@ CASES: dict[str, tuple[str, Callable[[Path], None], list[str], list[str]]] = {
         _a_list,
         ["report", "RUN"],
         [":1: not a JSON object", "run `potstill evaluate "],
+    ),
+    "eval/predictions/teacher.jsonl: a line that is not a Prediction": (
+        "eval/predictions/teacher.jsonl",
+        _mistyped_line(2, "status"),
+        ["report", "RUN"],
+        [":2: key `status`", "Prediction record", "run `potstill evaluate "],
+    ),
+    "eval/scores.json: written by a newer potstill": (
+        "eval/scores.json",
+        _newer_schema,
+        ["report", "RUN"],
+        ["schema version 2 of Scores is newer than this potstill reads (1)", "upgrade potstill"],
+    ),
+    "eval/scores.json: a key missing": (
+        "eval/scores.json",
+        _without("comparisons"),
+        ["report", "RUN"],
+        ["key `comparisons`: Field required (a Scores record)", "run `potstill evaluate "],
     ),
     "eval/scores.json: cut short": (
         "eval/scores.json",

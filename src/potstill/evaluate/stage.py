@@ -21,29 +21,26 @@ from potstill.evaluate.cost import cost_and_latency
 from potstill.evaluate.metrics import CandidateScores, headline, score_candidate
 from potstill.evaluate.pitfalls import find_pitfalls, judge_trust, set_judge_aside
 from potstill.evaluate.stats import (
-    mean_interval,
     metric_entry,
     paired_comparison,
     paired_difference,
 )
 from potstill.models import ChatModel
-from potstill.records import ErrorRow, error_row, write_records
-from potstill.runs import RunFolder, write_json, write_jsonl
+from potstill.records import (
+    ErrorRow,
+    JudgeRecord,
+    Prediction,
+    Scores,
+    error_row,
+    write_record,
+    write_records,
+)
+from potstill.runs import RunFolder
 from potstill.tasks import Example, Task
 from potstill.tasks.base import chat_requests
 
 # Per-example scores that are rates in [0, 1], shown as percentages.
 PERCENT_METRICS = {"accuracy", "flexible_accuracy", "judge_win_rate", "macro_f1"}
-
-# Keys of scores.json that only mean something when replies are right or wrong.
-EXACT_KEYS = (
-    "accuracy",
-    "ci_low",
-    "ci_high",
-    "flexible_accuracy",
-    "flexible_ci_low",
-    "flexible_ci_high",
-)
 
 
 @dataclass(frozen=True)
@@ -203,23 +200,15 @@ def metrics(rows: list[dict[str, Any]], samples: int, seed: int) -> dict[str, An
 
 
 def summarize(rows: list[dict[str, Any]], samples: int, seed: int) -> dict[str, Any]:
+    """The rates, tokens and latency of a candidate's rows, and `metrics` (every per-example
+    score with its interval: `accuracy` and, beside it, `flexible_accuracy`, so a format
+    failure is not mistaken for a reasoning failure, or the other way round)."""
     scores = [r["score"] for r in rows if r["score"] is not None]
-    flexible = [r["flexible_score"] for r in rows if r["flexible_score"] is not None]
-    low, high, _ = mean_interval(scores, samples, seed)
-    flex_low, flex_high, _ = mean_interval(flexible, samples, seed)
     statuses = [r["status"] for r in rows]
     latency = [r["latency_s"] for r in rows]
     tokens = [r["completion_tokens"] for r in rows]
     return {
         "n": len(scores),
-        "accuracy": float(np.mean(scores)) if scores else None,
-        "ci_low": low,
-        "ci_high": high,
-        # Strict parsing decides `accuracy`; the flexible reading is reported beside it so a
-        # format failure is not mistaken for a reasoning failure (or the other way round).
-        "flexible_accuracy": float(np.mean(flexible)) if flexible else None,
-        "flexible_ci_low": flex_low,
-        "flexible_ci_high": flex_high,
         **{
             f"{s}_rate": statuses.count(s) / len(rows)
             for s in ("no_answer", "malformed", "call_failed")
@@ -307,8 +296,6 @@ def candidate_summary(
     intervals, rates, how it was asked, cost and latency."""
     samples, seed = config.evaluate.bootstrap_samples, config.evaluate.seed
     summary = summarize(rows, samples, seed)
-    if not task.reference_match:  # open text: no answer is right or wrong, see metrics
-        summary.update(dict.fromkeys(EXACT_KEYS))
     # The task's own metrics (corpus ones such as macro-F1 resampled as a whole) first,
     # then what only the rows carry (the judge's scores).
     own = {
@@ -382,7 +369,7 @@ def score_transfer_set(
     folder = transfer_predictions_dir(run, name)
     rows = {cand: cand_rows for cand, (cand_rows, _) in predicted.items()}
     for cand in found:
-        write_jsonl(folder / f"{cand.name}.jsonl", rows[cand.name])
+        write_predictions(folder / f"{cand.name}.jsonl", rows[cand.name])
     return {
         "source": describe(source, config.dataset),
         "n": len(examples),
@@ -392,6 +379,11 @@ def score_transfer_set(
         },
         "comparisons": comparisons(found, rows, samples, seed, task.metrics[0].name),
     }
+
+
+def write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
+    """A candidate's prediction rows, one `Prediction` a line."""
+    write_records(path, [Prediction.model_validate(row) for row in rows])
 
 
 def transfer_predictions_dir(run: RunFolder, name: str) -> Path:
@@ -428,11 +420,14 @@ def run_evaluate(
 
         judged = run_judge(run, config, task, test, predictions)
         for name, records in judged["records"].items():
-            write_jsonl(run.eval_dir / "judge" / f"{name}.jsonl", records)
+            write_records(
+                run.eval_dir / "judge" / f"{name}.jsonl",
+                [JudgeRecord.model_validate(record) for record in records],
+            )
     results: dict[str, Any] = {"candidates": {}}
     for cand in found:
         rows = predictions[cand.name]
-        write_jsonl(run.eval_dir / "predictions" / f"{cand.name}.jsonl", rows)
+        write_predictions(run.eval_dir / "predictions" / f"{cand.name}.jsonl", rows)
         summary = candidate_summary(task, config, cand, *predicted[cand.name])
         if judged is not None:
             summary["judge"] = judged["candidates"][cand.name]
@@ -470,7 +465,7 @@ def run_evaluate(
         calls += judged["settings"]["calls"]
     results["failed_calls"], results["calls"] = len(errors), calls
     write_records(run.eval_dir / "errors.jsonl", errors)
-    write_json(run.eval_dir / "scores.json", results)
+    write_record(run.eval_dir / "scores.json", Scores.model_validate(results))
     if errors and len(errors) > config.evaluate.max_failed_fraction * max(1, calls):
         raise StageIncomplete(
             f"evaluate: {len(errors)} of {calls} call(s) failed (see "

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from potstill.runs import RunFolder, read_jsonl
+from potstill.records import JudgeRecord, read_records
+from potstill.runs import RunFolder
 
 
 @dataclass
@@ -38,13 +39,12 @@ def load_judge_verdicts(run: RunFolder) -> JudgeVerdicts | None:
     found = JudgeVerdicts()
     for path in paths:
         candidate = path.stem
-        for row in read_jsonl(path):
-            key = (str(row["id"]), candidate)
-            point = row.get("pointwise") or {}
-            if point.get("score") is not None:
-                found.pointwise[key] = float(point["score"])
-            pair = row.get("pairwise") or {}
-            if pair.get("outcome") in ("win", "tie", "loss"):
-                found.pairwise[key] = str(pair["outcome"])
-                found.opponent = str(pair.get("vs", "teacher"))
+        for row in read_records(path, JudgeRecord):
+            key = (row.id, candidate)
+            if row.pointwise is not None and row.pointwise.score is not None:
+                found.pointwise[key] = float(row.pointwise.score)
+            pair = row.pairwise
+            if pair is not None and pair.outcome in ("win", "tie", "loss"):
+                found.pairwise[key] = pair.outcome
+                found.opponent = pair.vs
     return found

@@ -18,7 +18,8 @@ from potstill.errors import UserError
 from potstill.evaluate.rubrics import graded_criteria
 from potstill.grade.sampling import assign, draw_sample, strata
 from potstill.grade.store import GradeStore, GradingTask
-from potstill.runs import RunFolder, read_json, read_jsonl
+from potstill.records import Prediction, Scores, read_record, read_records
+from potstill.runs import RunFolder
 from potstill.tasks import Example
 
 MODE_ORDER = ("pointwise", "pairwise")
@@ -37,7 +38,7 @@ def evaluation_order(run: RunFolder) -> list[str]:
     scores = run.eval_dir / "scores.json"
     if not scores.exists():
         return []
-    return list(read_json(scores).get("order", []))
+    return read_record(scores, Scores).order
 
 
 def candidate_names(run: RunFolder, wanted: list[str] | None) -> list[str]:
@@ -126,7 +127,10 @@ class GradingRound:
 
 def _load_predictions(run: RunFolder, names: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
     folder = run.eval_dir / "predictions"
-    return {n: {str(r["id"]): r for r in read_jsonl(folder / f"{n}.jsonl")} for n in names}
+    return {
+        n: {r.id: r.as_written() for r in read_records(folder / f"{n}.jsonl", Prediction)}
+        for n in names
+    }
 
 
 def _tasks(

@@ -13,6 +13,7 @@ import yaml
 from potstill import __version__
 from potstill.config import RunConfig, StudentConfig
 from potstill.export import student_system_prompt
+from potstill.records import Scores, read_record
 from potstill.report.stage import comparison_markdown
 from potstill.report.verdict import INTERVAL_NOTE, verdicts
 from potstill.runs import RunFolder, read_json
@@ -185,7 +186,7 @@ def model_card(
     """README.md of the model repo: the verdict and the report's comparison table (every
     candidate, every metric with its 95% interval), the training settings and figures, the
     prompt it expects, and where it came from."""
-    scores = read_json(run.eval_dir / "scores.json")
+    scores = read_record(run.eval_dir / "scores.json", Scores).as_written()
     summary = read_json(run.student_dir(student.name) / "summary.json")
     base = student.base.model
     header = _front_matter(

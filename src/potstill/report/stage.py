@@ -12,6 +12,7 @@ from potstill.config import RunConfig
 from potstill.evaluate.stats import degenerate
 from potstill.figures import number, percent, template_environment
 from potstill.grade.summary import human_summary, render_section
+from potstill.records import JudgeRecord, Prediction, Scores, read_record, read_records
 from potstill.report.examples import disagreements
 from potstill.report.plots import cost_plot, loss_plot, metric_plot
 from potstill.report.verdict import INTERVAL_NOTE, same_candidates, verdicts
@@ -213,12 +214,18 @@ def _examples(run: RunFolder, config: RunConfig, order: list[str]) -> list[dict[
     inputs = {
         r["id"]: task_user_text(task, r["inputs"], "zero_shot") for r in read_jsonl(test_path)
     }
-    predictions = {n: read_jsonl(run.eval_dir / "predictions" / f"{n}.jsonl") for n in order}
+    predictions = {
+        n: [
+            r.as_written()
+            for r in read_records(run.eval_dir / "predictions" / f"{n}.jsonl", Prediction)
+        ]
+        for n in order
+    }
     judged: dict[str, dict[str, dict[str, Any]]] = {}
     for name in order:
         path = run.eval_dir / "judge" / f"{name}.jsonl"
         if path.exists():
-            judged[name] = {r["id"]: r for r in read_jsonl(path)}
+            judged[name] = {r.id: r.as_written() for r in read_records(path, JudgeRecord)}
     return disagreements(
         order, predictions, inputs, judged, config.evaluate.report_examples, config.evaluate.seed
     )
@@ -342,8 +349,14 @@ def training_rows(run: RunFolder, config: RunConfig) -> list[dict[str, Any]]:
     return found
 
 
+def read_scores(run: RunFolder) -> dict[str, Any]:
+    """eval/scores.json as evaluate built it, parsed as `Scores` (a newer or broken file is
+    named in one line)."""
+    return read_record(run.eval_dir / "scores.json", Scores).as_written()
+
+
 def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
-    scores = read_json(run.eval_dir / "scores.json")
+    scores = read_scores(run)
     summary_path = run.synth_dir / "summary.json"
     synth = read_json(summary_path) if summary_path.exists() else None
     candidates = _ordered(scores)
@@ -408,7 +421,7 @@ def comparison_markdown(scores: dict[str, Any]) -> str:
 def run_report(run: RunFolder, config: RunConfig) -> Path:
     """Write report.md, report.html and plots/; returns the path of report.md."""
     context = build_context(run, config)
-    scores = read_json(run.eval_dir / "scores.json")
+    scores = read_scores(run)
     plots = _plots(run, config, _ordered(scores))
     for plot in plots:
         atomic_write_bytes(run.root / plot["file"], plot["png"])
