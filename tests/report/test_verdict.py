@@ -326,3 +326,15 @@ def test_a_guard_rail_that_fired_is_repeated_in_the_verdict(
     assert cautions == [f"caution: {w['message']}" for w in found]
     assert "caution: distilled was trained on 3 rows (fewer than 50" in cautions[0]
     assert block.notes[-1] == "Caution, the training data: the teacher said '7' to 9 of 10."
+
+
+@pytest.mark.parametrize(
+    ("mine", "share"), [(0.22, "22%"), (0.0005, "0.05%"), (3.2, "320%"), (12.345, "1234%")]
+)
+def test_the_share_of_the_teachers_cost_is_written_without_an_exponent(
+    mine: float, share: str
+) -> None:
+    from potstill.report.verdict import _cost_line
+
+    candidates = {"s": {"cost_per_1k_requests": mine}, "t": {"cost_per_1k_requests": 1.0}}
+    assert f"({share} of the teacher's cost)" in _cost_line("s", candidates, "t")

@@ -158,7 +158,12 @@ def _cost_line(student: str, candidates: dict[str, Any], teacher: str | None) ->
         mine = candidates[student].get("cost_per_1k_requests")
         theirs = candidates[teacher].get("cost_per_1k_requests")
         if mine is not None and theirs:
-            line += f" ({100 * mine / theirs:.2g}% of the teacher's cost)"
+            share = 100 * mine / theirs  # two significant digits, never an exponent
+            line += (
+                f" ({share:.2g}% of the teacher's cost)"
+                if share < 100
+                else (f" ({share:.0f}% of the teacher's cost)")
+            )
     bases = {candidates[n].get("cost_basis") for n in (student, teacher) if n in candidates}
     if len(bases - {None}) > 1:
         line += "; priced on different bases: see the cost section"
