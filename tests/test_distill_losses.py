@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from potstill.cli import app
-from potstill.runs import RunFolder, read_jsonl
+from potstill.files import read_jsonl
+from potstill.runs import RunFolder
 from potstill.synth import logprobs as synth_logprobs
 
 STUDENTS = ["sft", "kd", "on_policy"]

@@ -7,7 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from potstill.cli import app
-from potstill.runs import RunFolder, read_jsonl
+from potstill.files import read_jsonl
+from potstill.runs import RunFolder
 
 VARIANTS = ["gold", "teacher_answer", "teacher_rationale", "teacher_answer_unchecked"]
 

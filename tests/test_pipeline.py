@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from potstill.cli import app
 from potstill.config import builtin_config_path
 from potstill.data.loading import DatasetError
-from potstill.runs import RunFolder, read_jsonl
+from potstill.files import read_jsonl
+from potstill.runs import RunFolder
 
 
 @pytest.mark.slow

@@ -12,13 +12,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from potstill.errors import DamagedRunFile
-from potstill.runs import (
-    RunFolder,
-    RunLocked,
-    atomic_write_text,
-    read_jsonl,
-    write_json,
-)
+from potstill.files import atomic_write_text, read_jsonl, write_json
+from potstill.runs import RunFolder, RunLocked
 
 if TYPE_CHECKING:
     from conftest import SmallDisk

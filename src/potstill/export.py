@@ -21,7 +21,8 @@ from typing import Literal
 from potstill.config import RunConfig, StudentConfig
 from potstill.data.loading import read_examples
 from potstill.errors import UserError
-from potstill.runs import RunFolder, atomic_write_text
+from potstill.files import atomic_write_text
+from potstill.runs import RunFolder
 
 FORMATS = ("hf", "ollama")
 Format = Literal["hf", "ollama"]

@@ -18,7 +18,8 @@ from typing import Any
 
 from potstill.config import ChecksConfig, RunConfig
 from potstill.figures import percent
-from potstill.runs import RunFolder, read_jsonl
+from potstill.files import read_jsonl
+from potstill.runs import RunFolder
 
 Finding = dict[str, str]
 

@@ -18,18 +18,10 @@ from potstill.data.sets import load_split as load_dataset_split
 from potstill.data.sets import load_transfer as load_transfer_sets
 from potstill.data.sets import source_dataset, source_digests
 from potstill.errors import StageIncomplete
+from potstill.files import atomic_write_text, write_jsonl
 from potstill.models.openai_backend import MissingKeyError
 from potstill.progress import console, duration
-from potstill.runs import (
-    STAGES,
-    RunFolder,
-    StageOrderError,
-    atomic_write_text,
-    is_main_process,
-    timed,
-    world_size,
-    write_jsonl,
-)
+from potstill.runs import STAGES, RunFolder, StageOrderError, is_main_process, timed, world_size
 from potstill.summaries import evaluate_table, judge_line, say
 from potstill.synth.filters import shot_overlaps
 from potstill.tasks import Example, build_task
@@ -73,12 +65,12 @@ def open_run(config: RunConfig, runs_dir: Path) -> RunFolder:
 def _record_sources(run: RunFolder, config: RunConfig, pinned: bool) -> None:
     """Keep in the manifest what each local source held when its rows were pinned (and,
     for a new split, when), so a later run sees a source that changed since."""
-    data = dict(run.manifest().get("data") or {})
+    data = dict(run.manifest().data or {})
     if pinned:  # a new id each time, even for two pins within one second
         data["pin"] = uuid.uuid4().hex
         data["pinned_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     data["sources"] = source_digests(config)
-    run.set_manifest("data", data)
+    run.set_data(data)
 
 
 def check_sources_unchanged(
@@ -87,7 +79,7 @@ def check_sources_unchanged(
     """A pinned source (the split's with `split`, the transfer sets' with `transfer`) whose
     file now holds other bytes than when it was pinned is an error naming it: the run would
     otherwise go on with the old rows without a word."""
-    recorded = (run.manifest().get("data") or {}).get("sources") or {}
+    recorded = (run.manifest().data or {}).get("sources") or {}
     if not recorded:
         return  # pinned before potstill recorded its sources
     for key, now in source_digests(config).items():
@@ -351,14 +343,14 @@ def fingerprint(run: RunFolder, config: RunConfig, stage: str) -> str:
     """What a stage's output depends on: its config sections and when its input was made."""
 
     def upstream(name: str) -> str:
-        record = run.stage_record(name) or {}
-        return f"{record.get('fingerprint')}@{record.get('finished_at')}"
+        record = run.stage_record(name)
+        return f"{record.fingerprint}@{record.finished_at}" if record else "None@None"
 
     if stage == "synth":
         synth = config.section_hash("task", "dataset", "teacher", "synth")
         # A split pinned anew (`potstill run --refresh`) makes every stage stale; runs that
         # pinned theirs before this was recorded keep their fingerprints.
-        pin = (run.manifest().get("data") or {}).get("pin")
+        pin = (run.manifest().data or {}).get("pin")
         if pin is not None:
             synth = _hash(synth, pin)
         # Training inputs are screened against the transfer sets too.
@@ -427,7 +419,7 @@ def run_stage(run: RunFolder, config: RunConfig, stage: str) -> dict[str, Any]:
     """Run one stage now, and record it in the manifest."""
     run.manifest()  # a damaged manifest stops the stage before it writes anything
     previous = STAGES[STAGES.index(stage) - 1] if stage != "synth" else None
-    if previous and not (run.stage_record(previous) or {}).get("status") == "done":
+    if previous and not run.is_done(previous):
         raise StageOrderError(
             f"stage {stage} needs {previous} first: potstill {previous} {run.root}"
         )

@@ -31,8 +31,8 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from potstill.errors import UserError, damaged
+from potstill.files import read_json, read_jsonl, write_json, write_jsonl
 from potstill.models.base import ChatResponse
-from potstill.runs import read_json, read_jsonl, write_json, write_jsonl
 
 VERSION_KEY = "schema_version"
 
@@ -146,15 +146,6 @@ def error_row(key: str, phase: str, failure: Mapping[str, Any], **where: Any) ->
     )
 
 
-# evaluate
-#
-# eval/predictions/<candidate>.jsonl (and eval/transfer/<set>/predictions/): one `Prediction`
-# a test example; eval/judge/<candidate>.jsonl: one `JudgeRecord` a judged example;
-# eval/scores.json: one `Scores`. Evaluate builds its figures as plain mappings while it
-# computes them (pitfalls and the judge's trust edit them in place) and writes them through
-# these models; every reader parses them back.
-
-
 class Part(BaseModel):
     """A nested object of a record: its keys are checked too, the version is the record's."""
 
@@ -171,6 +162,193 @@ class AsBuilt(Record):
     def as_written(self) -> dict[str, Any]:
         """The record as its writer built it, for code that reads it as a mapping."""
         return self.model_dump(mode="json", exclude_unset=True)
+
+
+# the run folder
+#
+# manifest.json: one `Manifest`, written by `runs.RunFolder` (each stage's record as it
+# finishes, the config's hash, the package versions, the data split's sources).
+
+
+class StageRecord(Part):
+    """A stage's entry in the manifest: done or incomplete, for which inputs, how long, what
+    it returned (its summary) and what it spent."""
+
+    status: str  # done | incomplete
+    fingerprint: str
+    seconds: float
+    finished_at: str
+    result: dict[str, Any] | None = None
+    cost_usd: float | None = None
+
+
+class Manifest(AsBuilt):
+    """manifest.json: what ran, with which settings and packages, and on which data."""
+
+    stages: dict[str, StageRecord] = {}
+    config_hash: str | None = None
+    versions: dict[str, str] | None = None
+    data: dict[str, Any] | None = None  # the split's pin and sources (pipeline.py)
+
+
+# synth
+#
+# synth/teacher.jsonl: one `TeacherRow` an input (rejected ones too; synth/rejected.jsonl
+# repeats the rejected ones); synth/generated.jsonl: one `GeneratedInput` a request for a new
+# input; synth/train.jsonl and students/<name>/train.jsonl: one `TrainingRow` a kept reply;
+# synth/summary.json: one `SynthSummary`.
+
+
+class Message(Part):
+    role: str
+    content: str
+
+
+class Sample(Part):
+    """One of an input's samples, when synth.samples > 1 (the vote is over these)."""
+
+    index: int
+    reply: str | None
+    status: str
+    answer: Any = None
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    error: str | None = None
+
+
+class TeacherRow(AsBuilt):
+    """The teacher's labelling of one input: the reply it voted for, what the task read from
+    it, its cost, and why it was rejected (None: it became a training row)."""
+
+    id: str
+    origin: str  # train | generated
+    inputs: dict[str, Any]
+    reference: Any = None
+    reply: str | None
+    status: str | None  # ok | no_answer | malformed | call_failed; None: screened, not asked
+    answer: Any = None
+    raw_answer: Any = None
+    rationale: str | None = None
+    finish_reason: str | None
+    error: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    rejected: str | None  # the rejection rule's reason (synth/filters.py)
+    rejected_detail: str | None = None  # screened inputs: what they overlap
+    seed_id: str | None = None  # generated inputs: the training example they were written from
+    samples: list[Sample] | None = None
+    votes: dict[str, int] | None = None
+    chosen_sample: int | None = None
+
+
+class GeneratedInput(AsBuilt):
+    """One request for a new input (synth.generate): the teacher's reply and the input read
+    from it, or why none was."""
+
+    id: str
+    seed_id: str
+    reply: str | None
+    inputs: dict[str, Any] | None
+    rejected: str | None
+
+
+class TrainingRow(AsBuilt):
+    """A conversational prompt/completion row, in the form TRL's trainers take; a student's
+    own variant of the rows (train/data.py) keeps the rationale it was built with."""
+
+    id: str
+    prompt: list[Message]
+    completion: list[Message]
+    rationale: str | None = None
+
+    def as_example(self) -> dict[str, Any]:
+        """The row as a trainer (and a Hub dataset) takes it: no schema version."""
+        return self.as_written()
+
+
+class SynthSummary(AsBuilt):
+    """synth/summary.json: how many inputs became rows, why the others did not, the
+    teacher's accuracy on the training split, calls, cost and the guard rails' checks."""
+
+    inputs: int
+    inputs_without_reference: int
+    generated_inputs: int
+    accepted: int
+    rejected: dict[str, int]
+    generation_rejected: dict[str, int]
+    samples: int
+    teacher_accuracy_on_train: float | None
+    teacher_accuracy_on_train_first_sample: float | None = None
+    calls: int
+    failed_calls: int
+    failed_rows: int
+    teacher_completion_tokens: int
+    cost_usd: float
+    cost: dict[str, Any]  # calls, tokens, usd, sent_this_run, priced, mode, max_usd
+    logprobs: dict[str, Any] | None = None  # k, vocab, rows (synth/logprobs.py)
+    checks: dict[str, Any]  # guards.teacher_figures
+    warnings: list[dict[str, str]]
+
+
+# train
+#
+# students/<name>/summary.json: one `TrainSummary`; students/<name>/train_log.jsonl: one
+# `TrainLogEntry` a logged step.
+
+
+class TrainSummary(AsBuilt):
+    """A trained student: its rows, steps, losses, time, tokens, and the checks' figures."""
+
+    rows: int
+    dev_rows: int
+    too_long: int
+    data: dict[str, Any]  # train/data.StudentRows.describe
+    steps: int
+    max_steps: int
+    warmup_steps: int
+    train_loss: float | None
+    last_loss: float | None
+    eval_loss: float | None
+    seconds: float | None
+    batching: str
+    attention: str
+    real_tokens: int
+    tokens_seen: int
+    real_tokens_per_second: float | None
+    resumed_from: str | None
+    world_size: int
+    method: str
+    loss: str
+    kd_rows_without_teacher: int | None
+    base: str
+    fingerprint: str
+    rank_weights: list[str] | None
+    checks: dict[str, Any]  # guards.student_figures
+    warnings: list[dict[str, str]]
+
+
+class TrainLogEntry(AsBuilt):
+    """One entry of the trainer's log history that has a loss (the trainer's own keys:
+    step, epoch, learning rate, grad norm, token accuracy... differ by trainer and version)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    step: int
+    epoch: float | None = None
+    loss: float | None = None
+    eval_loss: float | None = None
+    train_loss: float | None = None
+
+
+# evaluate
+#
+# eval/predictions/<candidate>.jsonl (and eval/transfer/<set>/predictions/): one `Prediction`
+# a test example; eval/judge/<candidate>.jsonl: one `JudgeRecord` a judged example;
+# eval/scores.json: one `Scores`. Evaluate builds its figures as plain mappings while it
+# computes them (pitfalls and the judge's trust edit them in place) and writes them through
+# these models; every reader parses them back.
 
 
 Score = float | int  # kept as written: an int stays an int, so a figure reads back the same

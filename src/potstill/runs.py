@@ -11,9 +11,8 @@ import platform
 import shlex
 import socket
 import sys
-import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib import metadata
@@ -23,7 +22,9 @@ from typing import Any
 import yaml
 
 from potstill.config import ConfigError, RunConfig, load_config
-from potstill.errors import UserError, damaged
+from potstill.errors import UserError
+from potstill.files import UMASK, atomic_write_text
+from potstill.records import Manifest, StageRecord, read_record, write_record
 
 STAGES = ("synth", "train", "evaluate", "report")
 
@@ -39,87 +40,6 @@ class RunLocked(UserError, RuntimeError):
 class StageFailed(UserError, ValueError):
     """A stage cannot make its output for a reason the user fixes (the message says what);
     it is not recorded as done, so the next run tries it again."""
-
-
-# mkstemp makes files 0600; finished files get the permissions an ordinary open() would.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file whole or not at all: temp file in the same folder, fsync, rename.
-
-    A failure (full disk, read-only folder) leaves the old file as it was and raises an
-    OSError that names `path`, not the temp file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)  # an OSError here names the folder
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, str(path)) from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-
-
-def write_jsonl(path: Path, rows: Iterable[Any]) -> None:
-    text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
-    atomic_write_text(path, text)
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise damaged(path, f"it is not UTF-8 text (byte {exc.start})") from None
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Read a JSONL file this package wrote: one JSON object a line. Every such file is
-    written whole (`write_jsonl`), so a line that is not one is damage: a DamagedRunFile
-    naming the file and line."""
-    rows: list[dict[str, Any]] = []
-    for number, line in enumerate(_read_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-            raise damaged(path, f"not a line of JSON ({reason})", number) from None
-        if not isinstance(row, dict):
-            raise damaged(path, "not a JSON object", number)
-        rows.append(row)
-    return rows
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """Read a JSON object this package wrote (`write_json`); a DamagedRunFile if it is not."""
-    try:
-        data = json.loads(_read_text(path))
-    except (json.JSONDecodeError, RecursionError) as exc:
-        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-        raise damaged(path, f"not JSON ({reason})") from None
-    if not isinstance(data, dict):
-        raise damaged(path, "not a JSON object")
-    return data
 
 
 def package_versions() -> dict[str, str]:
@@ -208,17 +128,15 @@ class RunFolder:
             )
         return load_config(self.config_path)
 
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> Manifest:
+        """manifest.json, parsed (a damaged or newer one is named in one line); an empty
+        one if no stage has run yet."""
         if not self.manifest_path.exists():
-            return {"stages": {}}
-        data = read_json(self.manifest_path)
-        if not isinstance(data.get("stages"), dict):
-            raise damaged(self.manifest_path, "it has no `stages` record")
-        return data
+            return Manifest(stages={})
+        return read_record(self.manifest_path, Manifest)
 
-    def stage_record(self, stage: str) -> dict[str, Any] | None:
-        record: dict[str, Any] | None = self.manifest()["stages"].get(stage)
-        return record
+    def stage_record(self, stage: str) -> StageRecord | None:
+        return self.manifest().stages.get(stage)
 
     def save_config(self, config: RunConfig) -> None:
         """Store the resolved config (it holds no secrets: keys are env-var names only)."""
@@ -228,17 +146,23 @@ class RunFolder:
         if not self.config_path.exists() or self.config_path.read_text("utf-8") != text:
             atomic_write_text(self.config_path, text)
         manifest = self.manifest()
-        updated = {
-            **manifest,
-            "config_hash": config.section_hash(*RunConfig.model_fields),
-            "versions": package_versions(),
-        }
-        if updated != manifest:
-            write_json(self.manifest_path, updated)
+        updated = manifest.model_copy(
+            update={
+                "config_hash": config.section_hash(*RunConfig.model_fields),
+                "versions": package_versions(),
+            }
+        )
+        if not self.manifest_path.exists() or updated.dump() != manifest.dump():
+            self._save(updated)
 
-    def set_manifest(self, key: str, value: Any) -> None:
-        """Keep `value` under `key` in the manifest (beside the stage records)."""
-        write_json(self.manifest_path, {**self.manifest(), key: value})
+    def set_data(self, data: dict[str, Any]) -> None:
+        """Keep what the data split was pinned from in the manifest (beside the stage
+        records)."""
+        self._save(self.manifest().model_copy(update={"data": data}))
+
+    def _save(self, manifest: Manifest) -> None:
+        # model_copy(update=...) skips validation: a round trip checks every key.
+        write_record(self.manifest_path, Manifest.model_validate(manifest.as_written()))
 
     def mark_done(self, stage: str, fingerprint: str, seconds: float, **extra: Any) -> None:
         self._mark(stage, "done", fingerprint, seconds, **extra)
@@ -251,18 +175,22 @@ class RunFolder:
         self, stage: str, status: str, fingerprint: str, seconds: float, **extra: Any
     ) -> None:
         manifest = self.manifest()
-        manifest["stages"][stage] = {
-            "status": status,
-            "fingerprint": fingerprint,
-            "seconds": round(seconds, 2),
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        record = StageRecord(
+            status=status,
+            fingerprint=fingerprint,
+            seconds=round(seconds, 2),
+            finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **extra,
-        }
-        write_json(self.manifest_path, manifest)
+        )
+        self._save(manifest.model_copy(update={"stages": {**manifest.stages, stage: record}}))
+
+    def is_done(self, stage: str) -> bool:
+        record = self.stage_record(stage)
+        return record is not None and record.status == "done"
 
     def is_current(self, stage: str, fingerprint: str) -> bool:
         record = self.stage_record(stage)
-        return bool(record and record["status"] == "done" and record["fingerprint"] == fingerprint)
+        return self.is_done(stage) and record is not None and record.fingerprint == fingerprint
 
 
 # Run folders this process holds the write lock of (resolved paths), with the lock's file.
@@ -294,7 +222,7 @@ def _lock(path: Path) -> int | None:
     longer at `path` is dropped and taken again on the file that is."""
     while True:
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~UMASK)
         except OSError as exc:
             if exc.errno in _CANNOT_CREATE:
                 return None

@@ -10,8 +10,8 @@ import pytest
 from potstill.config import parse_config
 from potstill.evaluate import answers
 from potstill.evaluate.stage import run_evaluate
+from potstill.files import read_jsonl, write_jsonl
 from potstill.pipeline import prepare_split
-from potstill.runs import read_jsonl, write_jsonl
 from potstill.tasks import build_task
 
 

@@ -12,8 +12,9 @@ import yaml
 from potstill.config import parse_config
 from potstill.evaluate.stage import summarize, write_predictions
 from potstill.evaluate.stats import paired_comparison
+from potstill.files import write_json, write_jsonl
 from potstill.records import Scores, write_record
-from potstill.runs import RunFolder, write_json, write_jsonl
+from potstill.runs import RunFolder
 
 LABELS = ("positive", "negative")
 TEXTS = [

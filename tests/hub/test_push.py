@@ -21,10 +21,10 @@ from fastapi.responses import JSONResponse
 
 from potstill import __version__
 from potstill.evaluate.stage import run_evaluate
+from potstill.files import read_json, read_jsonl, write_json
 from potstill.hub.push import HubError, push
 from potstill.pipeline import prepare_split
 from potstill.report.stage import comparison_markdown
-from potstill.runs import read_json, read_jsonl, write_json
 from potstill.synth.stage import run_synth
 from potstill.tasks import build_task
 
@@ -135,7 +135,7 @@ def test_dry_run_writes_both_folders_and_cards_and_sends_nothing(finished_run: A
     assert f"### Yield\n\n{table}| accepted | {summary['accepted']} |" in card
     assert "- teacher calls: 16, " in card and "(no price configured)" in card
     assert f"pushed with potstill {__version__}" in card
-    assert f"made with potstill {run.manifest()['versions']['potstill']}" in card
+    assert f"made with potstill {run.manifest().versions['potstill']}" in card
     assert "## Teacher prompt (first training input)" in card and "[user]" in card
     assert yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False) in card
 

@@ -21,8 +21,9 @@ from review_task import endpoint, reply, reviews
 
 from potstill.config import parse_config
 from potstill.errors import StageIncomplete
+from potstill.files import read_jsonl
 from potstill.pipeline import run_pipeline
-from potstill.runs import RunFolder, read_jsonl
+from potstill.runs import RunFolder
 
 if TYPE_CHECKING:
     from conftest import Tally

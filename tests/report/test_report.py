@@ -10,9 +10,9 @@ import pytest
 
 from potstill.config import parse_config
 from potstill.evaluate.stage import run_evaluate
+from potstill.files import write_jsonl
 from potstill.pipeline import prepare_split
 from potstill.report.stage import run_report
-from potstill.runs import write_jsonl
 from potstill.tasks import build_task
 
 CHROMIUM_ARGS = [

@@ -11,11 +11,11 @@ import pytest
 from potstill.config import parse_config
 from potstill.evaluate import stage
 from potstill.evaluate.stats import paired_difference
+from potstill.files import read_jsonl, write_jsonl
 from potstill.models.base import ChatResponse
 from potstill.pipeline import open_run, prepare_split, prepare_transfer
 from potstill.report.stage import run_report
 from potstill.report.verdict import MIN_PAIRED, SetVerdict, verdict_word, verdicts
-from potstill.runs import read_jsonl, write_jsonl
 from potstill.tasks import Example, build_task
 
 # Who is right on which example: a candidate's name -> right (True) or wrong per example, or

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from fault_server import FaultServer, logprob_content
 
+from potstill.files import read_jsonl
 from potstill.models.base import ChatResponse
 from potstill.models.callstore import CallStore
 from potstill.pipeline import run_stage
-from potstill.runs import RunFolder, read_jsonl
+from potstill.runs import RunFolder
 from potstill.synth import logprobs as synth_logprobs
 
 POSITIVE = ("great", "lovely", "superb", "fine")

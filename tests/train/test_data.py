@@ -5,7 +5,8 @@ from typing import Any
 import pytest
 
 from potstill.config import ConfigError, parse_config
-from potstill.runs import RunFolder, read_jsonl, write_jsonl
+from potstill.files import read_jsonl, write_jsonl
+from potstill.runs import RunFolder
 from potstill.tasks import Example, build_task
 from potstill.train.data import split_dev, student_rows
 

@@ -12,7 +12,8 @@ import yaml
 from teacher_scores import score_rows
 
 from potstill.config import parse_config
-from potstill.runs import RunFolder, write_jsonl
+from potstill.files import write_jsonl
+from potstill.runs import RunFolder
 
 ROWS = [
     {

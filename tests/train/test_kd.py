@@ -145,7 +145,8 @@ from typing import Any  # noqa: E402
 from teacher_scores import score_rows  # noqa: E402
 
 from potstill.config import RunConfig, parse_config  # noqa: E402
-from potstill.runs import RunFolder, read_jsonl, write_jsonl  # noqa: E402
+from potstill.files import read_jsonl, write_jsonl  # noqa: E402
+from potstill.runs import RunFolder  # noqa: E402
 from potstill.synth import logprobs as synth_logprobs  # noqa: E402
 from potstill.tasks import build_task  # noqa: E402
 from potstill.train.lint import TrainingDataError  # noqa: E402

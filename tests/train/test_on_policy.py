@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from potstill.config import ConfigError, parse_config
-from potstill.runs import RunFolder, read_jsonl, write_jsonl
+from potstill.files import read_jsonl, write_jsonl
+from potstill.runs import RunFolder
 from potstill.tasks import build_task
 from potstill.train.stage import train_student
 

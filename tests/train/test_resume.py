@@ -14,8 +14,9 @@ import pytest
 from teacher_scores import score_rows
 
 from potstill.config import RunConfig, parse_config
+from potstill.files import read_jsonl, write_jsonl
 from potstill.pipeline import run_stage
-from potstill.runs import RunFolder, read_jsonl, write_jsonl
+from potstill.runs import RunFolder
 from potstill.train.trainer import STAGING
 
 ROWS = [

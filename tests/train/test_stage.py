@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from potstill.config import RunConfig, parse_config
-from potstill.runs import RunFolder, read_jsonl, write_jsonl
+from potstill.files import read_jsonl, write_jsonl
+from potstill.runs import RunFolder
 from potstill.tasks import build_task
 from potstill.train.attention import NAME
 from potstill.train.stage import batching_for, build_trainer, train_student

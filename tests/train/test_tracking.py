@@ -5,7 +5,8 @@ from typing import Any
 import pytest
 
 from potstill.config import ConfigError, RunConfig, parse_config
-from potstill.runs import RunFolder, read_json, write_json, write_jsonl
+from potstill.files import read_json, write_json, write_jsonl
+from potstill.runs import RunFolder
 from potstill.tasks import build_task
 from potstill.train.stage import train_student
 from potstill.train.tracking import (

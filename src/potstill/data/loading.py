@@ -14,7 +14,7 @@ from typing import Any
 
 from potstill.config import DatasetConfig
 from potstill.errors import UserError, damaged
-from potstill.runs import read_jsonl
+from potstill.files import read_jsonl
 from potstill.tasks.base import Example, Task
 
 Rows = Iterator[tuple[str, dict[str, Any]]]  # (where: "file:line" or "source row N", row)

@@ -14,9 +14,10 @@ from potstill.config import ChecksConfig, RunConfig
 from potstill.data.loading import read_examples
 from potstill.evaluate.judgments import JUDGE_METRICS
 from potstill.figures import percent
+from potstill.files import read_jsonl
 from potstill.guards import Finding, run_guards
 from potstill.guards import warn as _warn
-from potstill.runs import RunFolder, read_jsonl
+from potstill.runs import RunFolder
 from potstill.synth.overlap import input_text, split_overlap
 from potstill.tasks import Example, Task
 

@@ -6,12 +6,13 @@ import errno
 import socket
 from pathlib import Path
 
+from potstill.files import atomic_write_text
 from potstill.grade.app import create_app
 from potstill.grade.pages import GradingApp, login_link
 from potstill.grade.rounds import GradeError, GradingRound, open_round
 from potstill.grade.summary import human_summary, render_section
 from potstill.progress import console
-from potstill.runs import RunFolder, atomic_write_text
+from potstill.runs import RunFolder
 
 
 def _open(run_dir: Path) -> tuple[RunFolder, GradingRound, int]:

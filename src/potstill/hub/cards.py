@@ -13,10 +13,11 @@ import yaml
 from potstill import __version__
 from potstill.config import RunConfig, StudentConfig
 from potstill.export import student_system_prompt
+from potstill.files import read_json
 from potstill.records import Scores, read_record
 from potstill.report.stage import comparison_markdown
 from potstill.report.verdict import INTERVAL_NOTE, verdicts
-from potstill.runs import RunFolder, read_json
+from potstill.runs import RunFolder
 
 
 def _front_matter(fields: dict[str, Any]) -> str:
@@ -30,12 +31,13 @@ def _yaml_block(data: Any) -> list[str]:
 
 
 def _versions(run: RunFolder) -> list[str]:
-    made = run.manifest().get("versions", {})
+    manifest = run.manifest()
+    made = manifest.versions or {}
     return [
         f"- made with potstill {made.get('potstill', 'unknown')} "
         f"({', '.join(f'{k} {v}' for k, v in made.items() if k != 'potstill')}); "
         f"pushed with potstill {__version__}",
-        f"- config hash: `{run.manifest().get('config_hash', 'unknown')}`",
+        f"- config hash: `{manifest.config_hash or 'unknown'}`",
     ]
 
 

@@ -18,9 +18,10 @@ from typing import Any
 
 from potstill.config import RunConfig
 from potstill.export import ExportError, trained_student
+from potstill.files import atomic_write_text, read_jsonl, write_jsonl
 from potstill.hub import HubError
 from potstill.hub.cards import dataset_card, model_card
-from potstill.runs import RunFolder, atomic_write_text, read_jsonl, write_jsonl
+from potstill.runs import RunFolder
 
 WEIGHTS = ("merged", "adapter")
 # The Hub's repo ids: a namespace and a name of letters, digits, `-`, `_`, `.`.

@@ -32,6 +32,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from potstill.config import ModelConfig
+from potstill.files import atomic_write_bytes, read_json, write_json
 from potstill.models.base import Admit, ChatRequest, ChatResponse
 from potstill.models.callstore import request_key
 from potstill.models.openai_backend import (
@@ -45,7 +46,6 @@ from potstill.models.openai_backend import (
     redact,
 )
 from potstill.progress import duration, say
-from potstill.runs import atomic_write_bytes, read_json, write_json
 
 # A batch in one of these states is over; the others (validating, in_progress, finalizing,
 # cancelling) are waited on. ("gone": one the endpoint no longer has, potstill's own word.)

@@ -11,18 +11,13 @@ from jinja2 import Environment
 from potstill.config import RunConfig
 from potstill.evaluate.stats import degenerate
 from potstill.figures import number, percent, template_environment
+from potstill.files import atomic_write_bytes, atomic_write_text, read_json, read_jsonl
 from potstill.grade.summary import human_summary, render_section
 from potstill.records import JudgeRecord, Prediction, Scores, read_record, read_records
 from potstill.report.examples import disagreements
 from potstill.report.plots import cost_plot, loss_plot, metric_plot
 from potstill.report.verdict import INTERVAL_NOTE, same_candidates, verdicts
-from potstill.runs import (
-    RunFolder,
-    atomic_write_bytes,
-    atomic_write_text,
-    read_json,
-    read_jsonl,
-)
+from potstill.runs import RunFolder
 from potstill.tasks import build_task
 from potstill.tasks.base import task_user_text
 

@@ -36,12 +36,13 @@ from typing import Any
 import numpy as np
 
 from potstill.errors import damaged
+from potstill.files import atomic_write_bytes
 from potstill.models.base import ChatRequest, ChatResponse, Message
 from potstill.models.callstore import CallStore, request_key
 from potstill.models.logprobs import TopLogprobs, decode, encode, teacher_forced_topk
 from potstill.models.tokens import prompt_completion_ids
 from potstill.progress import progress_bar
-from potstill.runs import StageFailed, atomic_write_bytes
+from potstill.runs import StageFailed
 
 FILE = "logprobs.npz"
 ALIGNED, RESCORED, UNALIGNED = "aligned", "rescored", "unaligned"

@@ -9,18 +9,13 @@ from typing import Any
 
 from potstill.config import RunConfig
 from potstill.errors import StageIncomplete
+from potstill.files import atomic_write_text, write_json, write_jsonl
 from potstill.guards import teacher_figures, teacher_warnings
 from potstill.models.base import ChatResponse
 from potstill.models.callstore import CallStore
 from potstill.models.cost import call_cost
 from potstill.records import ErrorRow, call_failure, error_row, write_records
-from potstill.runs import (
-    RunFolder,
-    StageFailed,
-    atomic_write_text,
-    write_json,
-    write_jsonl,
-)
+from potstill.runs import RunFolder, StageFailed
 from potstill.summaries import say, synth_sentence, warning_lines
 from potstill.synth.calls import TeacherCalls
 from potstill.synth.card import render_card

@@ -12,7 +12,8 @@ from typing import Any
 
 from potstill.config import RunConfig, StudentConfig
 from potstill.data.loading import read_examples
-from potstill.runs import RunFolder, read_jsonl
+from potstill.files import read_jsonl
+from potstill.runs import RunFolder
 from potstill.synth.filters import SETTING_REASONS
 from potstill.synth.stage import accepted_row, training_row
 from potstill.tasks import Example, Parsed, Task

@@ -20,18 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from potstill.config import ChecksConfig, RunConfig, StudentConfig, TrainConfig
+from potstill.files import read_json, read_jsonl, write_json, write_jsonl
 from potstill.guards import student_figures, student_warnings
 from potstill.models.packaged import gpu_bf16, load_pretrained
 from potstill.models.tokens import prompt_completion_ids
 from potstill.progress import console
-from potstill.runs import (
-    RunFolder,
-    is_main_process,
-    read_json,
-    read_jsonl,
-    write_json,
-    write_jsonl,
-)
+from potstill.runs import RunFolder, is_main_process
 from potstill.summaries import say, train_end_sentence, train_start_sentence, warning_lines
 from potstill.tasks import Task
 from potstill.train import attention, tracking

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from potstill.config import ConfigError, RunConfig, StudentConfig
+from potstill.files import read_json, write_json
 from potstill.progress import say
-from potstill.runs import RunFolder, read_json, write_json
+from potstill.runs import RunFolder
 
 # Per tracker: the modules of which one must import (transformers' own test), and the install.
 INSTALL: dict[str, tuple[tuple[str, ...], str]] = {
