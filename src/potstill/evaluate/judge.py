@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,27 +56,30 @@ def _last_line(reply: str) -> tuple[str, str]:
     return lines[-1].strip(), _REASON_PREFIX.sub("", reason)[:_MAX_REASON]
 
 
-def parse_score(reply: str | None) -> Judgement:
-    """A pointwise reply: the last non-empty line must be `Score: N` with N from 1 to 5."""
+def _read_last_line(
+    reply: str | None, line: re.Pattern[str], value: Callable[[str], str]
+) -> Judgement:
+    """A judge reply whose last non-empty line must match `line`; its group, as `value`
+    spells it, is the judgement, the lines above it the reason."""
     if reply is None:
         return Judgement("call_failed", detail="the judge call failed")
     last, reason = _last_line(reply)
-    match = SCORE_LINE.match(last)
+    match = line.match(last)
     if not match:
         return Judgement("malformed", reason=reason, detail=f"last line {last[:60]!r}")
-    return Judgement("ok", match.group(1), reason)
+    return Judgement("ok", value(match.group(1)), reason)
+
+
+def parse_score(reply: str | None) -> Judgement:
+    """A pointwise reply: the last non-empty line must be `Score: N` with N from 1 to 5."""
+    return _read_last_line(reply, SCORE_LINE, str)
 
 
 def parse_verdict(reply: str | None) -> Judgement:
     """A pairwise reply: the last non-empty line must be `Verdict: A`, `B` or `tie`."""
-    if reply is None:
-        return Judgement("call_failed", detail="the judge call failed")
-    last, reason = _last_line(reply)
-    match = VERDICT_LINE.match(last)
-    if not match:
-        return Judgement("malformed", reason=reason, detail=f"last line {last[:60]!r}")
-    value = match.group(1)
-    return Judgement("ok", "tie" if value.lower() == "tie" else value.upper(), reason)
+    return _read_last_line(
+        reply, VERDICT_LINE, lambda v: "tie" if v.lower() == "tie" else v.upper()
+    )
 
 
 @dataclass(frozen=True)
