@@ -3,7 +3,7 @@ small, too short or too flat to have learnt anything, each a warning with number
 
 from __future__ import annotations
 
-from typing import Any
+from run_records import teacher_row, train_log
 
 from potstill.config import ChecksConfig
 from potstill.guards import (
@@ -13,21 +13,21 @@ from potstill.guards import (
     teacher_figures,
     teacher_warnings,
 )
+from potstill.records import TeacherRow
 
 CHECKS = ChecksConfig()
 
 
-def _record(
-    answer: str | None, rejected: str | None, reference: str | None = None
-) -> dict[str, Any]:
+def _record(answer: str | None, rejected: str | None, reference: str | None = None) -> TeacherRow:
+    """A synth/teacher.jsonl row whose reply gave `answer` (`rejected`: why it was not kept)."""
     status = "ok" if rejected in (None, "disagrees_with_reference") else "no_answer"
-    return {
-        "answer": answer if status == "ok" else None,
-        "raw_answer": answer,
-        "status": status,
-        "rejected": rejected,
-        "reference": reference,
-    }
+    return teacher_row(
+        reference=reference,
+        status=status,
+        answer=answer if status == "ok" else None,
+        raw_answer=answer,
+        rejected=rejected,
+    )
 
 
 def test_a_low_yield_names_the_reasons_that_dominate_and_their_fix() -> None:
@@ -77,7 +77,7 @@ def test_one_answer_to_nearly_every_input_is_called_a_constant() -> None:
     assert "learns to say 'positive' whatever the input" in message
     assert "the references give it to 278 of 570 (48.8%): the bias is the teacher's" in message
     # References as skewed as the teacher: the data is imbalanced, not the teacher biased.
-    skewed = [{**r, "reference": r["answer"]} for r in records]
+    skewed = [r.model_copy(update={"reference": r.answer}) for r in records]
     text = teacher_warnings(teacher_figures(skewed, "classification", True), "x", CHECKS)
     assert "the data itself is this imbalanced" in text[0]["message"]
     # Open text (summaries) has no discrete answer to count.
@@ -86,9 +86,10 @@ def test_one_answer_to_nearly_every_input_is_called_a_constant() -> None:
 
 def test_a_student_too_small_too_short_and_flat_gets_every_warning() -> None:
     # The student of issue 12: 3 rows, 2 optimizer steps, the first at learning rate 0.
-    summary = {"rows": 3, "steps": 2, "warmup_steps": 1}
-    log = [{"step": 1, "loss": 2.50}, {"step": 2, "loss": 2.49}, {"step": 2, "eval_loss": 2.6}]
-    figures = student_figures(summary, log)
+    log = train_log(
+        {"step": 1, "loss": 2.50}, {"step": 2, "loss": 2.49}, {"step": 2, "eval_loss": 2.6}
+    )
+    figures = student_figures(3, 2, 1, log)
     assert figures == {
         "rows": 3,
         "steps": 2,
@@ -106,7 +107,7 @@ def test_a_student_too_small_too_short_and_flat_gets_every_warning() -> None:
     loss = found["student_loss"]
     assert loss.startswith("tiny's training loss hardly fell: 2.500 over the first quarter")
     assert "2.490 over the last (down 0.4%; at least 5.0% expected" in loss
-    rising = student_figures(summary, [{"loss": 2.0}, {"loss": 2.2}])
+    rising = student_figures(3, 2, 1, train_log({"loss": 2.0}, {"loss": 2.2}))
     (loss,) = [w["message"] for w in student_warnings("t", rising, CHECKS) if "loss" in w["check"]]
     assert (
         "did not fall: 2.000 over the first quarter of its steps, 2.200 over the last (up" in loss
@@ -118,13 +119,13 @@ def test_a_student_too_small_too_short_and_flat_gets_every_warning() -> None:
 
 
 def test_a_student_that_learnt_is_quiet() -> None:
-    log = [{"loss": 2.0 - 0.05 * s} for s in range(32)]
-    figures = student_figures({"rows": 122, "steps": 32, "warmup_steps": 2}, log)
+    log = train_log(*({"loss": 2.0 - 0.05 * s} for s in range(32)))
+    figures = student_figures(122, 32, 2, log)
     assert loss_ends(log) == (2.0 - 0.05 * 3.5, 2.0 - 0.05 * 27.5)
     assert student_warnings("distilled", figures, CHECKS) == []
     # A summary from before the figures existed (no warm-up count) skips that check only.
     assert student_warnings("old", {**figures, "warmup_steps": None}, CHECKS) == []
-    assert loss_ends([{"loss": 1.0}]) is None
+    assert loss_ends(train_log({"loss": 1.0})) is None
     lenient = ChecksConfig(min_student_rows=2, min_optimizer_steps=1, min_loss_drop=0.0)
-    flat = student_figures({"rows": 3, "steps": 2, "warmup_steps": 0}, log[:2])
+    flat = student_figures(3, 2, 0, log[:2])
     assert student_warnings("tiny", flat, lenient) == []

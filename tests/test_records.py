@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from potstill.errors import DamagedRunFile, UserError
 from potstill.models.base import ChatResponse
@@ -111,3 +112,59 @@ def test_a_broken_line_is_named_by_its_number(tmp_path: Path) -> None:
     path.write_text(json.dumps(good) + "\n\n" + json.dumps({**good, "attempts": "many"}) + "\n")
     with pytest.raises(DamagedRunFile, match=r"errors\.jsonl:3: key `attempts`"):
         read_records(path, ErrorRow)
+
+
+def test_synth_rows_are_written_with_only_the_keys_set_and_read_back_the_same(
+    tmp_path: Path,
+) -> None:
+    from run_records import teacher_row
+
+    from potstill.records import TeacherRow, read_training_rows, write_training_rows
+
+    voted = teacher_row(
+        samples=[
+            {"index": 0, "reply": "4", "status": "ok", "answer": "4", "finish_reason": "stop",
+             "prompt_tokens": 9, "completion_tokens": 1},
+        ],
+        votes={"4": 1},
+        chosen_sample=0,
+    )  # fmt: skip
+    plain = teacher_row(id="y", answer="5")
+    path = tmp_path / "teacher.jsonl"
+    write_records(path, [voted, plain])
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert "samples" in lines[0] and "samples" not in lines[1]  # never set: left out, not null
+    assert all(line["schema_version"] == TeacherRow.VERSION for line in lines)
+    assert read_records(path, TeacherRow) == [voted, plain]
+    # Training rows go to the trainers (and the Hub dataset) without the version.
+    row = {
+        "id": "y",
+        "prompt": [{"role": "user", "content": "2 + 3?"}],
+        "completion": [{"role": "assistant", "content": "5"}],
+    }
+    write_training_rows(tmp_path / "train.jsonl", [row])
+    assert "schema_version" in (tmp_path / "train.jsonl").read_text()
+    assert read_training_rows(tmp_path / "train.jsonl") == [row]
+    # A writer's mistake is refused before anything is written.
+    with pytest.raises(ValidationError, match=r"completion.0.role"):
+        write_training_rows(tmp_path / "broken.jsonl", [{**row, "completion": [{"content": "5"}]}])
+    assert not (tmp_path / "broken.jsonl").exists()
+
+
+def test_the_manifest_keeps_every_stage_and_names_a_newer_one(tmp_path: Path) -> None:
+    from potstill.runs import RunFolder
+
+    run = RunFolder(tmp_path / "run")
+    assert run.manifest().stages == {} and run.stage_record("synth") is None
+    run.mark_done("synth", "abc", 1.234, result={"accepted": 3}, cost_usd=0.5)
+    run.mark_incomplete("train", "def", 2.0)
+    run.set_data({"pin": "p1"})
+    manifest = run.manifest()
+    assert manifest.data == {"pin": "p1"} and run.is_done("synth") and not run.is_done("train")
+    assert run.is_current("synth", "abc") and not run.is_current("synth", "other")
+    synth = manifest.stages["synth"]
+    assert (synth.seconds, synth.result, synth.cost_usd) == (1.23, {"accepted": 3}, 0.5)
+    data = json.loads(run.manifest_path.read_text())
+    run.manifest_path.write_text(json.dumps({**data, "schema_version": 2}))
+    with pytest.raises(NewerRunFile, match="schema version 2 of Manifest is newer"):
+        run.manifest()

@@ -11,14 +11,13 @@ scores.json and the report carry them.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from potstill.config import ChecksConfig, RunConfig
 from potstill.figures import percent
-from potstill.files import read_jsonl
+from potstill.records import TeacherRow, TrainLogEntry, TrainSummary, read_record, read_records
 from potstill.runs import RunFolder
 
 Finding = dict[str, str]
@@ -92,19 +91,15 @@ OUTSIDE = {
 }
 
 
-def teacher_figures(
-    records: Sequence[Mapping[str, Any]], kind: str, discrete: bool
-) -> dict[str, Any]:
+def teacher_figures(records: Sequence[TeacherRow], kind: str, discrete: bool) -> dict[str, Any]:
     """The numbers behind the teacher checks, from synth/teacher.jsonl's records: how many
     inputs became rows and why the others did not (`outside`: `no_answer` replies whose answer
     is not one of the task's, with the most frequent ones), and, for tasks with discrete
     answers, the most common answer in the kept rows, among all answered inputs and among the
     references."""
-    rejected = Counter(str(r["rejected"]) for r in records if r.get("rejected"))
+    rejected = Counter(str(r.rejected) for r in records if r.rejected)
     outside = Counter(
-        str(r["raw_answer"])
-        for r in records
-        if r.get("rejected") == "no_answer" and r.get("raw_answer") is not None
+        str(r.raw_answer) for r in records if r.rejected == "no_answer" and r.raw_answer is not None
     )
     figures: dict[str, Any] = {
         "labelled": len(records),
@@ -114,19 +109,19 @@ def teacher_figures(
         "outside_examples": [[a, n] for a, n in outside.most_common(3)] if kind in OUTSIDE else [],
     }
     if discrete:
-        kept = Counter(str(r["answer"]) for r in records if not r.get("rejected"))
+        kept = Counter(str(r.answer) for r in records if not r.rejected)
         if kept:
             answer, count = kept.most_common(1)[0]
-            answered = [r for r in records if r.get("status") == "ok"]
-            references = [r for r in records if r.get("reference") is not None]
+            answered = [r for r in records if r.status == "ok"]
+            references = [r for r in records if r.reference is not None]
             figures["answers"] = {
                 "inputs": len(records),
                 "answer": answer,
                 "kept": count,
                 "kept_of": sum(kept.values()),
-                "answered": sum(str(r["answer"]) == answer for r in answered),
+                "answered": sum(str(r.answer) == answer for r in answered),
                 "answered_of": len(answered),
-                "references": sum(str(r["reference"]) == answer for r in references),
+                "references": sum(str(r.reference) == answer for r in references),
                 "references_of": len(references),
             }
     return figures
@@ -211,23 +206,26 @@ def _constant_message(spread: Mapping[str, Any], checks: ChecksConfig) -> str:
     return text + "the bias is the teacher's; use a stronger teacher or a better prompt."
 
 
-def loss_ends(log: Sequence[Mapping[str, Any]]) -> tuple[float, float] | None:
+def loss_ends(log: Sequence[TrainLogEntry]) -> tuple[float, float] | None:
     """The mean training loss of the first and of the last quarter of the logged steps (at
     least one step each), or None without two logged losses."""
-    losses = [float(e["loss"]) for e in log if e.get("loss") is not None]
+    losses = [float(e.loss) for e in log if e.loss is not None]
     if len(losses) < 2:
         return None
     k = max(1, len(losses) // 4)
     return sum(losses[:k]) / k, sum(losses[-k:]) / k
 
 
-def student_figures(summary: Mapping[str, Any], log: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The numbers behind the student checks, from its summary.json and train_log.jsonl."""
+def student_figures(
+    rows: int, steps: int, warmup_steps: int, log: Sequence[TrainLogEntry]
+) -> dict[str, Any]:
+    """The numbers behind the student checks, from its summary.json (rows, optimizer steps,
+    warm-up steps) and train_log.jsonl."""
     ends = loss_ends(log)
     return {
-        "rows": summary.get("rows"),
-        "steps": summary.get("steps"),
-        "warmup_steps": summary.get("warmup_steps"),
+        "rows": rows,
+        "steps": steps,
+        "warmup_steps": warmup_steps,
         "loss_start": ends[0] if ends else None,
         "loss_end": ends[1] if ends else None,
     }
@@ -308,16 +306,16 @@ def run_guards(run: RunFolder, config: RunConfig, kind: str, discrete: bool) -> 
     warnings: list[Finding] = []
     records = run.synth_dir / "teacher.jsonl"
     if records.exists():
-        checks["teacher"] = teacher_figures(read_jsonl(records), kind, discrete)
+        checks["teacher"] = teacher_figures(read_records(records, TeacherRow), kind, discrete)
         warnings += teacher_warnings(checks["teacher"], kind, config.checks)
     for student in config.students:
         folder = run.student_dir(student.name)
         if not (folder / "summary.json").exists():
             continue
-        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        summary = read_record(folder / "summary.json", TrainSummary)
         log_path = folder / "train_log.jsonl"
-        log = read_jsonl(log_path) if log_path.exists() else []
-        figures = student_figures(summary, log)
+        log = read_records(log_path, TrainLogEntry) if log_path.exists() else []
+        figures = student_figures(summary.rows, summary.steps, summary.warmup_steps, log)
         checks.setdefault("students", {})[student.name] = figures
         warnings += student_warnings(student.name, figures, config.checks)
     return {"checks": checks, "warnings": warnings}

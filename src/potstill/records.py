@@ -268,6 +268,17 @@ class TrainingRow(AsBuilt):
         return self.as_written()
 
 
+def write_training_rows(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Training rows (as the trainers take them) into a train.jsonl, each checked as a
+    `TrainingRow`."""
+    write_records(path, (TrainingRow.model_validate(row) for row in rows))
+
+
+def read_training_rows(path: Path) -> list[dict[str, Any]]:
+    """A train.jsonl's rows, parsed, as the trainers take them (no schema version)."""
+    return [row.as_example() for row in read_records(path, TrainingRow)]
+
+
 class SynthSummary(AsBuilt):
     """synth/summary.json: how many inputs became rows, why the others did not, the
     teacher's accuracy on the training split, calls, cost and the guard rails' checks."""
@@ -313,7 +324,7 @@ class TrainSummary(AsBuilt):
     eval_loss: float | None
     seconds: float | None
     batching: str
-    attention: str
+    attention: str | None  # the attention kernel asked for; None: the model's default
     real_tokens: int
     tokens_seen: int
     real_tokens_per_second: float | None

@@ -6,12 +6,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from run_records import teacher_row, train_log, train_summary
 
 from potstill.config import parse_config
 from potstill.evaluate import answers
 from potstill.evaluate.stage import run_evaluate
 from potstill.files import read_jsonl, write_jsonl
 from potstill.pipeline import prepare_split
+from potstill.records import write_record, write_records
 from potstill.tasks import build_task
 
 
@@ -274,16 +276,19 @@ def test_a_meaningless_run_is_warned_about_with_its_numbers_in_scores_json(
     make_evaluated_run: Callable[..., Any],
 ) -> None:
     run, config = make_evaluated_run(name="meaningless")
+
     # What the packaged teacher did on 10 reviews: 8 replies outside the label set, 1 cut off.
-    record = {"answer": None, "status": "no_answer", "reference": "positive"}
-    records = [{**record, "raw_answer": "good", "rejected": "no_answer"}] * 8
-    records += [{**record, "raw_answer": None, "status": None, "rejected": "finish_length"}]
-    records += [{**record, "answer": "positive", "status": "ok", "rejected": None}]
-    write_jsonl(run.synth_dir / "teacher.jsonl", records)
+    def record(**fields: Any) -> Any:
+        return teacher_row(**{"status": "no_answer", "reference": "positive", **fields})
+
+    records = [record(raw_answer="good", rejected="no_answer")] * 8
+    records += [record(status=None, rejected="finish_length")]
+    records += [record(answer="positive", status="ok", rejected=None)]
+    write_records(run.synth_dir / "teacher.jsonl", records)
     # A student trained on 3 rows for 2 steps, the first in warm-up, its loss flat.
     folder = run.student_dir("distilled")
-    (folder / "summary.json").write_text(json.dumps({"rows": 3, "steps": 2, "warmup_steps": 1}))
-    write_jsonl(folder / "train_log.jsonl", [{"step": 1, "loss": 1.5}, {"step": 2, "loss": 1.5}])
+    write_record(folder / "summary.json", train_summary(rows=3, steps=2, warmup_steps=1))
+    write_records(folder / "train_log.jsonl", train_log({"loss": 1.5}, {"loss": 1.5}))
     results = _evaluate(run, config)
     found = {w["check"]: w for w in results["warnings"]}
     assert {"student_rows", "student_steps", "student_loss"} <= set(found)

@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 import yaml
+from run_records import synth_summary
 
 from potstill.config import parse_config
 from potstill.evaluate.stage import summarize, write_predictions
 from potstill.evaluate.stats import paired_comparison
-from potstill.files import write_json, write_jsonl
+from potstill.files import write_jsonl
 from potstill.records import Scores, write_record
 from potstill.runs import RunFolder
 
@@ -139,9 +140,9 @@ def build_run(root: Path, grade: dict[str, Any] | None = None) -> RunFolder:
         calls=len(RIGHT) * len(examples),
     )
     write_record(run.eval_dir / "scores.json", Scores.model_validate(results))
-    write_json(
+    write_record(
         run.synth_dir / "summary.json",
-        {"inputs": 40, "accepted": 30, "teacher_accuracy_on_train": 0.8, "rejected": {}},
+        synth_summary(accepted=30, teacher_accuracy_on_train=0.8, rejected={}),
     )
     return run
 

@@ -18,12 +18,14 @@ import yaml
 # At module level: FastAPI resolves the handlers' (postponed) annotations here.
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from run_records import train_summary
 
 from potstill import __version__
 from potstill.evaluate.stage import run_evaluate
-from potstill.files import read_json, read_jsonl, write_json
+from potstill.files import read_json, read_jsonl
 from potstill.hub.push import HubError, push
 from potstill.pipeline import prepare_split
+from potstill.records import read_training_rows, write_record
 from potstill.report.stage import comparison_markdown
 from potstill.synth.stage import run_synth
 from potstill.tasks import build_task
@@ -102,8 +104,10 @@ def finished_run(make_evaluated_run: Callable[..., Any], scripted_endpoint: tupl
         answers["cot", asked] = json.dumps({"reason": "I add.", "answer": str(example.reference)})
     run_synth(run, config, task, split.train, split.test, {})
     run_evaluate(run, config, task, split.test)
-    summary = {"rows": 16, "dev_rows": 0, "steps": 4, "train_loss": 1.25, "eval_loss": None}
-    write_json(run.student_dir("distilled") / "summary.json", {**summary, "seconds": 2.0})
+    summary = train_summary(
+        rows=16, dev_rows=0, steps=4, train_loss=1.25, eval_loss=None, seconds=2
+    )
+    write_record(run.student_dir("distilled") / "summary.json", summary)
     return run, config
 
 
@@ -121,7 +125,10 @@ def test_dry_run_writes_both_folders_and_cards_and_sends_nothing(finished_run: A
     assert pushed.urls == {}
     data, model = pushed.folders["dataset"], pushed.folders["model"]
     assert data == run.root / "hub" / "dataset" and model == run.root / "hub" / "model"
-    assert read_jsonl(data / "data" / "train.jsonl") == read_jsonl(run.synth_dir / "train.jsonl")
+    # The rows as trainers take them: the run file's schema version stays in the run.
+    pushed_rows = read_jsonl(data / "data" / "train.jsonl")
+    assert pushed_rows == read_training_rows(run.synth_dir / "train.jsonl") and pushed_rows
+    assert all("schema_version" not in row for row in pushed_rows)
 
     card = (data / "README.md").read_text()
     header = _front(card)

@@ -150,9 +150,17 @@ def _a_list(path: Path) -> None:
 
 
 def _newer_schema(path: Path) -> None:
-    """A scores.json that a newer potstill wrote, with a schema this one does not read."""
-    data = json.loads(path.read_text())
-    path.write_text(json.dumps({**data, "schema_version": data["schema_version"] + 1}))
+    """A JSON (or each line of a JSONL) file that a newer potstill wrote, with a schema this one
+    does not read."""
+
+    def newer(data: dict[str, Any]) -> str:
+        return json.dumps({**data, "schema_version": data["schema_version"] + 1})
+
+    if path.suffix == ".jsonl":
+        lines = [newer(json.loads(line)) for line in path.read_text().splitlines()]
+        path.write_text("".join(line + "\n" for line in lines))
+    else:
+        path.write_text(newer(json.loads(path.read_text())))
 
 
 def _without(key: str) -> Callable[[Path], None]:
@@ -236,6 +244,36 @@ CASES: dict[str, tuple[str, Callable[[Path], None], list[str], list[str]]] = {
         _break_line(2),
         ["train", "RUN"],
         [":2: not a line of JSON", "run `potstill synth "],
+    ),
+    "manifest.json: written by a newer potstill": (
+        "manifest.json",
+        _newer_schema,
+        ["report", "RUN"],
+        ["schema version 2 of Manifest is newer than this potstill reads (1)", "upgrade"],
+    ),
+    "synth/train.jsonl: a line that is not a TrainingRow": (
+        "synth/train.jsonl",
+        _mistyped_line(1, "id"),
+        ["train", "RUN"],
+        [":1: key `id`", "TrainingRow record", "run `potstill synth "],
+    ),
+    "synth/summary.json: a key missing": (
+        "synth/summary.json",
+        _without("accepted"),
+        ["report", "RUN"],
+        ["key `accepted`: Field required (a SynthSummary record)", "run `potstill synth "],
+    ),
+    "students/distilled/summary.json: a key missing": (
+        "students/distilled/summary.json",
+        _without("rows"),
+        ["report", "RUN"],
+        ["key `rows`: Field required (a TrainSummary record)", "run `potstill train "],
+    ),
+    "students/distilled/train_log.jsonl: written by a newer potstill": (
+        "students/distilled/train_log.jsonl",
+        _newer_schema,
+        ["report", "RUN"],
+        ["schema version 2 of TrainLogEntry is newer than this potstill reads (1)", "upgrade"],
     ),
     "synth/summary.json: not UTF-8": (
         "synth/summary.json",

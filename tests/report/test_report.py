@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from run_records import train_log
 
 from potstill.config import parse_config
 from potstill.evaluate.stage import run_evaluate
-from potstill.files import write_jsonl
 from potstill.pipeline import prepare_split
+from potstill.records import write_records
 from potstill.report.stage import run_report
 from potstill.tasks import build_task
 
@@ -31,8 +32,8 @@ METRICS = ["accuracy", "flexible_accuracy", "judge_score", "judge_win_rate"]
 def _reported_run(make_evaluated_run: Callable[..., Any]) -> Any:
     run, config = make_evaluated_run()
     run_evaluate(run, config, build_task(config.task), prepare_split(run, config).test)
-    log = [{"step": s, "loss": 3.0 / s, "epoch": s / 4} for s in range(1, 9)]
-    write_jsonl(run.student_dir("distilled") / "train_log.jsonl", log)
+    log = train_log(*({"step": s, "loss": 3.0 / s, "epoch": s / 4} for s in range(1, 9)))
+    write_records(run.student_dir("distilled") / "train_log.jsonl", log)
     run_report(run, config)
     return run
 

@@ -21,6 +21,8 @@ from batch_api import BatchAPI
 from typer.testing import CliRunner
 
 from potstill.cli import app
+from potstill.records import SynthSummary, read_record
+from potstill.report.stage import _cost
 from potstill.runs import RunFolder
 
 POSITIVE = ("great", "lovely", "superb", "fine")
@@ -95,6 +97,11 @@ def test_batch_mode_gives_the_online_runs_rows_at_batch_prices(
         assert batch_cost[tokens] == online_cost[tokens]
     assert batch_cost["usd"] == pytest.approx(online_cost["usd"] / 2, abs=2e-6)
     assert "at batch prices" in (batched.synth_dir / "card.md").read_text()
+    # The report's line for the teacher's bill, from the same summaries.
+    assert _cost(read_record(batched.synth_dir / "summary.json", SynthSummary)).endswith(
+        " tokens, at batch prices)"
+    )
+    assert "batch" not in _cost(read_record(online.synth_dir / "summary.json", SynthSummary))
     tokens = f"{batch_cost['prompt_tokens']} + {batch_cost['completion_tokens']} tokens"
     print(
         f"synth cost of {batch_cost['calls']} calls ({tokens}): online "
@@ -105,20 +112,16 @@ def test_batch_mode_gives_the_online_runs_rows_at_batch_prices(
     assert all(b["input_file_id"] for b in state["batches"])
 
 
-def test_the_dry_run_and_the_report_use_the_batch_prices(
+def test_the_dry_run_uses_the_batch_prices(
     review_run: Callable[..., RunFolder],
 ) -> None:
     from potstill.pipeline import estimate_synth
-    from potstill.report.stage import _cost
 
     online = review_run("http://127.0.0.1:9/v1", "online-estimate", model=ONLINE)
     batched = review_run("http://127.0.0.1:9/v1", "batch-estimate", model=batch_model())
     online_usd = estimate_synth(online, online.load_config())["phases"][-1]["usd"]
     batch_usd = estimate_synth(batched, batched.load_config())["phases"][-1]["usd"]
     assert online_usd > 0 and batch_usd == pytest.approx(online_usd / 2)
-    cost = {"calls": 2, "prompt_tokens": 9, "completion_tokens": 3, "usd": 0.5, "priced": True}
-    assert _cost({"cost": {**cost, "mode": "batch"}}).endswith("3 tokens, at batch prices)")
-    assert "batch" not in _cost({"cost": {**cost, "mode": "online"}})
 
 
 def test_an_expired_batch_and_bad_output_lines_are_sent_again_in_a_smaller_batch(

@@ -3,9 +3,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from run_records import teacher_row
 
 from potstill.config import ConfigError, parse_config
-from potstill.files import read_jsonl, write_jsonl
+from potstill.files import write_jsonl
+from potstill.records import read_training_rows, write_records, write_training_rows
 from potstill.runs import RunFolder
 from potstill.tasks import Example, build_task
 from potstill.train.data import split_dev, student_rows
@@ -37,6 +39,11 @@ def _record(i: int, answer: str, rationale: str | None, rejected: str | None) ->
     }
 
 
+SYNTH_ROW = {
+    "id": "from-synth",
+    "prompt": [{"role": "user", "content": Q["question"]}],
+    "completion": [{"role": "assistant", "content": "Answer: 13"}],
+}
 TEACHER = [
     _record(0, "22 - 9", "gives away, so subtract", None),
     _record(1, "22 + 9", "adds", "disagrees_with_reference"),
@@ -47,8 +54,8 @@ TEACHER = [
 
 def _run(tmp_path: Path) -> RunFolder:
     run = RunFolder(tmp_path / "run")
-    write_jsonl(run.synth_dir / "teacher.jsonl", TEACHER)
-    write_jsonl(run.synth_dir / "train.jsonl", [{"id": "from-synth"}])
+    write_records(run.synth_dir / "teacher.jsonl", [teacher_row(**r) for r in TEACHER])
+    write_training_rows(run.synth_dir / "train.jsonl", [SYNTH_ROW])
     examples = [Example("g0", Q, "13"), Example("g1", Q, None), Example("g2", Q, "lots")]
     write_jsonl(run.data_dir / "train.jsonl", [e.to_json() for e in examples])
     return run
@@ -63,7 +70,7 @@ def _rows(tmp_path: Path, data: object) -> tuple[list[dict], dict]:  # type: ign
 
 def test_default_student_trains_on_synth_train_jsonl(tmp_path: Path) -> None:
     rows, info = _rows(tmp_path, None)
-    assert rows == [{"id": "from-synth"}] and info["source"] == "synth"
+    assert rows == [SYNTH_ROW] and info["source"] == "synth"
 
 
 def test_teacher_answer_drops_the_reasoning(tmp_path: Path) -> None:
@@ -121,11 +128,11 @@ def test_train_stage_writes_each_students_rows(tmp_path: Path) -> None:
     run = _run(tmp_path)
     student = {"name": "s", "data": {"target": "rationale_answer", "require_reference_match": True}}
     teacher_only = [r for r in TEACHER if r["rationale"] is None]
-    write_jsonl(run.synth_dir / "teacher.jsonl", teacher_only)
+    write_records(run.synth_dir / "teacher.jsonl", [teacher_row(**r) for r in teacher_only])
     config = parse_config({**BASE, "students": [student]}, "t.yaml")
     with pytest.raises(TrainingDataError, match="no training rows"):
         train_student(run, config, build_task(config.task), config.students[0])
-    assert read_jsonl(run.student_dir("s") / "train.jsonl") == []
+    assert read_training_rows(run.student_dir("s") / "train.jsonl") == []
 
 
 # The paper's matrix of students (configs/paper-matrix.yaml) on an open-text task and on a
@@ -176,7 +183,7 @@ def test_every_teacher_variant_of_the_paper_matrix_gets_rows(tmp_path: Path, kin
         labelled = label(task, config, example, "train", [ChatResponse(reply)], _Unpriced())
         records.append(labelled.record)
     run = RunFolder(tmp_path / "run")
-    write_jsonl(run.synth_dir / "teacher.jsonl", records)
+    write_records(run.synth_dir / "teacher.jsonl", [teacher_row(**r) for r in records])
     write_jsonl(run.data_dir / "train.jsonl", [Example("g", inputs, reference).to_json()])
     for student in config.students:
         found = student_rows(run, config, task, student)

@@ -12,7 +12,7 @@ import yaml
 from teacher_scores import score_rows
 
 from potstill.config import parse_config
-from potstill.files import write_jsonl
+from potstill.records import write_training_rows
 from potstill.runs import RunFolder
 
 ROWS = [
@@ -60,7 +60,7 @@ def test_two_cpu_processes_train_the_same_model(
     run = RunFolder(tmp_path / "ddp")
     run.root.mkdir()
     run.save_config(config)
-    write_jsonl(run.synth_dir / "train.jsonl", ROWS)
+    write_training_rows(run.synth_dir / "train.jsonl", ROWS)
     if loss == "kd":  # the teacher columns travel with each rank's batches
         score_rows(run, tiny_model_dir, ROWS)
     run.mark_done("synth", "test", 0.0)

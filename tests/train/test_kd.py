@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from potstill.records import TrainLogEntry, read_records, write_training_rows
 from potstill.train.kd import (
     PAD_LOGPROB,
     kd_token_losses,
@@ -145,7 +146,6 @@ from typing import Any  # noqa: E402
 from teacher_scores import score_rows  # noqa: E402
 
 from potstill.config import RunConfig, parse_config  # noqa: E402
-from potstill.files import read_jsonl, write_jsonl  # noqa: E402
 from potstill.runs import RunFolder  # noqa: E402
 from potstill.synth import logprobs as synth_logprobs  # noqa: E402
 from potstill.tasks import build_task  # noqa: E402
@@ -177,13 +177,16 @@ def _config(model_dir: Path, **train: Any) -> RunConfig:
 
 def _train(run: RunFolder, config: RunConfig) -> tuple[dict[str, Any], list[float]]:
     summary = train_student(run, config, build_task(config.task), config.students[0])
-    log = read_jsonl(run.student_dir("s") / "train_log.jsonl")
+    log = [
+        e.as_written()
+        for e in read_records(run.student_dir("s") / "train_log.jsonl", TrainLogEntry)
+    ]
     return summary, [e["loss"] for e in log if "loss" in e]
 
 
 def _run(root: Path, model_dir: Path) -> RunFolder:
     run = RunFolder(root)
-    write_jsonl(run.synth_dir / "train.jsonl", ROWS)
+    write_training_rows(run.synth_dir / "train.jsonl", ROWS)
     assert score_rows(run, model_dir, ROWS) == {"aligned": len(ROWS)}
     return run
 
@@ -224,7 +227,7 @@ def test_a_student_with_another_vocabulary_is_refused_before_training(
 
 def test_kd_without_distributions_names_the_setting(tiny_model_dir: Path, tmp_path: Path) -> None:
     run = RunFolder(tmp_path / "run")
-    write_jsonl(run.synth_dir / "train.jsonl", ROWS)
+    write_training_rows(run.synth_dir / "train.jsonl", ROWS)
     with pytest.raises(TrainingDataError, match=r"set synth\.logprobs"):
         _train(run, _config(tiny_model_dir, loss="kd"))
 

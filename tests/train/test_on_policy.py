@@ -7,9 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from run_records import teacher_row
 
 from potstill.config import ConfigError, parse_config
-from potstill.files import read_jsonl, write_jsonl
+from potstill.records import (
+    TrainLogEntry,
+    read_records,
+    read_training_rows,
+    write_records,
+    write_training_rows,
+)
 from potstill.runs import RunFolder
 from potstill.tasks import build_task
 from potstill.train.stage import train_student
@@ -43,8 +50,8 @@ def _run(tmp_path: Path, config: Any) -> RunFolder:
         }
         for r in records
     ]
-    write_jsonl(run.synth_dir / "teacher.jsonl", records)
-    write_jsonl(run.synth_dir / "train.jsonl", rows)
+    write_records(run.synth_dir / "teacher.jsonl", [teacher_row(**r) for r in records])
+    write_training_rows(run.synth_dir / "train.jsonl", rows)
     return run
 
 
@@ -55,13 +62,16 @@ def test_on_policy_trains_on_its_own_samples_scored_by_the_teacher(
     run = _run(tmp_path, config)
     task = build_task(config.task)
     summary = train_student(run, config, task, config.students[0])
-    samples = read_jsonl(run.student_dir("op") / "train.jsonl")
+    samples = read_training_rows(run.student_dir("op") / "train.jsonl")
     assert len(samples) == 2 * len(QUESTIONS)
     assert {s["id"] for s in samples} == {f"{i}~p{j}" for i in range(6) for j in range(2)}
     assert all(s["completion"][0]["content"] != "1 + 1" for s in samples)  # its own text
     assert summary["loss"] == "on_policy" and summary["steps"] == 3
     assert summary["kd_rows_without_teacher"] == 0
-    log = read_jsonl(run.student_dir("op") / "train_log.jsonl")
+    log = [
+        e.as_written()
+        for e in read_records(run.student_dir("op") / "train_log.jsonl", TrainLogEntry)
+    ]
     assert [e["loss"] for e in log if "loss" in e]
 
     # Retrained from scratch: the samples and the teacher's scores come from calls.sqlite.
@@ -75,7 +85,7 @@ def test_on_policy_trains_on_its_own_samples_scored_by_the_teacher(
     tree["students"][0]["train"]["resume"] = "never"
     again = parse_config(tree, "t.yaml")
     train_student(run, again, task, again.students[0])
-    assert read_jsonl(run.student_dir("op") / "train.jsonl") == samples
+    assert read_training_rows(run.student_dir("op") / "train.jsonl") == samples
 
 
 def test_on_policy_needs_a_local_teacher(tiny_model_dir: Path) -> None:

@@ -14,8 +14,9 @@ import pytest
 from teacher_scores import score_rows
 
 from potstill.config import RunConfig, parse_config
-from potstill.files import read_jsonl, write_jsonl
+from potstill.files import read_jsonl
 from potstill.pipeline import run_stage
+from potstill.records import write_training_rows
 from potstill.runs import RunFolder
 from potstill.train.trainer import STAGING
 
@@ -65,7 +66,7 @@ def _run(root: Path, config: RunConfig) -> RunFolder:
     run = RunFolder(root)
     run.root.mkdir(parents=True)
     run.save_config(config)
-    write_jsonl(run.synth_dir / "train.jsonl", ROWS)
+    write_training_rows(run.synth_dir / "train.jsonl", ROWS)
     if config.students[0].train.loss == "kd":
         score_rows(run, Path(config.students[0].base.model), ROWS)
     run.mark_done("synth", "test", 0.0)

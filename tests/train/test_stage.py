@@ -1,4 +1,3 @@
-import json
 from pathlib import Path
 from typing import Any
 
@@ -6,7 +5,14 @@ import pytest
 import torch
 
 from potstill.config import RunConfig, parse_config
-from potstill.files import read_jsonl, write_jsonl
+from potstill.records import (
+    TrainLogEntry,
+    TrainSummary,
+    read_record,
+    read_records,
+    read_training_rows,
+    write_training_rows,
+)
 from potstill.runs import RunFolder
 from potstill.tasks import build_task
 from potstill.train.attention import NAME
@@ -39,7 +45,7 @@ def _config(model_dir: Path, method: str = "lora", **train: Any) -> RunConfig:
 
 def _run(tmp_path: Path) -> RunFolder:
     run = RunFolder(tmp_path / "run")
-    write_jsonl(run.synth_dir / "train.jsonl", ROWS)
+    write_training_rows(run.synth_dir / "train.jsonl", ROWS)
     return run
 
 
@@ -120,19 +126,19 @@ def test_training_writes_a_loadable_standalone_model(
     assert GenerationConfig.from_pretrained(final).eos_token_id == 2
     assert not (folder / "checkpoints").exists() and not (folder / ".trained").exists()
     assert (folder / "adapter" / "adapter_config.json").exists() == (method == "lora")
-    assert len(read_jsonl(folder / "train.jsonl")) == len(ROWS)
+    assert len(read_training_rows(folder / "train.jsonl")) == len(ROWS)
     model = AutoModelForCausalLM.from_pretrained(final)  # merged: no peft needed to load
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     changed = any(
         (a != b).any() for a, b in zip(model.state_dict().values(), base.state_dict().values())
     )
     assert changed
-    log = read_jsonl(folder / "train_log.jsonl")
+    log = [e.as_written() for e in read_records(folder / "train_log.jsonl", TrainLogEntry)]
     assert [e["step"] for e in log if "loss" in e] == [1, 2, 3]
     assert any("eval_loss" in e for e in log) and summary["eval_loss"] is not None
 
     # The same settings and rows again: the finished student is kept, not retrained.
     mtime = (final / "config.json").stat().st_mtime_ns
     again = train_student(run, config, task, config.students[0])
-    assert again == json.loads((folder / "summary.json").read_text())
+    assert again == read_record(folder / "summary.json", TrainSummary).as_written() == summary
     assert (final / "config.json").stat().st_mtime_ns == mtime

@@ -3,9 +3,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from run_records import train_summary
 
 from potstill.config import ConfigError, RunConfig, parse_config
-from potstill.files import read_json, write_json, write_jsonl
+from potstill.files import read_json, write_json
+from potstill.records import write_record, write_training_rows
 from potstill.runs import RunFolder
 from potstill.tasks import build_task
 from potstill.train.stage import train_student
@@ -82,7 +84,7 @@ def test_tensorboard_holds_the_training_curve_and_the_evaluation_with_intervals(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     run = RunFolder(tmp_path / "tracked")
-    write_jsonl(run.synth_dir / "train.jsonl", ROWS)
+    write_training_rows(run.synth_dir / "train.jsonl", ROWS)
     config = _config(tiny_model_dir, ["tensorboard"])
     summary = train_student(run, config, build_task(config.task), config.students[0])
     folder = run.student_dir("s")
@@ -182,7 +184,7 @@ def test_the_evaluate_stage_logs_to_the_students_tracker_run(
     folder = run.student_dir("distilled")
     board = {"logging_dir": str(folder / "tensorboard")}
     write_json(folder / TRACKERS_FILE, {"tensorboard": board})  # as training records it
-    write_json(folder / "summary.json", {"steps": 7})
+    write_record(folder / "summary.json", train_summary(steps=7))
     run.mark_done("synth", "-", 0.0)
     run.mark_done("train", "-", 0.0)
     run_stage(run, config, "evaluate")

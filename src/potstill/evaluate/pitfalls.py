@@ -14,9 +14,9 @@ from potstill.config import ChecksConfig, RunConfig
 from potstill.data.loading import read_examples
 from potstill.evaluate.judgments import JUDGE_METRICS
 from potstill.figures import percent
-from potstill.files import read_jsonl
 from potstill.guards import Finding, run_guards
 from potstill.guards import warn as _warn
+from potstill.records import TrainingRow, read_records
 from potstill.runs import RunFolder
 from potstill.synth.overlap import input_text, split_overlap
 from potstill.tasks import Example, Task
@@ -398,7 +398,7 @@ def _targets(run: RunFolder) -> list[str]:
     path = run.synth_dir / "train.jsonl"  # the default training set every student learns from
     if not path.exists():
         return []
-    return [r["completion"][-1]["content"] for r in read_jsonl(path) if r.get("completion")]
+    return [r.completion[-1].content for r in read_records(path, TrainingRow) if r.completion]
 
 
 def find_pitfalls(

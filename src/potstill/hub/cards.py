@@ -13,8 +13,7 @@ import yaml
 from potstill import __version__
 from potstill.config import RunConfig, StudentConfig
 from potstill.export import student_system_prompt
-from potstill.files import read_json
-from potstill.records import Scores, read_record
+from potstill.records import Scores, SynthSummary, TrainSummary, read_record
 from potstill.report.stage import comparison_markdown
 from potstill.report.verdict import INTERVAL_NOTE, verdicts
 from potstill.runs import RunFolder
@@ -87,10 +86,10 @@ def _teacher_messages(run: RunFolder, config: RunConfig) -> list[str]:
 def dataset_card(run: RunFolder, config: RunConfig, repo: str, license_id: str, rows: int) -> str:
     """README.md of the dataset repo: provenance first, then synth/card.md (yield per
     reason, teacher accuracy, cost, warnings, rejected examples) as the synth stage wrote it."""
-    summary = read_json(run.synth_dir / "summary.json")
+    summary = read_record(run.synth_dir / "summary.json", SynthSummary)
     synth_card = (run.synth_dir / "card.md").read_text("utf-8")
     teacher = config.teacher.model
-    inputs = summary["inputs"] + summary.get("generated_inputs", 0)
+    inputs = summary.inputs + summary.generated_inputs
     header = _front_matter(
         {
             "license": license_id,
@@ -119,7 +118,7 @@ def dataset_card(run: RunFolder, config: RunConfig, repo: str, license_id: str, 
         + ")",
         *_prompt_lines(config),
         f"- filters: {_filters_line(config)}",
-        f"- yield: {summary['accepted']} of {inputs} inputs kept (table below)",
+        f"- yield: {summary.accepted} of {inputs} inputs kept (table below)",
         f"- licence: `{license_id}` (the dataset's and the teacher's terms both apply)",
         *_versions(run),
         "",
@@ -145,14 +144,14 @@ def _filters_line(config: RunConfig) -> str:
     )
 
 
-def _training_lines(student: StudentConfig, summary: dict[str, Any]) -> list[str]:
+def _training_lines(student: StudentConfig, summary: TrainSummary) -> list[str]:
     figures = {
-        "rows": summary.get("rows"),
-        "dev rows": summary.get("dev_rows"),
-        "optimizer steps": summary.get("steps"),
-        "final training loss": summary.get("train_loss"),
-        "dev loss": summary.get("eval_loss"),
-        "seconds": summary.get("seconds"),
+        "rows": summary.rows,
+        "dev rows": summary.dev_rows,
+        "optimizer steps": summary.steps,
+        "final training loss": summary.train_loss,
+        "dev loss": summary.eval_loss,
+        "seconds": summary.seconds,
     }
     table = ["| figure | value |", "|---|---|"]
     table += [f"| {k} | {'n/a' if v is None else f'{v:.4g}'} |" for k, v in figures.items()]
@@ -189,7 +188,7 @@ def model_card(
     candidate, every metric with its 95% interval), the training settings and figures, the
     prompt it expects, and where it came from."""
     scores = read_record(run.eval_dir / "scores.json", Scores).as_written()
-    summary = read_json(run.student_dir(student.name) / "summary.json")
+    summary = read_record(run.student_dir(student.name) / "summary.json", TrainSummary)
     base = student.base.model
     header = _front_matter(
         {

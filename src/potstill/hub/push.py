@@ -18,9 +18,10 @@ from typing import Any
 
 from potstill.config import RunConfig
 from potstill.export import ExportError, trained_student
-from potstill.files import atomic_write_text, read_jsonl, write_jsonl
+from potstill.files import atomic_write_text, write_jsonl
 from potstill.hub import HubError
 from potstill.hub.cards import dataset_card, model_card
+from potstill.records import read_training_rows
 from potstill.runs import RunFolder
 
 WEIGHTS = ("merged", "adapter")
@@ -61,7 +62,8 @@ def write_dataset_folder(run: RunFolder, config: RunConfig, repo: str, license_i
     rows_path = run.synth_dir / "train.jsonl"
     if not (rows_path.exists() and (run.synth_dir / "summary.json").exists()):
         raise HubError(f"{rows_path}: no synthetic data yet; run `potstill synth {run.root}` first")
-    rows = read_jsonl(rows_path)
+    # The Hub dataset holds the rows as trainers take them: no schema version.
+    rows = read_training_rows(rows_path)
 
     def fill(folder: Path) -> None:
         write_jsonl(folder / "data" / "train.jsonl", rows)

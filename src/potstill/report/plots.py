@@ -6,6 +6,8 @@ import io
 import math
 from typing import Any
 
+from potstill.records import TrainLogEntry
+
 
 def _pyplot() -> Any:
     import matplotlib
@@ -77,16 +79,16 @@ def cost_plot(points: list[dict[str, Any]]) -> bytes:
     return _png(fig)
 
 
-def loss_plot(logs: dict[str, list[dict[str, Any]]]) -> bytes:
+def loss_plot(logs: dict[str, list[TrainLogEntry]]) -> bytes:
     """Training loss per optimizer step, one line per student, and its loss on the dev split
     (dashed, same colour) where the log has one."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=110)
     for i, (name, entries) in enumerate(logs.items()):
         color = f"C{i % 10}"
-        points = [(e["step"], e["loss"]) for e in entries if "loss" in e and "step" in e]
+        points = [(e.step, e.loss) for e in entries if e.loss is not None]
         ax.plot([s for s, _ in points], [v for _, v in points], color=color, label=name)
-        dev = [(e["step"], e["eval_loss"]) for e in entries if "eval_loss" in e and "step" in e]
+        dev = [(e.step, e.eval_loss) for e in entries if e.eval_loss is not None]
         if dev:
             ax.plot(
                 [s for s, _ in dev],

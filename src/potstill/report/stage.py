@@ -11,9 +11,18 @@ from jinja2 import Environment
 from potstill.config import RunConfig
 from potstill.evaluate.stats import degenerate
 from potstill.figures import number, percent, template_environment
-from potstill.files import atomic_write_bytes, atomic_write_text, read_json, read_jsonl
+from potstill.files import atomic_write_bytes, atomic_write_text, read_jsonl
 from potstill.grade.summary import human_summary, render_section
-from potstill.records import JudgeRecord, Prediction, Scores, read_record, read_records
+from potstill.records import (
+    JudgeRecord,
+    Prediction,
+    Scores,
+    SynthSummary,
+    TrainLogEntry,
+    TrainSummary,
+    read_record,
+    read_records,
+)
 from potstill.report.examples import disagreements
 from potstill.report.plots import cost_plot, loss_plot, metric_plot
 from potstill.report.verdict import INTERVAL_NOTE, same_candidates, verdicts
@@ -76,11 +85,9 @@ def markdown_cell(text: object) -> str:
     return str(text).translate(_MARKDOWN_TEXT).replace("\n", "<br>")
 
 
-def _cost(synth: dict[str, Any]) -> str:
+def _cost(synth: SynthSummary) -> str:
     """The teacher's bill for the synthetic data, from synth/summary.json."""
-    cost = synth.get("cost")
-    if not cost:
-        return "not recorded"
+    cost = synth.cost
     tokens = f"{cost['calls']} calls, {cost['prompt_tokens']} + {cost['completion_tokens']} tokens"
     if cost.get("mode") == "batch":  # the teacher answered through its Batch API
         tokens += ", at batch prices"
@@ -253,7 +260,7 @@ def _plots(run: RunFolder, config: RunConfig, candidates: dict[str, Any]) -> lis
             }
         )
     logs = {
-        s.name: read_jsonl(path)
+        s.name: read_records(path, TrainLogEntry)
         for s in config.students
         if (path := run.student_dir(s.name) / "train_log.jsonl").exists()
     }
@@ -328,16 +335,16 @@ def training_rows(run: RunFolder, config: RunConfig) -> list[dict[str, Any]]:
         path = run.student_dir(student.name) / "summary.json"
         if not path.exists():
             continue
-        summary = read_json(path)
-        without = summary.get("kd_rows_without_teacher")
+        summary = read_record(path, TrainSummary)
+        without = summary.kd_rows_without_teacher
         found.append(
             {
                 "name": student.name,
-                "loss": summary.get("loss", "sft"),
-                "rows": summary.get("rows"),
-                "steps": summary.get("steps"),
-                "seconds": _num(summary.get("seconds")),
-                "tokens": summary.get("tokens_seen", summary.get("real_tokens")),
+                "loss": summary.loss,
+                "rows": summary.rows,
+                "steps": summary.steps,
+                "seconds": _num(summary.seconds),
+                "tokens": summary.tokens_seen,
                 "without_teacher": "—" if without is None else without,
             }
         )
@@ -353,7 +360,7 @@ def read_scores(run: RunFolder) -> dict[str, Any]:
 def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
     scores = read_scores(run)
     summary_path = run.synth_dir / "summary.json"
-    synth = read_json(summary_path) if summary_path.exists() else None
+    synth = read_record(summary_path, SynthSummary) if summary_path.exists() else None
     candidates = _ordered(scores)
     # scores.json is written with sorted keys; the config keeps the transfer sets' order.
     order = [t.name for t in config.evaluate.transfer]
@@ -378,9 +385,9 @@ def build_context(run: RunFolder, config: RunConfig) -> dict[str, Any]:
         **judge_trust_context(scores),
         "cost_rows": _cost_rows(candidates),
         "training_rows": training_rows(run, config),
-        "synth": synth,
+        "synth": synth.as_written() if synth else None,
         "synth_cost": _cost(synth) if synth else "n/a",
-        "teacher_accuracy_on_train": percent(synth["teacher_accuracy_on_train"] if synth else None),
+        "teacher_accuracy_on_train": percent(synth.teacher_accuracy_on_train if synth else None),
         "warnings": [
             {"title": CHECK_TITLES.get(w["check"], w["check"]), "message": w["message"]}
             for w in scores.get("warnings", [])

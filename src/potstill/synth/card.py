@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
 
 from potstill.config import RunConfig
 from potstill.figures import percent
+from potstill.records import GeneratedInput, SynthSummary, TeacherRow
 
 EXAMPLES_PER_REASON = 2
 
 
-def _cost_lines(summary: dict[str, Any]) -> list[str]:
-    cost = summary["cost"]
+def _cost_lines(summary: SynthSummary) -> list[str]:
+    cost = summary.cost
     tokens = f"{cost['prompt_tokens']} prompt + {cost['completion_tokens']} completion tokens"
     if not cost["priced"]:
         return [f"- teacher calls: {cost['calls']}, {tokens} (no price configured)"]
@@ -28,8 +28,8 @@ def _cost_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _reference_lines(summary: dict[str, Any]) -> list[str]:
-    missing, total = summary.get("inputs_without_reference", 0), summary["inputs"]
+def _reference_lines(summary: SynthSummary) -> list[str]:
+    missing, total = summary.inputs_without_reference, summary.inputs
     if not missing:
         return []
     return [
@@ -38,8 +38,8 @@ def _reference_lines(summary: dict[str, Any]) -> list[str]:
     ]
 
 
-def _logprob_lines(summary: dict[str, Any]) -> list[str]:
-    found = summary.get("logprobs")
+def _logprob_lines(summary: SynthSummary) -> list[str]:
+    found = summary.logprobs
     if not found:
         return []
     counts = found["rows"]
@@ -51,37 +51,38 @@ def _logprob_lines(summary: dict[str, Any]) -> list[str]:
     ]
 
 
-def _yield_table(summary: dict[str, Any], total: int) -> list[str]:
+def _yield_table(summary: SynthSummary, total: int) -> list[str]:
     lines = ["| outcome | rows | share |", "|---|---|---|"]
-    lines.append(f"| accepted | {summary['accepted']} | {percent(summary['accepted'] / total)} |")
-    for reason, count in sorted(summary["rejected"].items(), key=lambda kv: (-kv[1], kv[0])):
+    lines.append(f"| accepted | {summary.accepted} | {percent(summary.accepted / total)} |")
+    for reason, count in sorted(summary.rejected.items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"| rejected: {reason} | {count} | {percent(count / total)} |")
     return lines
 
 
-def _examples(rejected: list[dict[str, Any]]) -> list[str]:
-    by_reason: dict[str, list[dict[str, Any]]] = defaultdict(list)
+def _examples(rejected: list[TeacherRow]) -> list[str]:
+    by_reason: dict[str, list[TeacherRow]] = defaultdict(list)
     for row in rejected:
-        if len(by_reason[row["rejected"]]) < EXAMPLES_PER_REASON:
-            by_reason[row["rejected"]].append(row)
+        reason = str(row.rejected)
+        if len(by_reason[reason]) < EXAMPLES_PER_REASON:
+            by_reason[reason].append(row)
     lines = []
     for reason in sorted(by_reason):
         for row in by_reason[reason]:
-            what = row["reply"] or row["error"] or row.get("rejected_detail") or ""
+            what = row.reply or row.error or row.rejected_detail or ""
             if reason in ("contamination", "duplicate", "near_duplicate"):
-                what = f"{row.get('rejected_detail')}: {next(iter(row['inputs'].values()))}"
-            lines.append(f"- `{row['id']}` ({reason}): {what.replace(chr(10), ' ')[:200]}")
+                what = f"{row.rejected_detail}: {next(iter(row.inputs.values()))}"
+            lines.append(f"- `{row.id}` ({reason}): {what.replace(chr(10), ' ')[:200]}")
     return lines
 
 
 def render_card(
     config: RunConfig,
-    summary: dict[str, Any],
-    rejected: list[dict[str, Any]],
-    generated: list[dict[str, Any]],
+    summary: SynthSummary,
+    rejected: list[TeacherRow],
+    generated: list[GeneratedInput],
 ) -> str:
-    total = summary["accepted"] + sum(summary["rejected"].values())
-    samples = summary["samples"]
+    total = summary.accepted + sum(summary.rejected.values())
+    samples = summary.samples
     lines = [
         "# Synthetic data card",
         "",
@@ -96,17 +97,17 @@ def render_card(
             else ""
         ),
         f"- training target: `{config.synth.target}`",
-        f"- inputs: {summary['inputs']} from the training split, "
-        f"{summary['generated_inputs']} written by the teacher; accepted: {summary['accepted']}",
+        f"- inputs: {summary.inputs} from the training split, "
+        f"{summary.generated_inputs} written by the teacher; accepted: {summary.accepted}",
         f"- teacher accuracy against the references on the training split: "
-        f"{percent(summary['teacher_accuracy_on_train'])}"
+        f"{percent(summary.teacher_accuracy_on_train)}"
         + (
-            f" (first sample alone: {percent(summary['teacher_accuracy_on_train_first_sample'])})"
+            f" (first sample alone: {percent(summary.teacher_accuracy_on_train_first_sample)})"
             if samples > 1
             else ""
         ),
         *_reference_lines(summary),
-        f"- failed calls: {summary['failed_calls']} of {summary['calls']}",
+        f"- failed calls: {summary.failed_calls} of {summary.calls}",
         *_cost_lines(summary),
         *_logprob_lines(summary),
         "",
@@ -115,18 +116,18 @@ def render_card(
         *(_yield_table(summary, total) if total else ["No inputs."]),
         "",
     ]
-    if summary.get("warnings"):  # the guard rails (potstill/guards.py, docs/checks.md)
-        lines += ["## Warnings", "", *[f"- {w['message']}" for w in summary["warnings"]], ""]
+    if summary.warnings:  # the guard rails (potstill/guards.py, docs/checks.md)
+        lines += ["## Warnings", "", *[f"- {w['message']}" for w in summary.warnings], ""]
     if generated:
         lines += [
             "## Synthetic inputs",
             "",
-            f"{len(generated)} requests for new inputs; {summary['generated_inputs']} parsed "
+            f"{len(generated)} requests for new inputs; {summary.generated_inputs} parsed "
             "into inputs (then screened and labelled like the others above).",
             "",
             "| not an input because | requests |",
             "|---|---|",
-            *[f"| {k} | {v} |" for k, v in sorted(summary["generation_rejected"].items())],
+            *[f"| {k} | {v} |" for k, v in sorted(summary.generation_rejected.items())],
             "",
         ]
     lines += ["## Examples of rejected rows", "", *(_examples(rejected) or ["- none"])]

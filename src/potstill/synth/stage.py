@@ -9,12 +9,22 @@ from typing import Any
 
 from potstill.config import RunConfig
 from potstill.errors import StageIncomplete
-from potstill.files import atomic_write_text, write_json, write_jsonl
+from potstill.files import atomic_write_text
 from potstill.guards import teacher_figures, teacher_warnings
 from potstill.models.base import ChatResponse
 from potstill.models.callstore import CallStore
 from potstill.models.cost import call_cost
-from potstill.records import ErrorRow, call_failure, error_row, write_records
+from potstill.records import (
+    ErrorRow,
+    GeneratedInput,
+    SynthSummary,
+    TeacherRow,
+    TrainingRow,
+    call_failure,
+    error_row,
+    write_record,
+    write_records,
+)
 from potstill.runs import RunFolder, StageFailed
 from potstill.summaries import say, synth_sentence, warning_lines
 from potstill.synth.calls import TeacherCalls
@@ -300,52 +310,56 @@ def _write_outputs(
     teacher: TeacherCalls,
     calls: int,
 ) -> dict[str, Any]:
-    records = [r.record for r in results]
-    rows = [r.row for r in results if r.row is not None]
-    rejected = [r for r in records if r["rejected"]]
+    records = [TeacherRow.model_validate(r.record) for r in results]
+    generated = [GeneratedInput.model_validate(g) for g in gen_records]
+    rows = [TrainingRow.model_validate(r.row) for r in results if r.row is not None]
+    rejected = [r for r in records if r.rejected]
     errors = gen_errors + [e for r in results for e in r.errors]
-    reasons = Counter(r["rejected"] for r in rejected)
-    gen_reasons = Counter(g["rejected"] for g in gen_records if g["rejected"])
-    summary: dict[str, Any] = {
-        "inputs": len(train),
+    reasons = Counter(r.rejected for r in rejected if r.rejected)
+    gen_reasons = Counter(g.rejected for g in generated if g.rejected)
+    figures = teacher_figures(records, task.kind, task.reference_match)
+    synth_summary = SynthSummary(
+        inputs=len(train),
         # Counted, never hidden: their replies cannot be checked against a reference.
-        "inputs_without_reference": sum(e.reference is None for e in train),
-        "generated_inputs": sum(g["inputs"] is not None for g in gen_records),
-        "accepted": len(rows),
-        "rejected": dict(reasons),
-        "generation_rejected": dict(gen_reasons),
-        "samples": config.synth.samples,
-        "teacher_accuracy_on_train": _accuracy([r.correct for r in results]),
-        "calls": calls,
-        "failed_calls": len(errors),
-        "failed_rows": reasons.get("call_failed", 0),
-        "teacher_completion_tokens": sum(r.record["completion_tokens"] for r in results),
-        "cost_usd": round(teacher.total.usd, 6),
-        "cost": {
+        inputs_without_reference=sum(e.reference is None for e in train),
+        generated_inputs=sum(g.inputs is not None for g in generated),
+        accepted=len(rows),
+        rejected=dict(reasons),
+        generation_rejected=dict(gen_reasons),
+        samples=config.synth.samples,
+        teacher_accuracy_on_train=_accuracy([r.correct for r in results]),
+        calls=calls,
+        failed_calls=len(errors),
+        failed_rows=reasons.get("call_failed", 0),
+        teacher_completion_tokens=sum(r.completion_tokens for r in records),
+        cost_usd=round(teacher.total.usd, 6),
+        cost={
             **teacher.total.to_json(),
             "sent_this_run": teacher.sent.to_json(),
             "priced": teacher.price is not None,
             "mode": config.teacher.model.mode,
             "max_usd": config.budget.max_usd,
         },
-    }
+        # The guard rails' figures and warnings (potstill/guards.py), for the CLI and the
+        # report.
+        checks=figures,
+        warnings=teacher_warnings(figures, task.kind, config.checks),
+    )
     if teacher.logprob_counts:
-        summary["logprobs"] = teacher.logprob_counts
+        synth_summary.logprobs = teacher.logprob_counts
     if config.synth.samples > 1:
-        summary["teacher_accuracy_on_train_first_sample"] = _accuracy(
+        synth_summary.teacher_accuracy_on_train_first_sample = _accuracy(
             [r.first_correct for r in results]
         )
-    # The guard rails' figures and warnings (potstill/guards.py), for the CLI and the report.
-    summary["checks"] = teacher_figures(records, task.kind, task.reference_match)
-    summary["warnings"] = teacher_warnings(summary["checks"], task.kind, config.checks)
+    summary = synth_summary.as_written()
     synth = run.synth_dir
-    write_jsonl(synth / "teacher.jsonl", records)
-    write_jsonl(synth / "rejected.jsonl", rejected)
+    write_records(synth / "teacher.jsonl", records)
+    write_records(synth / "rejected.jsonl", rejected)
     write_records(synth / "errors.jsonl", errors)
-    write_jsonl(synth / "generated.jsonl", gen_records)
-    write_jsonl(synth / "train.jsonl", rows)
-    write_json(synth / "summary.json", summary)
-    atomic_write_text(synth / "card.md", render_card(config, summary, rejected, gen_records))
+    write_records(synth / "generated.jsonl", generated)
+    write_records(synth / "train.jsonl", rows)
+    write_record(synth / "summary.json", synth_summary)
+    atomic_write_text(synth / "card.md", render_card(config, synth_summary, rejected, generated))
     say(synth_sentence(summary, len(records)))
     for line in warning_lines("synth", summary["warnings"]):
         say(line)

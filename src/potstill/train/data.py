@@ -8,11 +8,11 @@ import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from potstill.config import RunConfig, StudentConfig
 from potstill.data.loading import read_examples
-from potstill.files import read_jsonl
+from potstill.records import TeacherRow, read_records, read_training_rows
 from potstill.runs import RunFolder
 from potstill.synth.filters import SETTING_REASONS
 from potstill.synth.stage import accepted_row, training_row
@@ -51,24 +51,22 @@ def _variant_config(config: RunConfig, target: str, require_match: bool) -> RunC
 
 
 def teacher_rows(
-    records: list[dict[str, Any]], task: Task, config: RunConfig, target: str, require_match: bool
+    records: list[TeacherRow], task: Task, config: RunConfig, target: str, require_match: bool
 ) -> StudentRows:
     """Rows from synth/teacher.jsonl under a student's own target and reference check."""
     variant = _variant_config(config, target, require_match)
     found = StudentRows([], "teacher", target, require_match)
     for record in records:
-        recorded = record.get("rejected")
+        recorded = record.rejected
         if recorded and recorded not in SETTING_REASONS:
-            found.skipped[str(recorded)] += 1
+            found.skipped[recorded] += 1
             continue
-        parsed = Parsed(
-            record["status"],
-            record.get("answer"),
-            record.get("rationale"),
-            record.get("raw_answer"),
-        )
-        example = Example(str(record["id"]), dict(record["inputs"]), record.get("reference"))
-        row, reason = accepted_row(task, variant, example, parsed, record["finish_reason"])
+        # A failed or unasked input was skipped above: the reply was parsed, its status is one
+        # of Parsed's.
+        status = cast(Any, record.status)
+        parsed = Parsed(status, record.answer, record.rationale, record.raw_answer)
+        example = Example(record.id, dict(record.inputs), record.reference)
+        row, reason = accepted_row(task, variant, example, parsed, str(record.finish_reason))
         if row is None:
             found.skipped[str(reason)] += 1
             continue
@@ -101,7 +99,7 @@ def student_rows(
     """The rows `student` trains on, per its `data` setting."""
     data = student.data
     if data is None:
-        rows = read_jsonl(run.synth_dir / "train.jsonl")
+        rows = read_training_rows(run.synth_dir / "train.jsonl")
         return StudentRows(rows, "synth", config.synth.target, config.synth.require_reference_match)
     if data.source == "gold":
         examples = read_examples(run.data_dir / "train.jsonl")
@@ -112,7 +110,7 @@ def student_rows(
         if data.require_reference_match is None
         else data.require_reference_match
     )
-    records = read_jsonl(run.synth_dir / "teacher.jsonl")
+    records = read_records(run.synth_dir / "teacher.jsonl", TeacherRow)
     return teacher_rows(records, task, config, target, require_match)
 
 

@@ -20,6 +20,7 @@ from potstill.models import build_model, chunk_size
 from potstill.models.base import ChatRequest, ChatResponse
 from potstill.models.callstore import CallStore, answer_all
 from potstill.progress import call_meter
+from potstill.records import TeacherRow
 from potstill.runs import RunFolder
 from potstill.synth.logprobs import (
     RESCORED,
@@ -47,7 +48,7 @@ def on_policy_rows(
     task: Task,
     student: StudentConfig,
     rows: list[dict[str, Any]],
-    teacher_records: dict[str, dict[str, Any]],
+    teacher_records: dict[str, TeacherRow],
 ) -> tuple[list[dict[str, Any]], TeacherDistributions]:
     """The student's sampled rows (`<id>~p<j>`) and the teacher's distributions on them."""
     k = int(config.synth.logprobs or 0)
@@ -75,7 +76,7 @@ def on_policy_rows(
                 "prompt": row["prompt"],
                 "completion": [{"role": "assistant", "content": answer.text}],
             }
-            inputs = teacher_records[str(row["id"])]["inputs"]
+            inputs = teacher_records[str(row["id"])].inputs
             # No teacher reply to align with: the sample is scored as the teacher's reply to
             # its own prompt, every token with a distribution.
             no_reply = ChatResponse(None)

@@ -20,11 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from potstill.config import ChecksConfig, RunConfig, StudentConfig, TrainConfig
-from potstill.files import read_json, read_jsonl, write_json, write_jsonl
 from potstill.guards import student_figures, student_warnings
 from potstill.models.packaged import gpu_bf16, load_pretrained
 from potstill.models.tokens import prompt_completion_ids
 from potstill.progress import console
+from potstill.records import (
+    TeacherRow,
+    TrainLogEntry,
+    TrainSummary,
+    read_record,
+    read_records,
+    write_record,
+    write_records,
+    write_training_rows,
+)
 from potstill.runs import RunFolder, is_main_process
 from potstill.summaries import say, train_end_sentence, train_start_sentence, warning_lines
 from potstill.tasks import Task
@@ -288,8 +297,8 @@ def _finished(folder: Path, fingerprint: str) -> dict[str, Any] | None:
     summary_path = folder / "summary.json"
     if not (summary_path.exists() and (folder / "final" / "config.json").exists()):
         return None
-    summary = read_json(summary_path)
-    return summary if summary.get("fingerprint") == fingerprint else None
+    summary = read_record(summary_path, TrainSummary)
+    return summary.as_written() if summary.fingerprint == fingerprint else None
 
 
 def _tidy_checkpoints(ckpt_dir: Path, fingerprint: str, resume: str) -> None:
@@ -351,9 +360,13 @@ def _publish_final(folder: Path, saved: Path, student: StudentConfig, tokenizer:
     os.replace(tmp, final)
 
 
-def _log_entries(trainer: Any) -> list[dict[str, Any]]:
+def _log_entries(trainer: Any) -> list[TrainLogEntry]:
     keys = ("loss", "eval_loss", "train_loss")
-    return [e for e in trainer.state.log_history if any(k in e for k in keys)]
+    return [
+        TrainLogEntry.model_validate(e)
+        for e in trainer.state.log_history
+        if any(k in e for k in keys)
+    ]
 
 
 def _summary(
@@ -445,18 +458,20 @@ def _train_one(
     summary = _summary(prep, result, student, data, last)
     summary.update(fingerprint=fingerprint, rank_weights=ranks)
     # The guard rails' figures and warnings (potstill/guards.py), for the CLI and the report.
-    summary["checks"] = student_figures(summary, _log_entries(trainer))
+    summary["checks"] = student_figures(
+        summary["rows"], summary["steps"], summary["warmup_steps"], _log_entries(trainer)
+    )
     summary["warnings"] = student_warnings(student.name, summary["checks"], checks)
     saved = folder / ".trained"
     trainer.save_model(str(saved))  # every rank: FSDP and DeepSpeed gather the weights here
     trainer.accelerator.wait_for_everyone()
     if is_main_process():
-        write_jsonl(folder / "train_log.jsonl", _log_entries(trainer))
+        write_records(folder / "train_log.jsonl", _log_entries(trainer))
         tokenizer = prep.tokenizer
         del trainer, prep
         gc.collect()
         _publish_final(folder, saved, student, tokenizer)
-        write_json(folder / "summary.json", summary)
+        write_record(folder / "summary.json", TrainSummary.model_validate(summary))
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     return summary
 
@@ -487,7 +502,7 @@ def train_student(
     folder = run.student_dir(student.name)
     data = student_rows(run, config, task, student)
     if is_main_process() and student.train.loss != "on_policy":  # it writes its samples
-        write_jsonl(folder / "train.jsonl", data.rows)
+        write_training_rows(folder / "train.jsonl", data.rows)
     if not data.rows:
         raise TrainingDataError(
             f"student {student.name}: no training rows (source {data.source}, "
@@ -501,11 +516,11 @@ def train_student(
     if student.train.loss == "on_policy" and not (finished and student.train.resume == "auto"):
         from potstill.train.on_policy import on_policy_rows
 
-        records = {str(r["id"]): r for r in read_jsonl(run.synth_dir / "teacher.jsonl")}
+        records = {r.id: r for r in read_records(run.synth_dir / "teacher.jsonl", TeacherRow)}
         samples, teacher = on_policy_rows(run, config, task, student, data.rows, records)
         data = StudentRows(samples, "student_samples", data.target, None, data.skipped)
         if is_main_process():
-            write_jsonl(folder / "train.jsonl", data.rows)
+            write_training_rows(folder / "train.jsonl", data.rows)
     if finished and student.train.resume == "auto":
         console.print(f"train[{student.name}]: up to date, kept")
         return finished

@@ -21,6 +21,7 @@ from typing import Any
 from potstill.config import ConfigError, RunConfig, StudentConfig
 from potstill.files import read_json, write_json
 from potstill.progress import say
+from potstill.records import TrainSummary, read_record
 from potstill.runs import RunFolder
 
 # Per tracker: the modules of which one must import (transformers' own test), and the install.
@@ -222,14 +223,14 @@ def log_evaluation(run: RunFolder, config: RunConfig, scores: dict[str, Any]) ->
         if not student.train.report_to or not record.exists():
             continue
         runs = read_json(record)
-        summary = read_json(run.student_dir(student.name) / "summary.json")
+        summary = read_record(run.student_dir(student.name) / "summary.json", TrainSummary)
         metrics = evaluation_metrics(scores, student.name)
         text = _text(scores, student.name)
         for tracker in student.train.report_to:
             if tracker not in runs:
                 continue
             try:
-                LOGGERS[tracker](runs[tracker], metrics, int(summary.get("steps") or 0), text)
+                LOGGERS[tracker](runs[tracker], metrics, summary.steps, text)
             except Exception as exc:  # each tracker raises its own kinds
                 say(f"evaluate: could not log {student.name}'s metrics to {tracker}: {exc}")
                 continue
