@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import string
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -90,6 +91,36 @@ class BatchConfig(Strict):
 Engine = Literal["auto", "transformers", "vllm", "command"]
 
 
+ENGINE_PLACEHOLDERS = ("model", "name", "host", "port")
+
+
+def _check_placeholders(command: list[str]) -> None:
+    """An engine command's placeholders are the four potstill fills in, and `{port}` is one
+    of them: a server left on its own port would never answer on the one potstill waits on.
+    Literal braces are written doubled (`{{`, `}}`)."""
+    found: set[str] = set()
+    for part in command:
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(part) if f is not None]
+        except ValueError as exc:
+            raise ValueError(
+                f"engine_command argument {part!r}: {exc} (write a literal brace as {{{{ or }}}})"
+            ) from None
+        for name in fields:
+            if name not in ENGINE_PLACEHOLDERS:
+                known = ", ".join(f"{{{p}}}" for p in ENGINE_PLACEHOLDERS)
+                raise ValueError(
+                    f"engine_command argument {part!r}: unknown placeholder {{{name}}} "
+                    f"(potstill fills in {known}; write a literal brace as {{{{ or }}}})"
+                )
+            found.add(name)
+    if "port" not in found:
+        raise ValueError(
+            "engine_command has no {port}: potstill picks a free port and waits for the server "
+            "there, so the command must pass it (e.g. --port {port})"
+        )
+
+
 class ModelConfig(Strict):
     """Where a chat model lives and how to talk to it."""
 
@@ -136,7 +167,8 @@ class ModelConfig(Strict):
         None,
         description="local, engine: command: the server's command line, one list item per "
         "argument; {model} (the model folder), {name}, {host} and {port} (a free one) are "
-        "filled in. Logs go to the run folder's engines/.",
+        "filled in, and {port} must be there; a literal brace is written doubled ({{ }}). "
+        "Logs go to the run folder's engines/.",
     )
     engine_ready_s: float = Field(
         600.0,
@@ -151,6 +183,8 @@ class ModelConfig(Strict):
             raise ValueError("`engine: command` needs `engine_command` (the server's command line)")
         if self.engine_command and self.engine != "command":
             raise ValueError("`engine_command` applies to `engine: command` only")
+        if self.engine_command:
+            _check_placeholders(self.engine_command)
         return self
 
     price_per_million_input: float | None = Field(

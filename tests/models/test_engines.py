@@ -53,6 +53,30 @@ def test_a_command_engine_needs_its_command() -> None:
         ModelConfig(engine="vllm", engine_command=["x"])
 
 
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["llama-server", "-m", "{model}"], "engine_command has no {port}"),
+        (["server", "--port", "{port}", "--ctx", "{context}"], "unknown placeholder {context}"),
+        (["server", "--port", "{port}", '--args={"a": 1}'], 'unknown placeholder {"a"}'),
+        (["server", "--port", "{port", "--x"], "'{port': expected '}' before end of string"),
+    ],
+)
+def test_an_engine_command_that_could_not_be_filled_in_is_refused(
+    command: list[str], message: str
+) -> None:
+    """Refused when the config is read, not after engine_ready_s of waiting on a port the
+    server never listens on, nor as a KeyError when it is started."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as caught:
+        ModelConfig(engine="command", engine_command=command)
+    assert message in str(caught.value)
+    # Doubled braces are literal, and every placeholder potstill fills in is accepted.
+    good = ["server", "--port", "{port}", "--host", "{host}", "-m", "{model}", "{name}", "{{}}"]
+    assert ModelConfig(engine="command", engine_command=good).engine_command == good
+
+
 def test_auto_is_transformers_without_vllm(monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
