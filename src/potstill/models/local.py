@@ -82,6 +82,13 @@ def _buffer_cache(prefix: Any, rows: int, capacity: int, model: Any) -> Any:
         def get_seq_length(self) -> int:
             return self.length
 
+        def select_rows(self, index: Any) -> None:
+            """Keep only the batch rows `index` (rows that finished leave the batch)."""
+            self._keys = self._keys.index_select(0, index)
+            self._values = self._values.index_select(0, index)
+            self.keys = self._keys[:, :, : self.length]
+            self.values = self._values[:, :, : self.length]
+
     class BufferCache(DynamicCache):  # type: ignore[misc]
         def __init__(self, layers: list[Any]) -> None:
             Cache.__init__(self, layers=layers)
@@ -105,17 +112,41 @@ def _buffer_cache(prefix: Any, rows: int, capacity: int, model: Any) -> Any:
     return BufferCache(layers)
 
 
+def last_logits(model: Any, ids: Any, mask: Any, cache: Any) -> Any:
+    """Float32 next-token logits of each row after `ids`, whose KV goes into `cache`.
+
+    `mask` covers the cache's tokens and `ids` (0 for padding); positions follow it, and only
+    the last position's logits are computed (the LM head is a tenth of a decode step).
+    Shared by `LocalChatModel`'s decode loop and `potstill serve`'s continuous batcher.
+    """
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return out.logits[:, -1, :].float()
+
+
 class LocalChatModel:
-    """Generates with `model.generate`; requests are sorted by length to waste less padding.
+    """Generates in batches of `batch_size`; requests are sorted by length to waste less padding.
 
-    The KV cache is allocated once per batch (`_buffer_cache`) unless `buffer_cache` is
-    false (transformers' own growing cache: the old path, kept for the benchmark and the
-    test that both give the same tokens)."""
+    The KV cache is allocated once per batch (`_buffer_cache`) and tokens come from
+    potstill's own decode loop (`_decode_loop`), which drops finished rows from the batch.
+    `own_loop=False` generates with `model.generate` on the same cache instead, and
+    `buffer_cache=False` with `model.generate` on transformers' own growing cache (the old
+    path); both are kept for the benchmark and the tests that all give the same tokens."""
 
-    def __init__(self, ref: str, batch_size: int = 8, buffer_cache: bool = True) -> None:
+    def __init__(
+        self, ref: str, batch_size: int = 8, buffer_cache: bool = True, own_loop: bool = True
+    ) -> None:
         self.path = resolve_local_ref(ref)
         self.batch_size = batch_size
         self.buffer_cache = buffer_cache
+        self.own_loop = own_loop
         self.tokenizer, self.model = load_pretrained(self.path)
         self.model.to(**inference_placement())
         self.model.eval()
@@ -171,6 +202,22 @@ class LocalChatModel:
         input_ids = [prefix + [pad] * (width - len(t)) + t for t in tails]
         mask = [[1] * len(prefix) + [0] * (width - len(t)) + [1] * len(t) for t in tails]
         first = batch[0]
+        if self.buffer_cache and self.own_loop:
+            capacity = len(input_ids[0]) + max(r.max_tokens for r in batch)
+            shared_cache = self._shared_prefix_cache(prefix) if prefix else None
+            cache = _buffer_cache(shared_cache, len(batch), capacity, self.model)
+            start = time.perf_counter()
+            with self._lock, torch.inference_mode():
+                new_tokens = self._decode_loop(
+                    input_ids,
+                    mask,
+                    cache,
+                    [r.max_tokens for r in batch],
+                    first.temperature,
+                    first.sample_index,
+                )
+            latency = time.perf_counter() - start
+            return self._decode(batch, new_tokens, [len(x) for x in ids], latency)
         kwargs: dict[str, Any] = {
             "max_new_tokens": max(r.max_tokens for r in batch),
             "pad_token_id": pad,
@@ -199,6 +246,68 @@ class LocalChatModel:
         latency = time.perf_counter() - start
         new_tokens = out[:, len(input_ids[0]) :].tolist()
         return self._decode(batch, new_tokens, [len(x) for x in ids], latency)
+
+    def _decode_loop(
+        self,
+        input_ids: list[list[int]],
+        mask: list[list[int]],
+        cache: Any,
+        limits: list[int],
+        temperature: float,
+        seed: int,
+    ) -> list[list[int]]:
+        """New tokens for each row, picked the way `model.generate` picks them.
+
+        `input_ids` and `mask` cover the whole prompts; `cache` (a `_buffer_cache`) already
+        holds the first tokens of every row. Each step feeds one token per row through the
+        model's forward, without generate's per-step machinery. Greedy: a row leaves the
+        batch once it has produced a stop token or `limits[row]` tokens (its cache rows are
+        dropped when a few rows have finished), and the loop ends when every row has.
+        Sampling keeps every row to the end, as generate does, so that each row draws the
+        same numbers from torch's generator, seeded with `seed`, as it did under generate.
+        """
+        import torch
+
+        device = self.model.device
+        stop = self._stop_ids()
+        pad = int(self.tokenizer.pad_token_id)
+        sampling = temperature > 0
+        mask_t = torch.tensor(mask, device=device)
+        step_ids = torch.tensor(input_ids, device=device)[:, cache.get_seq_length() :]
+        out: list[list[int]] = [[] for _ in input_ids]
+        finished = [False] * len(input_ids)
+        active = list(range(len(input_ids)))  # the request row of each batch row
+        if sampling:
+            torch.manual_seed(seed)
+        for _ in range(max(limits)):
+            logits = last_logits(self.model, step_ids, mask_t, cache)
+            if sampling:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                picked = torch.multinomial(probs, num_samples=1).squeeze(1).tolist()
+            else:
+                picked = logits.argmax(dim=-1).tolist()
+            feed = []
+            for row, token in zip(active, picked):
+                if not finished[row]:
+                    out[row].append(token)
+                    # As under generate, a row that reaches its own limit is finished here
+                    # (its later tokens would be cut anyway); one that stopped feeds padding.
+                    finished[row] = token in stop or len(out[row]) >= limits[row]
+                feed.append(pad if token in stop or finished[row] else token)
+            if all(finished[row] for row in active):
+                break
+            done = sum(finished[row] for row in active)
+            if not sampling and done >= max(1, len(active) // 8):
+                keep = [i for i, row in enumerate(active) if not finished[row]]
+                index = torch.tensor(keep, device=device)
+                for layer in cache.layers:
+                    layer.select_rows(index)
+                mask_t = mask_t.index_select(0, index)
+                active = [active[i] for i in keep]
+                feed = [feed[i] for i in keep]
+            step_ids = torch.tensor([[t] for t in feed], device=device)
+            mask_t = torch.cat([mask_t, mask_t.new_ones((len(active), 1))], dim=1)
+        return out
 
     def _token_ids(self, request: ChatRequest) -> list[int]:
         # Special-token text inside a message stays text: it cannot open or close a turn.
