@@ -79,16 +79,26 @@ def test_a_hub_id_goes_to_the_hub_and_fails_with_the_ref_named(
 
 
 def _prompts_seen(model: LocalChatModel, monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
-    """The prompt ids each `model.generate` call gets (padding removed), recorded as it runs."""
+    """The prompt ids each batch gets (padding removed), recorded as it runs: in the decode
+    loop's input, or `model.generate`'s where the loop is off."""
     seen: list[list[int]] = []
     generate = model.model.generate
+    decode_loop = model._decode_loop
+
+    def record(input_ids: list[list[int]], attention_mask: list[list[int]]) -> None:
+        for row, mask in zip(input_ids, attention_mask):
+            seen.append([tok for tok, keep in zip(row, mask) if keep])
 
     def recording(*, input_ids: Any, attention_mask: Any, **kwargs: Any) -> Any:
-        for row, mask in zip(input_ids.tolist(), attention_mask.tolist()):
-            seen.append([tok for tok, keep in zip(row, mask) if keep])
+        record(input_ids.tolist(), attention_mask.tolist())
         return generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
+    def recording_loop(input_ids: list[list[int]], mask: list[list[int]], *args: Any) -> Any:
+        record(input_ids, mask)
+        return decode_loop(input_ids, mask, *args)
+
     monkeypatch.setattr(model.model, "generate", recording)
+    monkeypatch.setattr(model, "_decode_loop", recording_loop)
     return seen
 
 
