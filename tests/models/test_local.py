@@ -209,7 +209,9 @@ def test_packaged_model_answers_the_demo_alike_on_both_caches() -> None:
 
 
 def _replies(model: LocalChatModel, requests: list[ChatRequest]) -> list[tuple[str, int, str]]:
-    return [(r.text or "", r.completion_tokens, r.finish_reason) for r in model.generate_sync(requests)]
+    return [
+        (r.text or "", r.completion_tokens, r.finish_reason) for r in model.generate_sync(requests)
+    ]
 
 
 @pytest.mark.parametrize("shared_prefix", [True, False])

@@ -207,7 +207,7 @@ def _onednn_available(model: Any) -> bool:
     return (
         model.device.type == "cpu"
         and model.dtype == torch.float32
-        and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
         and hasattr(torch.ops.mkldnn, "_linear_pointwise")
         and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
     )
@@ -236,7 +236,7 @@ def _onednn_linears(model: Any) -> None:
             return torch.nn.functional.linear(x, module.weight, module.bias)
 
         module._potstill_packed = packed
-        module.forward = forward
+        module.forward = forward  # type: ignore[method-assign,assignment]
 
 
 def last_logits(model: Any, ids: Any, mask: Any, cache: Any) -> Any:
