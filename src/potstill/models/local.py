@@ -274,9 +274,9 @@ class LocalChatModel:
         self.batch_size = batch_size
         self.buffer_cache = buffer_cache
         self.own_loop = own_loop
-        # The own loop keeps a shared prefix once for all rows (`_prefix_attention`).
+        # On a CPU the own loop keeps a shared prefix once for all rows (`_prefix_attention`)
+        # and runs the linear layers on oneDNN (`_onednn_linears`).
         self.shared_attention = True
-        # and on a CPU runs the linear layers on oneDNN (`_onednn_linears`).
         self.onednn = True
         self.tokenizer, self.model = load_pretrained(self.path)
         self.model.to(**inference_placement())
@@ -336,9 +336,9 @@ class LocalChatModel:
         if self.buffer_cache and self.own_loop:
             capacity = len(input_ids[0]) + max(r.max_tokens for r in batch)
             shared_cache = self._shared_prefix_cache(prefix) if prefix else None
-            cache = _buffer_cache(
-                shared_cache, len(batch), capacity, self.model, self.shared_attention
-            )
+            # Measured on a CPU only; a GPU keeps the prefix in every row (sdpa attention).
+            share = self.shared_attention and self.model.device.type == "cpu"
+            cache = _buffer_cache(shared_cache, len(batch), capacity, self.model, share)
             start = time.perf_counter()
             with self._lock, torch.inference_mode():
                 new_tokens = self._decode_loop(
