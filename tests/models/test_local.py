@@ -79,16 +79,26 @@ def test_a_hub_id_goes_to_the_hub_and_fails_with_the_ref_named(
 
 
 def _prompts_seen(model: LocalChatModel, monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
-    """The prompt ids each `model.generate` call gets (padding removed), recorded as it runs."""
+    """The prompt ids each batch gets (padding removed), recorded as it runs: in the decode
+    loop's input, or `model.generate`'s where the loop is off."""
     seen: list[list[int]] = []
     generate = model.model.generate
+    decode_loop = model._decode_loop
+
+    def record(input_ids: list[list[int]], attention_mask: list[list[int]]) -> None:
+        for row, mask in zip(input_ids, attention_mask):
+            seen.append([tok for tok, keep in zip(row, mask) if keep])
 
     def recording(*, input_ids: Any, attention_mask: Any, **kwargs: Any) -> Any:
-        for row, mask in zip(input_ids.tolist(), attention_mask.tolist()):
-            seen.append([tok for tok, keep in zip(row, mask) if keep])
+        record(input_ids.tolist(), attention_mask.tolist())
         return generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
+    def recording_loop(input_ids: list[list[int]], mask: list[list[int]], *args: Any) -> Any:
+        record(input_ids, mask)
+        return decode_loop(input_ids, mask, *args)
+
     monkeypatch.setattr(model.model, "generate", recording)
+    monkeypatch.setattr(model, "_decode_loop", recording_loop)
     return seen
 
 
@@ -196,3 +206,43 @@ def test_packaged_model_answers_the_demo_alike_on_both_caches() -> None:
     prompt = config.teacher.prompt.model_copy(update={"max_tokens": 10})
     old, new = _old_and_new(config.teacher.model.model, chat_requests(task, prompt, examples), 4)
     assert [o.text for o in old] == [n.text for n in new]
+
+
+def _replies(model: LocalChatModel, requests: list[ChatRequest]) -> list[tuple[str, int, str]]:
+    return [
+        (r.text or "", r.completion_tokens, r.finish_reason) for r in model.generate_sync(requests)
+    ]
+
+
+@pytest.mark.parametrize("shared_prefix", [True, False])
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_the_decode_loop_picks_the_same_tokens_as_generate(
+    tiny_model_dir: Path, shared_prefix: bool, temperature: float
+) -> None:
+    """potstill's own decode loop (finished rows leave the batch) against `model.generate` on
+    the same buffer cache and on the growing cache: greedy, and sampled with the same seed."""
+    system = {
+        "role": "system",
+        "content": "Worked examples follow. " * (30 if shared_prefix else 1),
+    }
+    texts = ["Tom has 3 apples.", "A much longer question about pears and plums?", "Hi", "2+2?"]
+    texts += [f"Question {i}: what is {i} + {i}?" for i in range(6)]
+    requests = [
+        ChatRequest(
+            [system, {"role": "user", "content": t}],
+            max_tokens=n,
+            temperature=temperature,
+            sample_index=3,
+        )
+        for t, n in zip(texts, [12, 3, 12, 9, 1, 7, 12, 2, 5, 12])
+    ]
+    model = LocalChatModel(str(tiny_model_dir), batch_size=5)
+    own = _replies(model, requests)
+    model.own_loop = False
+    generated = _replies(model, requests)
+    model.buffer_cache = False
+    growing = _replies(model, requests)
+    assert own == generated == growing
+    assert len({text for text, _, _ in own}) > 3  # rows differ, so rows are not mixed up
+    model.own_loop = model.buffer_cache = True
+    assert _replies(model, requests) == own  # seeded: the same samples every time

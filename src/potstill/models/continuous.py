@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from potstill.models.local import LocalChatModel
+from potstill.models.local import LocalChatModel, last_logits
 
 # The most alternatives a request may ask for per token (OpenAI's own limit).
 MAX_TOP_LOGPROBS = 20
@@ -171,16 +171,7 @@ class ContinuousBatcher:
         return job.cancelled
 
     def _forward(self, ids: Any, mask: Any, cache: Any) -> Any:
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,  # only the last position's logits are ever read
-        )
-        return out.logits[:, -1, :].float()
+        return last_logits(self.model, ids, mask, cache)
 
     def _prefill(self, jobs: list[Job]) -> None:
         import torch
