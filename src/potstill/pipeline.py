@@ -20,6 +20,7 @@ from potstill.data.sets import source_dataset, source_digests
 from potstill.errors import StageIncomplete
 from potstill.files import atomic_write_text, write_jsonl
 from potstill.models.openai_backend import MissingKeyError
+from potstill.models.packaged import release_memory
 from potstill.progress import console, duration
 from potstill.runs import STAGES, RunFolder, StageOrderError, is_main_process, timed, world_size
 from potstill.summaries import evaluate_table, judge_line, say
@@ -436,7 +437,10 @@ def _run_stage(run: RunFolder, config: RunConfig, stage: str) -> dict[str, Any]:
     console.rule(f"[bold]{stage}")
     try:
         with timed() as elapsed:
-            result = STAGE_FUNCS[stage](run, config)
+            try:
+                result = STAGE_FUNCS[stage](run, config)
+            finally:
+                release_memory()  # the stage's models, before the next stage loads its own
     except StageIncomplete as exc:
         if is_main_process():
             run.mark_incomplete(stage, fp, elapsed[0], result=exc.result, **_cost(exc.result))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Sequence
 
 from potstill.config import ModelConfig
 from potstill.models import ChatModel, ChatResponse, build_model, chunk_size, model_identity
 from potstill.models.base import ChatRequest
 from potstill.models.callstore import CallStore, answer_all, request_key
+from potstill.models.packaged import release_memory
 from potstill.progress import progress_bar
 from potstill.runs import RunFolder
 
@@ -51,7 +51,7 @@ def answer_cached(
             stored.update(zip(missing, fresh))
             if loaded is None:
                 del chat_model, keep
-                gc.collect()
+                release_memory()
     finally:
         store.close()
     return [_known(stored[key]) for key in keys]

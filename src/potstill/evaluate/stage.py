@@ -3,7 +3,6 @@ LLM judge, paired comparisons, cost and latency, and the pitfall checks."""
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import shutil
@@ -26,6 +25,7 @@ from potstill.evaluate.stats import (
     paired_difference,
 )
 from potstill.models import ChatModel
+from potstill.models.packaged import release_memory
 from potstill.records import (
     ErrorRow,
     JudgeRecord,
@@ -347,7 +347,7 @@ def predict_all(
                 run, task, cand, examples, samples, seed, loaded, label
             )
         loaded.clear()
-        gc.collect()
+        release_memory()
     return on_test, on_transfer
 
 

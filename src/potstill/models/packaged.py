@@ -129,6 +129,25 @@ def gpu_bf16() -> bool:
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
+def release_memory() -> None:
+    """Give the memory of models just freed back to the system: collect them, then (glibc)
+    return the heap's free pages. Without the second step a process that loads one model
+    after another (a whole run: the teacher, the student's training, each candidate, the
+    judge) keeps each one's freed pages and its resident size grows stage by stage."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    libc = ctypes.CDLL(name)
+    trim = getattr(libc, "malloc_trim", None)  # glibc only
+    if trim is not None:
+        trim(0)
+
+
 def inference_placement() -> dict[str, Any]:
     """Where local generation runs: a CUDA GPU in bf16 when there is one, else the CPU in fp32
     (bf16 is several times slower than fp32 on common CPUs)."""

@@ -10,7 +10,6 @@ Runs the same in one process or under `accelerate launch` (DDP, FSDP, DeepSpeed)
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import os
@@ -21,7 +20,7 @@ from typing import Any
 
 from potstill.config import ChecksConfig, RunConfig, StudentConfig, TrainConfig
 from potstill.guards import student_figures, student_warnings
-from potstill.models.packaged import gpu_bf16, load_pretrained
+from potstill.models.packaged import gpu_bf16, load_pretrained, release_memory
 from potstill.models.tokens import prompt_completion_ids
 from potstill.progress import console
 from potstill.records import (
@@ -469,7 +468,7 @@ def _train_one(
         write_records(folder / "train_log.jsonl", _log_entries(trainer))
         tokenizer = prep.tokenizer
         del trainer, prep
-        gc.collect()
+        release_memory()
         _publish_final(folder, saved, student, tokenizer)
         write_record(folder / "summary.json", TrainSummary.model_validate(summary))
         shutil.rmtree(ckpt_dir, ignore_errors=True)
