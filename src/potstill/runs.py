@@ -190,7 +190,7 @@ class RunFolder:
 
     def is_current(self, stage: str, fingerprint: str) -> bool:
         record = self.stage_record(stage)
-        return self.is_done(stage) and record is not None and record.fingerprint == fingerprint
+        return record is not None and record.status == "done" and record.fingerprint == fingerprint
 
 
 # Run folders this process holds the write lock of (resolved paths), with the lock's file.

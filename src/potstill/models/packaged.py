@@ -135,15 +135,11 @@ def release_memory() -> None:
     after another (a whole run: the teacher, the student's training, each candidate, the
     judge) keeps each one's freed pages and its resident size grows stage by stage."""
     import ctypes
-    import ctypes.util
     import gc
 
     gc.collect()
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
-    libc = ctypes.CDLL(name)
-    trim = getattr(libc, "malloc_trim", None)  # glibc only
+    # The symbols already loaded into the process, libc's among them (no library search).
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only
     if trim is not None:
         trim(0)
 

@@ -457,15 +457,16 @@ def _train_one(
     summary = _summary(prep, result, student, data, last)
     summary.update(fingerprint=fingerprint, rank_weights=ranks)
     # The guard rails' figures and warnings (potstill/guards.py), for the CLI and the report.
+    log = _log_entries(trainer)
     summary["checks"] = student_figures(
-        summary["rows"], summary["steps"], summary["warmup_steps"], _log_entries(trainer)
+        summary["rows"], summary["steps"], summary["warmup_steps"], log
     )
     summary["warnings"] = student_warnings(student.name, summary["checks"], checks)
     saved = folder / ".trained"
     trainer.save_model(str(saved))  # every rank: FSDP and DeepSpeed gather the weights here
     trainer.accelerator.wait_for_everyone()
     if is_main_process():
-        write_records(folder / "train_log.jsonl", _log_entries(trainer))
+        write_records(folder / "train_log.jsonl", log)
         tokenizer = prep.tokenizer
         del trainer, prep
         release_memory()
